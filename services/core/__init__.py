@@ -1,0 +1,1 @@
+"""Shared library of netlapse: settings, schemas, store, tape, events, model specs, datasets."""

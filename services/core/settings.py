@@ -1,0 +1,61 @@
+"""One settings object for every service, read from the environment (prefix ``NETLAPSE_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration shared by api, trainer and analyzer. Every field maps to ``NETLAPSE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="NETLAPSE_", env_file=None, extra="ignore")
+
+    # Where runs, tapes and analysis results live: file:///abs/path or s3://bucket/prefix.
+    store_url: str = Field(default="", description="object store URL; empty = file://<data_dir>/store")
+    data_dir: Path = Field(default=Path(".data"), description="local data: datasets, embedded redis, store")
+    s3_endpoint: str = Field(default="", description="host:port of an S3/MinIO server; enables S3 when set")
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "netlapse"
+    s3_secure: bool = False
+    s3_region: str = "us-east-1"
+
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="broker, result backend, events")
+    events_maxlen: int = Field(default=100_000, description="approximate length cap of each run's stream")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    frontend_dir: Path = Field(default=Path("frontend/dist"), description="built UI served at /")
+
+    torch_threads: int = Field(default=1, ge=1, description="intra-op threads per worker process")
+    analysis_timeout_s: float = Field(default=120.0, gt=0, description="api waits this long for the analyzer")
+
+    # Tape tuning.
+    segment_target_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    segment_max_steps: int = Field(default=256, ge=1)
+    capture_buffers: int = Field(default=4, ge=1, description="snapshots in flight between loop and writer")
+    zstd_level: int = Field(default=3, ge=-5, le=19)
+
+    max_epochs: int = Field(default=100, ge=1)
+
+    def resolved_store_url(self) -> str:
+        """The store URL actually used: S3 when an endpoint is set, else the explicit URL, else a local dir."""
+        if self.store_url:
+            return self.store_url
+        if self.s3_endpoint:
+            return f"s3://{self.s3_bucket}"
+        return f"file://{(self.data_dir / 'store').resolve()}"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process."""
+    return Settings()
