@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Configuration shared by api, trainer and analyzer. Every field maps to ``NETLAPSE_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="NETLAPSE_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="NETLAPSE_", env_file=None, extra="ignore", frozen=True)
 
     # Where runs, tapes and analysis results live: file:///abs/path or s3://bucket/prefix.
     store_url: str = Field(default="", description="object store URL; empty = file://<data_dir>/store")

@@ -1,0 +1,1 @@
+"""FastAPI gateway: REST + WebSocket over the store, Redis and the Celery queues."""

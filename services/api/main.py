@@ -1,0 +1,53 @@
+"""The api app: ``uvicorn netlapse.api.main:app``. REST + WebSocket under /api, the built UI at /."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from netlapse.api.routes import catalog, events, health, runs, tensors
+from netlapse.core.settings import get_settings
+from netlapse.core.tape import TapeCorrupt
+
+NOT_BUILT = """<!doctype html><title>netlapse</title><h1>netlapse</h1>
+<p>The web UI is not built. Run <code>make run</code> (or <code>cd frontend && npm ci && npm run build</code>).
+The API is at <a href="/docs">/docs</a>.</p>"""
+
+
+def create_app() -> FastAPI:
+    """Build the api app: routers under /api, error handlers, and the static UI."""
+    settings = get_settings()
+    app = FastAPI(title="netlapse", version="0.1.0", description="Every parameter after every batch.")
+    for module in (health, catalog, runs, tensors, events):
+        app.include_router(module.router, prefix="/api")
+
+    @app.exception_handler(TapeCorrupt)
+    async def _corrupt(_: Request, exc: TapeCorrupt) -> JSONResponse:
+        return JSONResponse({"detail": f"stored snapshot data failed its checksum: {exc}"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default, minus the echoed input (bodies can be large); ctx values made JSON-safe.
+        errors = [
+            {k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()}) for k, v in e.items() if k != "input"}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    dist = Path(settings.frontend_dir)
+    if (dist / "index.html").exists():
+        app.mount("/", StaticFiles(directory=dist, html=True), name="ui")
+    else:
+
+        @app.get("/", include_in_schema=False)
+        def _ui_missing() -> HTMLResponse:
+            return HTMLResponse(NOT_BUILT)
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,108 @@
+"""Captured tensors and steps of a run, and diffs between two steps (computed by the analyzer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from netlapse.api.deps import CeleryDep, RepoDep, SettingsDep, StoreDep
+from netlapse.api.errors import invalid, not_found
+from netlapse.api.responses import tensor_response
+from netlapse.api.routes.runs import load_run
+from netlapse.core.modelspec import tensor_kind
+from netlapse.core.queue import ANALYZE_QUEUE, TASK_DIFF
+from netlapse.core.results import npy_load, open_tape, request_key
+from netlapse.core.schemas import DiffTask, RunRecord
+from netlapse.core.store import ObjectNotFound, Store
+from netlapse.core.tape import TapeReader
+
+router = APIRouter(tags=["tensors"])
+
+
+def load_tape(store: Store, rec: RunRecord) -> TapeReader:
+    """The run's tape, or 404 when nothing has been committed yet."""
+    try:
+        return open_tape(store, rec.id)
+    except ObjectNotFound:
+        raise not_found(f"run {rec.id} has no committed snapshots yet (status {rec.status})") from None
+
+
+def check_tensor(tape: TapeReader, name: str) -> None:
+    names = [t.name for t in tape.tensors()]
+    if name not in names:
+        raise not_found(f"unknown tensor {name!r}; this run captured: {', '.join(names)}")
+
+
+def check_step(tape: TapeReader, step: int, field: str) -> None:
+    steps = tape.steps()
+    if step not in set(steps):
+        every = steps[1] - steps[0] if len(steps) > 1 else 1
+        raise not_found(
+            f"{field}={step} was not captured; captured steps are {steps[0]}..{steps[-1]}"
+            + (f" every {every} (and the last)" if every > 1 else "")
+        )
+
+
+@router.get("/runs/{run_id}/steps")
+def steps(run_id: str, repo: RepoDep, store: StoreDep) -> dict[str, Any]:
+    """Captured (committed) steps."""
+    rec = load_run(repo, run_id)
+    return {"steps": load_tape(store, rec).steps()}
+
+
+@router.get("/runs/{run_id}/tensors")
+def tensors(run_id: str, repo: RepoDep, store: StoreDep) -> dict[str, Any]:
+    """Captured tensors: name, shape, dtype and the layer they belong to."""
+    rec = load_run(repo, run_id)
+    out = []
+    for t in load_tape(store, rec).tensors():
+        out.append({"name": t.name, "shape": list(t.shape), "dtype": t.dtype, **tensor_kind(rec.model, t.name)})
+    return {"tensors": out}
+
+
+@router.get("/runs/{run_id}/tensors/{name}")
+def tensor(
+    run_id: str, name: str, request: Request, repo: RepoDep, store: StoreDep, step: int = Query(..., ge=0)
+) -> Response:
+    """One tensor at one captured step, bit-exact."""
+    rec = load_run(repo, run_id)
+    tape = load_tape(store, rec)
+    check_tensor(tape, name)
+    check_step(tape, step, "step")
+    return tensor_response(request, {"name": name, "step": step}, tape.read(name, step))
+
+
+@router.get("/runs/{run_id}/diff/{name}")
+def diff(
+    run_id: str,
+    name: str,
+    request: Request,
+    repo: RepoDep,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    from_: int = Query(..., alias="from", ge=0),
+    to: int = Query(..., ge=0),
+) -> Response:
+    """value(to) − value(from) with summary stats, computed by the analyzer worker and cached in the store."""
+    if from_ > to:
+        raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
+    rec = load_run(repo, run_id)
+    tape = load_tape(store, rec)
+    check_tensor(tape, name)
+    check_step(tape, from_, "from")
+    check_step(tape, to, "to")
+    key = request_key(run_id, "diff", {"name": name, "from": from_, "to": to})
+    if not store.exists(key + ".json"):
+        task = DiffTask(run_id=run_id, name=name, from_step=from_, to_step=to)
+        res = celery.send_task(TASK_DIFF, args=[task.model_dump()], queue=ANALYZE_QUEUE)
+        try:
+            key = res.get(timeout=settings.analysis_timeout_s)["key"]
+        except CeleryTimeout:
+            raise HTTPException(
+                504, detail=f"the analyzer did not answer within {settings.analysis_timeout_s:.0f} s; is it running?"
+            ) from None
+    meta = store.get_json(key + ".json")
+    return tensor_response(request, meta, npy_load(store.get(key + ".npy")))

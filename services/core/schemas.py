@@ -1,0 +1,146 @@
+"""Pydantic schemas shared by every service: run records, requests, task payloads."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from netlapse.core.modelspec import ModelRef, ModelSpec
+
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"]
+RUN_ID_RE = re.compile(r"^[a-z0-9]{8,32}$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors, so a typo never becomes a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainingConfig(Strict):
+    epochs: int = Field(1, ge=1, description="passes over the training split (the server caps it, see max_epochs)")
+    batch_size: int = Field(128, ge=1, le=4096)
+    optimizer: Optimizer = "sgd"
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas, each in [0, 1)")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    max_train_samples: int | None = Field(None, ge=1, description="use only the first N training samples")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+
+class CaptureConfig(Strict):
+    every: int = Field(1, ge=1, le=100_000, description="capture every N-th step; 0 and the last are always kept")
+
+
+class RunCreate(Strict):
+    """Body of POST /api/runs."""
+
+    name: str = Field("run", min_length=1, max_length=120)
+    model: ModelRef
+    dataset: str = Field(..., min_length=1, max_length=120)
+    training: TrainingConfig = TrainingConfig()
+    capture: CaptureConfig = CaptureConfig()
+
+
+class Progress(BaseModel):
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    accuracy: float | None = None
+    eta_seconds: float | None = None
+
+
+class RunSummary(BaseModel):
+    train_seconds: float | None = None
+    capture_wait_seconds: float | None = None
+    capture_copy_seconds: float | None = None
+    raw_bytes: int | None = None
+    stored_bytes: int | None = None
+    steps_captured: int | None = None
+    final_loss: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+class RunRecord(BaseModel):
+    """The run record (runs/{id}/run.json): the source of truth for a run."""
+
+    id: str
+    name: str
+    owner: str = "local"
+    status: RunStatus = "queued"
+    preset: str | None = None
+    model: ModelSpec
+    dataset: str
+    training: TrainingConfig
+    capture: CaptureConfig
+    progress: Progress = Progress()
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    error: str | None = None
+    summary: RunSummary = RunSummary()
+    tape_complete: bool = False
+
+
+class RunPublic(RunRecord):
+    """What the API returns for a run."""
+
+
+class TrainTask(BaseModel):
+    """Payload of the trainer's Celery task."""
+
+    run_id: str
+
+
+class DiffTask(BaseModel):
+    run_id: str
+    name: str
+    from_step: int
+    to_step: int
+
+
+class AnalysisResult(BaseModel):
+    """What an analyzer task returns: where the result lies in the store."""
+
+    key: str
+    cached: bool = False
+    seconds: float = 0.0
+    meta: dict[str, Any] = {}
+
+
+def run_key(run_id: str) -> str:
+    return f"runs/{run_id}/run.json"
+
+
+def tape_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/tape/"
+
+
+def metrics_key(run_id: str) -> str:
+    return f"runs/{run_id}/metrics.json"
+
+
+def analysis_prefix(run_id: str) -> str:
+    return f"runs/{run_id}/analysis/"
