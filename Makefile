@@ -1,0 +1,59 @@
+# netlapse — `make run` starts the whole stack locally, `make test` runs every test tier.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DATA_DIR ?= .data
+MNIST := $(DATA_DIR)/datasets/mnist-10k.npz
+UI := frontend/dist/index.html
+UI_SRC := $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.* -type f 2>/dev/null)
+
+.PHONY: setup run test lint unit integration frontend-test e2e bench clean
+
+setup: $(STAMP) $(MNIST) $(UI)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+$(MNIST): | $(STAMP)
+	$(PY) -m netlapse.core.datasets fetch --data-dir $(DATA_DIR)
+
+frontend/node_modules/.package-lock.json: frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+
+$(UI): frontend/node_modules/.package-lock.json $(UI_SRC)
+	cd frontend && npm run build
+
+run: setup
+	NETLAPSE_DATA_DIR=$(DATA_DIR) $(VENV)/bin/netlapse up
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff format --check services tests bench
+	$(VENV)/bin/mypy services
+
+unit: $(STAMP) $(MNIST)
+	NETLAPSE_REQUIRE_MNIST=1 NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/unit
+
+integration: $(STAMP) $(MNIST)
+	NETLAPSE_REQUIRE_MNIST=1 NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/integration
+
+frontend-test: frontend/node_modules/.package-lock.json
+	cd frontend && npm test
+
+e2e: setup
+	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/e2e
+
+test: setup lint
+	NETLAPSE_REQUIRE_MNIST=1 NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/unit tests/integration tests/e2e
+	cd frontend && npm test
+
+bench: setup
+	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run
+
+clean:
+	rm -rf frontend/dist

@@ -1,0 +1,3 @@
+from netlapse.cli.main import main
+
+raise SystemExit(main())
