@@ -30,8 +30,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iter
     if MNIST.exists():
         (data / "datasets").mkdir()
         (data / "datasets" / "mnist-10k.npz").symlink_to(MNIST)
-    s = Stack(data_dir=data, api_port=free_port(), log_dir=artifacts_dir / "stack-logs",
-              extra_env={"NETLAPSE_SEGMENT_MAX_STEPS": "16", "NETLAPSE_FRONTEND_DIR": str(REPO / "frontend" / "dist")})
+    s = Stack(
+        data_dir=data,
+        api_port=free_port(),
+        log_dir=artifacts_dir / "stack-logs",
+        extra_env={
+            "NETLAPSE_SEGMENT_MAX_STEPS": "16",
+            "NETLAPSE_FRONTEND_DIR": str(REPO / "frontend" / "dist"),
+        },
+    )
     s.start()
     yield s
     s.stop()

@@ -10,6 +10,7 @@ import numpy as np
 from netlapse.core.results import npy_bytes, open_tape, request_key
 from netlapse.core.store import Store
 
+
 def diff_stats(d: np.ndarray, kind: str | None = None) -> dict[str, Any]:
     """Summary of a difference: range, mean, mean |Δ|, sign counts, per-filter L2 for conv weights."""
     f = d.astype(np.float64, copy=False)
@@ -39,7 +40,14 @@ def compute_diff(store: Store, run_id: str, name: str, a: int, b: int) -> tuple[
     reader = open_tape(store, run_id)
     va, vb = reader.read(name, a), reader.read(name, b)
     d = vb - va
-    meta = {"name": name, "from": a, "to": b, "shape": list(d.shape), "dtype": str(d.dtype), "stats": diff_stats(d)}
+    meta = {
+        "name": name,
+        "from": a,
+        "to": b,
+        "shape": list(d.shape),
+        "dtype": str(d.dtype),
+        "stats": diff_stats(d),
+    }
     store.put(key + ".npy", npy_bytes(d))
     store.put_json(key + ".json", meta)  # written last: its presence marks the result complete
     return key, {"cached": False, "seconds": time.perf_counter() - t0}

@@ -33,4 +33,6 @@ def diff(payload: dict) -> dict:
     """Compute value(to) − value(from) of one tensor with summary stats; cached in the store under the request."""
     t = DiffTask.model_validate(payload)
     key, meta = analyses.compute_diff(store(), t.run_id, t.name, t.from_step, t.to_step)
-    return AnalysisResult(key=key, cached=meta.get("cached", False), seconds=meta.get("seconds", 0.0)).model_dump()
+    return AnalysisResult(
+        key=key, cached=meta.get("cached", False), seconds=meta.get("seconds", 0.0)
+    ).model_dump()

@@ -33,7 +33,11 @@ def create_app() -> FastAPI:
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default, minus the echoed input (bodies can be large); ctx values made JSON-safe.
         errors = [
-            {k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()}) for k, v in e.items() if k != "input"}
+            {
+                k: (v if k != "ctx" else {ck: str(cv) for ck, cv in v.items()})
+                for k, v in e.items()
+                if k != "input"
+            }
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)

@@ -35,6 +35,8 @@ def wants_npy(request: Request) -> bool:
 def tensor_response(request: Request, meta: dict[str, Any], a: np.ndarray) -> Response:
     """JSON with ``data`` flat, or ``.npy`` bytes (metadata in ``X-Netlapse-*`` headers) when Accept asks for it."""
     if wants_npy(request):
-        headers = {f"X-Netlapse-{k.capitalize()}": str(v) for k, v in meta.items() if isinstance(v, int | str)}
+        headers = {
+            f"X-Netlapse-{k.capitalize()}": str(v) for k, v in meta.items() if isinstance(v, int | str)
+        }
         return Response(npy_bytes(a), media_type=NPY, headers=headers)
     return FastJSONResponse({**meta, **array_json(a)})

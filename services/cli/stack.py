@@ -65,8 +65,13 @@ class Stack:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its lifetime
         # Own process group: Ctrl-C reaches us once, and we stop children in order.
-        p = subprocess.Popen(argv, env=self.env(), stdout=out, stderr=subprocess.STDOUT if out else None,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            argv,
+            env=self.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            start_new_session=True,
+        )
         self.procs[name] = p
         return p
 
@@ -77,8 +82,24 @@ class Stack:
         port = free_port()
         rdir = (self.data_dir / "redis").resolve()
         rdir.mkdir(parents=True, exist_ok=True)
-        p = self._spawn("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(rdir),
-                                  "--appendonly", "yes", "--save", "", "--protected-mode", "yes"])
+        p = self._spawn(
+            "redis",
+            [
+                exe,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(rdir),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+            ],
+        )
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(self.redis_url)
         wait_for(client.ping, 20, "redis-server", p)
@@ -91,15 +112,60 @@ class Stack:
             if self.redis_url is None:
                 self.start_redis()
             celery = [py, "-m", "celery"]
-            self._spawn("trainer", celery + ["-A", "netlapse.trainer.worker", "worker", "-Q", "train", "-c", "1",
-                                             "-n", f"trainer-{os.getpid()}@%h", "--loglevel", "INFO", "--without-gossip",
-                                             "--without-mingle"])
-            self._spawn("analyzer", celery + ["-A", "netlapse.analyzer.worker", "worker", "-Q", "analyze", "-c",
-                                              str(self.analyzer_concurrency), "-n", f"analyzer-{os.getpid()}@%h",
-                                              "--loglevel", "INFO", "--without-gossip", "--without-mingle"])
+            self._spawn(
+                "trainer",
+                celery
+                + [
+                    "-A",
+                    "netlapse.trainer.worker",
+                    "worker",
+                    "-Q",
+                    "train",
+                    "-c",
+                    "1",
+                    "-n",
+                    f"trainer-{os.getpid()}@%h",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+            )
+            self._spawn(
+                "analyzer",
+                celery
+                + [
+                    "-A",
+                    "netlapse.analyzer.worker",
+                    "worker",
+                    "-Q",
+                    "analyze",
+                    "-c",
+                    str(self.analyzer_concurrency),
+                    "-n",
+                    f"analyzer-{os.getpid()}@%h",
+                    "--loglevel",
+                    "INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+            )
             if with_api:
-                api = self._spawn("api", [py, "-m", "uvicorn", "netlapse.api.main:app", "--host", self.api_host,
-                                          "--port", str(self.api_port), "--log-level", "warning"])
+                api = self._spawn(
+                    "api",
+                    [
+                        py,
+                        "-m",
+                        "uvicorn",
+                        "netlapse.api.main:app",
+                        "--host",
+                        self.api_host,
+                        "--port",
+                        str(self.api_port),
+                        "--log-level",
+                        "warning",
+                    ],
+                )
                 import httpx
 
                 url = f"http://{self.api_host}:{self.api_port}/api/health"
@@ -144,13 +210,20 @@ def run_forever(stack: Stack) -> int:
     signal.signal(signal.SIGTERM, _stop)
     print(f"netlapse: starting (data dir {stack.data_dir.resolve()}) …", flush=True)
     stack.start()
-    print(f"netlapse: up — UI and API at http://{stack.api_host}:{stack.api_port}  (redis {stack.redis_url}); "
-          "Ctrl-C stops everything", flush=True)
+    print(
+        f"netlapse: up — UI and API at http://{stack.api_host}:{stack.api_port}  (redis {stack.redis_url}); "
+        "Ctrl-C stops everything",
+        flush=True,
+    )
     code = 0
     while not stopping:
         dead = stack.dead()
         if dead:
-            print(f"netlapse: {', '.join(dead)} exited unexpectedly; stopping the rest", file=sys.stderr, flush=True)
+            print(
+                f"netlapse: {', '.join(dead)} exited unexpectedly; stopping the rest",
+                file=sys.stderr,
+                flush=True,
+            )
             code = 1
             break
         time.sleep(0.5)

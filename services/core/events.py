@@ -40,7 +40,9 @@ def lock_key(run_id: str) -> str:
 
 def connect(url: str) -> redis.Redis:
     """A Redis client that returns str, with short timeouts so a dead Redis fails fast."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=3, health_check_interval=30)
+    return redis.Redis.from_url(
+        url, decode_responses=True, socket_connect_timeout=3, health_check_interval=30
+    )
 
 
 class EventStream:
@@ -65,10 +67,16 @@ class EventStream:
     @staticmethod
     def _decode(run_id: str, sid: str, fields: dict[str, str]) -> Event:
         return Event(
-            id=sid, type=fields["type"], run_id=run_id, ts=float(fields["ts"]), data=json.loads(fields["data"])
+            id=sid,
+            type=fields["type"],
+            run_id=run_id,
+            ts=float(fields["ts"]),
+            data=json.loads(fields["data"]),
         )  # type: ignore[arg-type]
 
-    def read(self, run_id: str, since: str = "0-0", block_ms: int | None = None, count: int = 500) -> list[Event]:
+    def read(
+        self, run_id: str, since: str = "0-0", block_ms: int | None = None, count: int = 500
+    ) -> list[Event]:
         """Events strictly after ``since``; blocks up to ``block_ms`` when none are there yet."""
         res = self.r.xread({stream_key(run_id): since}, count=count, block=block_ms)
         out: list[Event] = []

@@ -28,7 +28,10 @@ def make_celery(name: str, settings: Settings) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         result_expires=3600,
-        task_routes={"netlapse.trainer.*": {"queue": TRAIN_QUEUE}, "netlapse.analyzer.*": {"queue": ANALYZE_QUEUE}},
+        task_routes={
+            "netlapse.trainer.*": {"queue": TRAIN_QUEUE},
+            "netlapse.analyzer.*": {"queue": ANALYZE_QUEUE},
+        },
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 6 * 3600},
         worker_hijack_root_logger=False,

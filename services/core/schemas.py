@@ -27,7 +27,9 @@ class Strict(BaseModel):
 
 
 class TrainingConfig(Strict):
-    epochs: int = Field(1, ge=1, description="passes over the training split (the server caps it, see max_epochs)")
+    epochs: int = Field(
+        1, ge=1, description="passes over the training split (the server caps it, see max_epochs)"
+    )
     batch_size: int = Field(128, ge=1, le=4096)
     optimizer: Optimizer = "sgd"
     lr: float = Field(0.01, gt=0, le=10)
@@ -47,7 +49,9 @@ class TrainingConfig(Strict):
 
 
 class CaptureConfig(Strict):
-    every: int = Field(1, ge=1, le=100_000, description="capture every N-th step; 0 and the last are always kept")
+    every: int = Field(
+        1, ge=1, le=100_000, description="capture every N-th step; 0 and the last are always kept"
+    )
 
 
 class RunCreate(Strict):

@@ -50,7 +50,9 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000
+) -> tuple[float, float]:
     """Mean loss and accuracy on a split, in eval mode."""
     model.eval()
     loss_sum, correct = 0.0, 0
@@ -78,7 +80,9 @@ class Trainer:
     def save_metrics(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_metrics_save > 2.0:
-            self.store.put_json(metrics_key(self.rec.id), {"steps": self.step_metrics, "epochs": self.epoch_metrics})
+            self.store.put_json(
+                metrics_key(self.rec.id), {"steps": self.step_metrics, "epochs": self.epoch_metrics}
+            )
             self._last_metrics_save = now
 
     def run(self) -> RunRecord:
@@ -137,8 +141,15 @@ class Trainer:
                         eta = elapsed / step * (total - step)
                         self.publish(
                             "progress",
-                            {"step": step, "total_steps": total, "epoch": epoch, "epochs": cfg.epochs,
-                             "loss": loss_v, "accuracy": acc, "eta_seconds": round(eta, 3)},
+                            {
+                                "step": step,
+                                "total_steps": total,
+                                "epoch": epoch,
+                                "epochs": cfg.epochs,
+                                "loss": loss_v,
+                                "accuracy": acc,
+                                "eta_seconds": round(eta, 3),
+                            },
                         )
                         self.save_metrics()
                         if self.events.cancel_requested(rec.id):
@@ -163,14 +174,21 @@ class Trainer:
         self.save_metrics(force=True)
         last = self.step_metrics[-1] if self.step_metrics else {}
         rec.progress.step, rec.progress.epoch = step, (last.get("epoch") or 0)
-        rec.progress.loss, rec.progress.accuracy, rec.progress.eta_seconds = last.get("loss"), last.get("accuracy"), 0.0
+        rec.progress.loss, rec.progress.accuracy, rec.progress.eta_seconds = (
+            last.get("loss"),
+            last.get("accuracy"),
+            0.0,
+        )
         s = rec.summary
         s.train_seconds, s.capture_wait_seconds = round(train_s, 4), round(stats.wait_seconds, 4)
         s.capture_copy_seconds = round(stats.copy_seconds, 4)
         s.raw_bytes, s.stored_bytes, s.steps_captured = stats.raw_bytes, stats.stored_bytes, stats.steps
         s.final_loss = last.get("loss")
         if self.epoch_metrics:
-            s.val_loss, s.val_accuracy = self.epoch_metrics[-1]["val_loss"], self.epoch_metrics[-1]["val_accuracy"]
+            s.val_loss, s.val_accuracy = (
+                self.epoch_metrics[-1]["val_loss"],
+                self.epoch_metrics[-1]["val_accuracy"],
+            )
         rec.tape_complete = True
         rec.status = "cancelled" if cancelled else "succeeded"
         rec.finished_at = utcnow()
@@ -210,5 +228,7 @@ def execute_run(run_id: str, settings: Settings, store: Store, events: EventStre
         rec.error = f"{type(exc).__name__}: {exc}"
         trainer.save_metrics(force=True)
     repo.save(rec)
-    events.publish(run_id, "status", {"status": rec.status, "error": rec.error, "summary": rec.summary.model_dump()})
+    events.publish(
+        run_id, "status", {"status": rec.status, "error": rec.error, "summary": rec.summary.model_dump()}
+    )
     return rec

@@ -62,7 +62,9 @@ def train_run(self: Task, payload: dict) -> dict:
     if not lock.acquire():
         raise self.retry(countdown=LOCK_TTL_S / 2)
     try:
-        rec = execute_run(task.run_id, settings, store_from_settings(settings), EventStream(r, settings.events_maxlen))
+        rec = execute_run(
+            task.run_id, settings, store_from_settings(settings), EventStream(r, settings.events_maxlen)
+        )
         return {"run_id": rec.id, "status": rec.status}
     finally:
         lock.release()

@@ -17,7 +17,14 @@ def create_run(api: httpx.Client, **overrides: Any) -> dict[str, Any]:
         "name": "it",
         "model": {"preset": "tiny-cnn"},
         "dataset": "synthetic",
-        "training": {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "seed": 0},
+        "training": {
+            "epochs": 2,
+            "batch_size": 128,
+            "optimizer": "sgd",
+            "lr": 0.05,
+            "momentum": 0.9,
+            "seed": 0,
+        },
         "capture": {"every": 1},
     }
     body.update(overrides)
@@ -36,7 +43,9 @@ def wait_terminal(api: httpx.Client, run_id: str, timeout: float = 180) -> dict[
     raise AssertionError(f"run {run_id} did not finish in {timeout} s")
 
 
-def ws_events(api: httpx.Client, run_id: str, since: str | None = None, timeout: float = 180) -> list[dict[str, Any]]:
+def ws_events(
+    api: httpx.Client, run_id: str, since: str | None = None, timeout: float = 180
+) -> list[dict[str, Any]]:
     """All events the server sends until it closes the socket (after the final status)."""
     url = str(api.base_url).replace("http://", "ws://") + f"/api/runs/{run_id}/events"
     if since:

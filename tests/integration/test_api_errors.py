@@ -48,7 +48,9 @@ def detail_text(r: httpx.Response) -> str:
         ({"model": {"preset": "paper-cnn"}, "dataset": "synthetic", "training__epochs": 1}, None, None),
     ],
 )
-def test_create_run_rejects_bad_input(api: httpx.Client, patch: dict, field: str | None, words: str | None) -> None:
+def test_create_run_rejects_bad_input(
+    api: httpx.Client, patch: dict, field: str | None, words: str | None
+) -> None:
     r = api.post("/api/runs", json=body(**patch))
     if field is None:  # paper-cnn on synthetic is valid (same input shape): the control case
         assert r.status_code == 201, r.text
@@ -60,8 +62,11 @@ def test_create_run_rejects_bad_input(api: httpx.Client, patch: dict, field: str
 
 
 def test_model_that_does_not_fit_the_dataset(api: httpx.Client) -> None:
-    spec = {"input_shape": [3, 32, 32], "num_classes": 10,
-            "layers": [{"type": "flatten"}, {"type": "linear", "out_features": 10}]}
+    spec = {
+        "input_shape": [3, 32, 32],
+        "num_classes": 10,
+        "layers": [{"type": "flatten"}, {"type": "linear", "out_features": 10}],
+    }
     r = api.post("/api/runs", json=body(model=spec))
     assert r.status_code == 422 and "input" in detail_text(r)
 

@@ -67,8 +67,10 @@ def test_run_captures_every_batch_and_diff_is_exact(api: httpx.Client) -> None:
     assert st["increased"] == int((d > 0).sum()) and len(st["per_filter_l2"]) == 4
     assert math.isclose(st["max"], float(d.max()), rel_tol=1e-6)
     t = api.get(f"/api/runs/{rid}/tensors/conv1.weight", params={"step": 3}).json()
-    assert np.array_equal(np.asarray(t["data"], np.float32).reshape(t["shape"]),
-                          get_npy(api, f"/api/runs/{rid}/tensors/conv1.weight", step=3))
+    assert np.array_equal(
+        np.asarray(t["data"], np.float32).reshape(t["shape"]),
+        get_npy(api, f"/api/runs/{rid}/tensors/conv1.weight", step=3),
+    )
 
     m = api.get(f"/api/runs/{rid}/metrics").json()
     assert [x["step"] for x in m["steps"]] == list(range(1, total + 1))
@@ -78,7 +80,9 @@ def test_run_captures_every_batch_and_diff_is_exact(api: httpx.Client) -> None:
 
 
 def test_capture_every_n_keeps_first_and_last(api: httpx.Client) -> None:
-    run = create_run(api, training={"epochs": 1, "batch_size": 100, "lr": 0.05, "seed": 1}, capture={"every": 4})
+    run = create_run(
+        api, training={"epochs": 1, "batch_size": 100, "lr": 0.05, "seed": 1}, capture={"every": 4}
+    )
     run = wait_terminal(api, run["id"])
     assert run["status"] == "succeeded", run["error"]
     total = math.ceil(1024 / 100)
@@ -104,11 +108,19 @@ def test_cancel_stops_a_running_run(api: httpx.Client) -> None:
     assert api.post(f"/api/runs/{rid}/cancel").status_code == 409
 
 
-@pytest.mark.skipif(not MNIST.exists() and not os.environ.get("NETLAPSE_REQUIRE_MNIST"), reason="mnist-10k not fetched (make setup fetches it; CI requires it)")
+@pytest.mark.skipif(
+    not MNIST.exists() and not os.environ.get("NETLAPSE_REQUIRE_MNIST"),
+    reason="mnist-10k not fetched (make setup fetches it; CI requires it)",
+)
 def test_readme_sequence_paper_cnn_on_mnist(api: httpx.Client) -> None:
     """The README's curl sequence: paper-cnn on mnist-10k, 1 epoch, batch 128, SGD 0.01 momentum 0.9, seed 0."""
-    run = create_run(api, name="paper-mnist", model={"preset": "paper-cnn"}, dataset="mnist-10k",
-                     training={"epochs": 1, "batch_size": 128, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "seed": 0})
+    run = create_run(
+        api,
+        name="paper-mnist",
+        model={"preset": "paper-cnn"},
+        dataset="mnist-10k",
+        training={"epochs": 1, "batch_size": 128, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "seed": 0},
+    )
     run = wait_terminal(api, run["id"], timeout=600)
     assert run["status"] == "succeeded", run["error"]
     steps = api.get(f"/api/runs/{run['id']}/steps").json()["steps"]

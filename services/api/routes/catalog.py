@@ -18,7 +18,12 @@ def presets() -> dict:
     """Model presets, with their full spec and parameter count."""
     return {
         "presets": [
-            {"name": name, "description": p.description, "spec": p.spec.model_dump(), "params": count_params(p.spec)}
+            {
+                "name": name,
+                "description": p.description,
+                "spec": p.spec.model_dump(),
+                "params": count_params(p.spec),
+            }
             for name, p in PRESETS.items()
         ]
     }

@@ -21,14 +21,26 @@ POLL_MS = 1000
 
 def _decode(run_id: str, sid: str, fields: dict[str, str]) -> dict:
     return Event(
-        id=sid, type=fields["type"], run_id=run_id, ts=float(fields["ts"]), data=json.loads(fields["data"])  # type: ignore[arg-type]
+        id=sid,
+        type=fields["type"],
+        run_id=run_id,
+        ts=float(fields["ts"]),
+        data=json.loads(fields["data"]),  # type: ignore[arg-type]
     ).model_dump()
 
 
 def _current_state(rec: RunRecord, live: dict) -> list[dict]:
     """What a client needs when it cannot replay: the status and the latest progress."""
     now = time.time()
-    out = [{"id": "", "type": "status", "run_id": rec.id, "ts": now, "data": {"status": rec.status, "error": rec.error}}]
+    out = [
+        {
+            "id": "",
+            "type": "status",
+            "run_id": rec.id,
+            "ts": now,
+            "data": {"status": rec.status, "error": rec.error},
+        }
+    ]
     progress = live.get("progress") or rec.progress.model_dump()
     out.append({"id": "", "type": "progress", "run_id": rec.id, "ts": now, "data": progress})
     return out
@@ -43,12 +55,18 @@ async def run_events(websocket: WebSocket, run_id: str, since: str | None = None
     try:
         rec = await asyncio.to_thread(repo.get, run_id)
     except (RunNotFound, ValueError):
-        await websocket.send_json({"type": "error", "run_id": run_id, "data": {"detail": f"run {run_id!r} not found"}})
+        await websocket.send_json(
+            {"type": "error", "run_id": run_id, "data": {"detail": f"run {run_id!r} not found"}}
+        )
         await websocket.close(code=4404)
         return
     if since is not None and not valid_stream_id(since):
         await websocket.send_json(
-            {"type": "error", "run_id": run_id, "data": {"detail": f"since={since!r} is not a stream id like 1700000000000-0"}}
+            {
+                "type": "error",
+                "run_id": run_id,
+                "data": {"detail": f"since={since!r} is not a stream id like 1700000000000-0"},
+            }
         )
         await websocket.close(code=4422)
         return
@@ -61,8 +79,17 @@ async def run_events(websocket: WebSocket, run_id: str, since: str | None = None
         if since and is_trimmed(since, first_id):
             live = {k: json.loads(v) for k, v in (await r.hgetall(f"netlapse:run:{run_id}:live")).items()}
             await websocket.send_json(
-                {"id": "", "type": "trimmed", "run_id": run_id, "ts": time.time(),
-                 "data": {"since": since, "oldest": first_id, "detail": "events after `since` were trimmed; current state follows"}}
+                {
+                    "id": "",
+                    "type": "trimmed",
+                    "run_id": run_id,
+                    "ts": time.time(),
+                    "data": {
+                        "since": since,
+                        "oldest": first_id,
+                        "detail": "events after `since` were trimmed; current state follows",
+                    },
+                }
             )
             for ev in _current_state(rec, live):
                 await websocket.send_json(ev)

@@ -53,7 +53,9 @@ def public(rec: RunRecord, events: EventStream) -> RunPublic:
 
 
 @router.post("/runs", status_code=201)
-def create_run(body: RunCreate, settings: SettingsDep, repo: RepoDep, events: EventsDep, celery: CeleryDep) -> RunPublic:
+def create_run(
+    body: RunCreate, settings: SettingsDep, repo: RepoDep, events: EventsDep, celery: CeleryDep
+) -> RunPublic:
     """Validate, store the run record (status queued), and enqueue training."""
     if body.training.epochs > settings.max_epochs:
         raise invalid(
@@ -63,7 +65,9 @@ def create_run(body: RunCreate, settings: SettingsDep, repo: RepoDep, events: Ev
     known = {d.name: d for d in list_datasets(settings)}
     ds = known.get(body.dataset)
     if ds is None:
-        raise invalid(["body", "dataset"], f"unknown dataset {body.dataset!r}; available: {', '.join(sorted(known))}")
+        raise invalid(
+            ["body", "dataset"], f"unknown dataset {body.dataset!r}; available: {', '.join(sorted(known))}"
+        )
     if not ds.available:
         raise invalid(["body", "dataset"], f"dataset {body.dataset!r} is not available here: {ds.reason}")
     spec: ModelSpec = body.model.resolve()
@@ -105,7 +109,9 @@ def cancel_run(run_id: str, repo: RepoDep, events: EventsDep) -> RunPublic:
     """Ask a queued or running run to stop; the trainer sees the flag within a few batches."""
     rec = load_run(repo, run_id)
     if rec.status in TERMINAL_STATUSES:
-        raise HTTPException(409, detail=f"run {run_id} already {rec.status}; only queued or running runs can be cancelled")
+        raise HTTPException(
+            409, detail=f"run {run_id} already {rec.status}; only queued or running runs can be cancelled"
+        )
     events.request_cancel(run_id)
     if rec.status == "queued":
         rec.status, rec.finished_at = "cancelled", utcnow()

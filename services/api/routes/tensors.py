@@ -58,7 +58,9 @@ def tensors(run_id: str, repo: RepoDep, store: StoreDep) -> dict[str, Any]:
     rec = load_run(repo, run_id)
     out = []
     for t in load_tape(store, rec).tensors():
-        out.append({"name": t.name, "shape": list(t.shape), "dtype": t.dtype, **tensor_kind(rec.model, t.name)})
+        out.append(
+            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, **tensor_kind(rec.model, t.name)}
+        )
     return {"tensors": out}
 
 
@@ -102,7 +104,8 @@ def diff(
             key = res.get(timeout=settings.analysis_timeout_s)["key"]
         except CeleryTimeout:
             raise HTTPException(
-                504, detail=f"the analyzer did not answer within {settings.analysis_timeout_s:.0f} s; is it running?"
+                504,
+                detail=f"the analyzer did not answer within {settings.analysis_timeout_s:.0f} s; is it running?",
             ) from None
     meta = store.get_json(key + ".json")
     return tensor_response(request, meta, npy_load(store.get(key + ".npy")))
