@@ -1,0 +1,287 @@
+"""Capture every snapshot off the training thread: copy into a pooled buffer, encode and upload elsewhere.
+
+The training thread only copies the model's floating-point state into a free preallocated flat buffer
+(pinned host memory on CUDA, copied on a side stream) and enqueues it. A background thread hands the
+buffer to ``TapeWriter.append`` and returns it to the pool. When the pool is empty the training thread
+waits (backpressure) rather than dropping a step; the wait is measured in ``CaptureStats.wait_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+
+from netlapse.core.tape import TapeWriter, TensorInfo
+
+log = logging.getLogger(__name__)
+
+# Per-tensor views start on this boundary so any dtype view of the flat byte buffer is aligned.
+_ALIGN = 64
+_POLL_S = 0.05
+
+_TORCH_TO_NUMPY: dict[torch.dtype, str] = {
+    torch.float16: "float16",
+    torch.float32: "float32",
+    torch.float64: "float64",
+}
+
+
+class CaptureError(RuntimeError):
+    """The background tape writer failed; the original error is the ``__cause__``."""
+
+
+def capturable_tensors(model: torch.nn.Module) -> list[TensorInfo]:
+    """Every floating-point tensor of ``model.state_dict()`` in state_dict order (weights, biases, BN stats)."""
+    out: list[TensorInfo] = []
+    for name, t in model.state_dict().items():
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            continue
+        np_name = _TORCH_TO_NUMPY.get(t.dtype)
+        if np_name is None:
+            raise ValueError(
+                f"tensor {name!r} has dtype {t.dtype}, which the tape cannot store bit-exactly "
+                f"(supported: {', '.join(_TORCH_TO_NUMPY.values())}); cast the model first"
+            )
+        out.append(TensorInfo(name, tuple(int(d) for d in t.shape), np_name))
+    return out
+
+
+@dataclass
+class CaptureStats:
+    """What capturing cost so far. ``wait_seconds``: training blocked on a full pool; ``copy_seconds``:
+    training thread time spent issuing copies; bytes are the tape writer's raw and stored totals."""
+
+    steps: int = 0
+    wait_seconds: float = 0.0
+    raw_bytes: int = 0
+    stored_bytes: int = 0
+    copy_seconds: float = 0.0
+
+
+@dataclass
+class _Slot:
+    """One snapshot buffer: flat host memory plus per-tensor torch and numpy views into it."""
+
+    buffer: torch.Tensor
+    dst: list[torch.Tensor]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class CapturePipeline:
+    """Copies the model's state after each optimizer step and streams it to a TapeWriter on a thread.
+
+    At most ``buffers`` snapshots are in flight; memory is ``buffers`` × one snapshot. Use as a context
+    manager or call close(); an exception inside the ``with`` closes the tape as incomplete."""
+
+    def __init__(self, model: torch.nn.Module, writer: TapeWriter, *, buffers: int = 4) -> None:
+        """Allocate the buffer pool for ``model``'s capturable tensors and start the writer thread."""
+        if buffers < 1:
+            raise ValueError(f"buffers must be >= 1, got {buffers}")
+        self.model = model
+        self.writer = writer
+        self.infos = capturable_tensors(model)
+        if [(t.name, t.shape, t.dtype) for t in self.infos] != [
+            (t.name, t.shape, t.dtype) for t in writer.tensors
+        ]:
+            raise ValueError(
+                "the writer's tensors differ from the model's; build it with capturable_tensors(model)"
+            )
+        sources = self._sources()
+        self.cuda = any(s.is_cuda for s in sources)
+        self.device = next((s.device for s in sources if s.is_cuda), torch.device("cpu"))
+
+        offsets, off = [], 0
+        for t in self.infos:
+            offsets.append(off)
+            off += -(-t.nbytes // _ALIGN) * _ALIGN
+        self._offsets, self._total = offsets, max(off, _ALIGN)
+
+        self._pool: queue.Queue[_Slot] = queue.Queue()
+        for _ in range(buffers):
+            self._pool.put(self._new_slot())
+        self._queue: queue.Queue[tuple[int, _Slot, Any] | None] = queue.Queue()
+        self._stream: Any = torch.cuda.Stream(device=self.device) if self.cuda else None
+
+        self.stats = CaptureStats()
+        self._error: BaseException | None = None
+        self._error_step: int | None = None
+        self._last_step: int | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="netlapse-capture-writer", daemon=True)
+        self._thread.start()
+
+    # -- setup helpers
+
+    def _sources(self) -> list[torch.Tensor]:
+        """The live capturable tensors, checked against the layout fixed at construction."""
+        sd = self.model.state_dict()
+        out: list[torch.Tensor] = []
+        for info in self.infos:
+            t = sd.get(info.name)
+            if t is None or tuple(t.shape) != info.shape or _TORCH_TO_NUMPY.get(t.dtype) != info.dtype:
+                got = None if t is None else (tuple(t.shape), t.dtype)
+                raise RuntimeError(
+                    f"tensor {info.name!r} changed since capture started: expected {info.shape} {info.dtype}, got {got}"
+                )
+            out.append(t)
+        return out
+
+    def _new_slot(self) -> _Slot:
+        # Pinned memory makes device-to-host copies truly asynchronous.
+        buf = torch.empty(self._total, dtype=torch.uint8, pin_memory=self.cuda)
+        flat = buf.numpy()
+        dst: list[torch.Tensor] = []
+        arrays: dict[str, np.ndarray] = {}
+        for info, off in zip(self.infos, self._offsets, strict=True):
+            np_dt = np.dtype(info.dtype)
+            tdt = next(k for k, v in _TORCH_TO_NUMPY.items() if v == info.dtype)
+            dst.append(buf[off : off + info.nbytes].view(tdt).view(info.shape))
+            arrays[info.name] = flat[off : off + info.nbytes].view(np_dt).reshape(info.shape)
+        return _Slot(buf, dst, arrays)
+
+    # -- training thread
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise CaptureError(
+                f"capture writer failed at step {self._error_step}: {type(self._error).__name__}: {self._error}"
+            ) from self._error
+
+    def _acquire(self) -> _Slot:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            pass
+        t0 = time.perf_counter()
+        try:
+            while True:
+                try:
+                    return self._pool.get(timeout=_POLL_S)
+                except queue.Empty:
+                    # Never wait forever on a writer that died.
+                    self._raise_if_failed()
+                    if not self._thread.is_alive():
+                        raise CaptureError("capture writer thread is not running") from None
+        finally:
+            self.stats.wait_seconds += time.perf_counter() - t0
+
+    def capture(self, step: int) -> None:
+        """Snapshot the model as of now as ``step`` (call right after optimizer.step()).
+
+        Blocks while all buffers are in flight; raises CaptureError if the writer thread has failed."""
+        if self._closed:
+            raise RuntimeError("capture() on a closed CapturePipeline")
+        self._raise_if_failed()
+        step = int(step)
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(f"capture steps must strictly increase: got {step} after {self._last_step}")
+        slot = self._acquire()
+        t0 = time.perf_counter()
+        try:
+            sources = self._sources()
+            event = self._copy(slot, sources)
+        except BaseException:
+            self._pool.put(slot)
+            raise
+        self.stats.copy_seconds += time.perf_counter() - t0
+        self._last_step = step
+        self._queue.put((step, slot, event))
+
+    def _copy(self, slot: _Slot, sources: list[torch.Tensor]) -> Any:
+        """Copy sources into the slot; returns an event the writer must synchronize, or None (CPU)."""
+        with torch.no_grad():
+            if not self.cuda:
+                for dst, src in zip(slot.dst, sources, strict=True):
+                    dst.copy_(src)
+                return None
+            current = torch.cuda.current_stream(self.device)
+            stream = self._stream
+            # The side stream must see the optimizer step that was just queued on the current stream.
+            stream.wait_stream(current)
+            with torch.cuda.stream(stream):
+                for dst, src in zip(slot.dst, sources, strict=True):
+                    dst.copy_(src, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(stream)
+            # The next optimizer step writes these tensors in place; it must not start before the copy ends.
+            current.wait_event(event)
+            return event
+
+    # -- writer thread
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            step, slot, event = item
+            try:
+                if self._error is None:
+                    if event is not None:
+                        event.synchronize()
+                    self.writer.append(step, slot.arrays)
+                    self.stats.steps += 1
+                    self.stats.raw_bytes = self.writer.raw_bytes
+                    self.stats.stored_bytes = self.writer.stored_bytes
+            except BaseException as e:  # kept and re-raised on the training thread
+                self._error_step = step
+                self._error = e
+                log.error("capture writer failed at step %s: %s", step, e)
+            finally:
+                # After a failure keep draining, so a training thread blocked on the pool wakes up.
+                self._pool.put(slot)
+
+    # -- shutdown
+
+    def close(self, complete: bool = True) -> CaptureStats:
+        """Drain queued snapshots, close the tape (``complete`` marks it finished) and stop the thread.
+
+        Raises CaptureError if the writer failed (then the tape is closed as incomplete, best effort).
+        A second call returns the stats again (or raises the same error)."""
+        if self._closed:
+            self._raise_if_failed()
+            return replace(self.stats)
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            try:
+                self.writer.close(complete=False)
+            except Exception:  # the writer's first error is the one worth reporting
+                log.exception("closing the tape after a capture failure")
+            self._raise_if_failed()
+        try:
+            self.writer.close(complete=complete)
+        except BaseException as e:
+            self._error, self._error_step = e, self._last_step
+            self._raise_if_failed()
+        self.stats.raw_bytes = self.writer.raw_bytes
+        self.stats.stored_bytes = self.writer.stored_bytes
+        return replace(self.stats)
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closed
+
+    def __enter__(self) -> CapturePipeline:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close(complete=True)
+            return
+        try:
+            self.close(complete=False)
+        except Exception:  # the exception already propagating matters more
+            log.exception("closing capture after an error")
