@@ -1,19 +1,32 @@
-"""Celery analyzer worker (queue ``analyze``): ``celery -A netlapse.analyzer.worker worker -Q analyze``."""
+"""Celery analyzer worker (queue ``analyze``): ``celery -A netlapse.analyzer.worker worker -Q analyze``.
+
+Each task computes one analysis, caches it in the store under a key derived from the request, and returns
+where it lies (:class:`AnalysisResult`). A request the analyzer cannot answer returns ``meta.error`` with an
+HTTP status instead of raising, so the api can pass the message on.
+"""
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 import torch
 from celery.signals import worker_process_init
 
 from netlapse.analyzer import analyses
-from netlapse.core.queue import TASK_DIFF, make_celery
-from netlapse.core.schemas import AnalysisResult, DiffTask
+from netlapse.analyzer.activations import AnalysisError, compute_activations, compute_featuremaps
+from netlapse.core.events import EventStream, connect
+from netlapse.core.queue import TASK_ACTIVATIONS, TASK_DIFF, TASK_FEATUREMAPS, TASK_SCATTER, make_celery
+from netlapse.core.runs import RunNotFound
+from netlapse.core.schemas import ActivationTask, AnalysisResult, DiffTask, FeatureMapTask, ScatterTask
 from netlapse.core.settings import get_settings
 from netlapse.core.store import Store, store_from_settings
 
+log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery("netlapse-analyzer", settings)
 _store: Store | None = None
+_events: EventStream | None = None
 
 
 def store() -> Store:
@@ -23,9 +36,36 @@ def store() -> Store:
     return _store
 
 
+def events() -> EventStream:
+    global _events
+    if _events is None:
+        _events = EventStream(connect(settings.redis_url), settings.events_maxlen)
+    return _events
+
+
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
     torch.set_num_threads(settings.torch_threads)
+
+
+def _publisher(run_id: str) -> Any:
+    def publish(data: dict[str, Any]) -> None:
+        try:
+            events().publish(run_id, "analysis", data)
+        except Exception:  # an event is a courtesy; the analysis itself must not fail for it
+            log.warning("could not publish an analysis event for run %s", run_id, exc_info=True)
+
+    return publish
+
+
+def _result(key: str, meta: dict[str, Any]) -> dict:
+    return AnalysisResult(
+        key=key, cached=meta.get("cached", False), seconds=meta.get("seconds", 0.0), meta=meta
+    ).model_dump()
+
+
+def _error(exc: Exception, status: int) -> dict:
+    return AnalysisResult(key="", meta={"error": str(exc), "status": status}).model_dump()
 
 
 @app.task(name=TASK_DIFF)
@@ -36,3 +76,37 @@ def diff(payload: dict) -> dict:
     return AnalysisResult(
         key=key, cached=meta.get("cached", False), seconds=meta.get("seconds", 0.0)
     ).model_dump()
+
+
+@app.task(name=TASK_SCATTER)
+def scatter(payload: dict) -> dict:
+    """Initial value vs change of one tensor: a seeded sample, an exact 2-D histogram, Pearson r, sign fractions."""
+    t = ScatterTask.model_validate(payload)
+    key, meta = analyses.compute_scatter(store(), t)
+    return _result(key, meta)
+
+
+@app.task(name=TASK_ACTIVATIONS)
+def activations(payload: dict) -> dict:
+    """Per-label normalized activations (Eq. 1) of one conv layer at one step; every conv layer is cached at once."""
+    t = ActivationTask.model_validate(payload)
+    try:
+        key, meta = compute_activations(store(), settings, t, publish=_publisher(t.run_id))
+    except AnalysisError as exc:
+        return _error(exc, 422)
+    except RunNotFound as exc:
+        return _error(exc, 404)
+    return _result(key, meta)
+
+
+@app.task(name=TASK_FEATUREMAPS)
+def featuremaps(payload: dict) -> dict:
+    """The feature maps of one input for one conv layer at one step, with label and prediction."""
+    t = FeatureMapTask.model_validate(payload)
+    try:
+        key, meta = compute_featuremaps(store(), settings, t)
+    except AnalysisError as exc:
+        return _error(exc, 422)
+    except RunNotFound as exc:
+        return _error(exc, 404)
+    return _result(key, meta)

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from netlapse.api.routes import catalog, events, health, runs, tensors
+from netlapse.api.routes import analyses, catalog, events, health, runs, tensors
 from netlapse.core.settings import get_settings
 from netlapse.core.tape import TapeCorrupt
 
@@ -22,7 +22,7 @@ def create_app() -> FastAPI:
     """Build the api app: routers under /api, error handlers, and the static UI."""
     settings = get_settings()
     app = FastAPI(title="netlapse", version="0.1.0", description="Every parameter after every batch.")
-    for module in (health, catalog, runs, tensors, events):
+    for module in (health, catalog, runs, tensors, events, analyses):
         app.include_router(module.router, prefix="/api")
 
     @app.exception_handler(TapeCorrupt)

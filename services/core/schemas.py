@@ -148,3 +148,91 @@ def metrics_key(run_id: str) -> str:
 
 def analysis_prefix(run_id: str) -> str:
     return f"runs/{run_id}/analysis/"
+
+
+# --- analyses (issue 3): requests the api validates and task payloads the analyzer runs -------------------
+
+FeaturePointName = Literal["post", "pre"]
+SplitName = Literal["test", "train"]
+
+
+class ScatterTask(BaseModel):
+    """Payload of the analyzer's scatter task: value at ``from_step`` (x) vs change to ``to_step`` (y)."""
+
+    run_id: str
+    name: str
+    from_step: int
+    to_step: int
+    max_points: int = 20_000
+    bins: int = 64
+    seed: int = 0
+
+    def cache_params(self) -> dict[str, Any]:
+        """The request fields that determine the result (its cache key)."""
+        return {
+            "name": self.name,
+            "from": self.from_step,
+            "to": self.to_step,
+            "max_points": self.max_points,
+            "bins": self.bins,
+            "seed": self.seed,
+        }
+
+
+class ActivationRequest(Strict):
+    """Body of POST /api/runs/{id}/activations: the per-label normalized activations of Eq. 1."""
+
+    step: int = Field(..., ge=0, description="a captured step")
+    layer: str = Field(..., min_length=1, max_length=64, description="a conv layer of the run's model")
+    per_label: int = Field(100, ge=1, le=1000, description="correctly predicted inputs per label (at most)")
+    point: FeaturePointName = Field("post", description="feature map after (post) or before (pre) the activation")
+    split: SplitName = Field("test", description="dataset split the inputs come from, in dataset order")
+
+
+class ActivationCompareRequest(Strict):
+    """Body of POST /api/runs/{id}/activations/compare: one layer's Eq. 1 matrix at two steps."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    layer: str = Field(..., min_length=1, max_length=64)
+    from_step: int = Field(..., ge=0, alias="from", description="a captured step")
+    to_step: int = Field(..., ge=0, alias="to", description="a captured step")
+    per_label: int = Field(100, ge=1, le=1000)
+    point: FeaturePointName = "post"
+    split: SplitName = "test"
+
+
+class ActivationTask(BaseModel):
+    """Payload of the analyzer's activations task (one step; every conv layer and point is computed at once)."""
+
+    run_id: str
+    step: int
+    layer: str
+    per_label: int = 100
+    point: FeaturePointName = "post"
+    split: SplitName = "test"
+
+    def cache_params(self) -> dict[str, Any]:
+        """The request fields that determine the result (its cache key)."""
+        return {
+            "step": self.step,
+            "layer": self.layer,
+            "per_label": self.per_label,
+            "point": self.point,
+            "split": self.split,
+        }
+
+
+class FeatureMapTask(BaseModel):
+    """Payload of the analyzer's feature-map task: one input's maps of one conv layer at one step."""
+
+    run_id: str
+    step: int
+    layer: str
+    split: SplitName = "test"
+    index: int
+    point: FeaturePointName = "post"
+
+    def cache_params(self) -> dict[str, Any]:
+        """The request fields that determine the result (its cache key)."""
+        return {"step": self.step, "layer": self.layer, "split": self.split, "index": self.index, "point": self.point}

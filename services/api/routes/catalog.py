@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from netlapse.api.deps import SettingsDep
 from netlapse.api.errors import invalid, not_found
-from netlapse.api.responses import array_json
-from netlapse.core.datasets import DatasetUnavailable, UnknownDataset, list_datasets, sample
+from netlapse.api.responses import NPY, FastJSONResponse, array_json, wants_npy
+from netlapse.core.datasets import (
+    SPLITS,
+    DatasetUnavailable,
+    InvalidSample,
+    UnknownDataset,
+    list_datasets,
+    sample,
+)
 from netlapse.core.modelspec import PRESETS, count_params
+from netlapse.core.results import npy_bytes
 
 router = APIRouter(tags=["catalog"])
 
@@ -38,23 +46,35 @@ def datasets(settings: SettingsDep) -> dict:
 @router.get("/datasets/{name}/samples")
 def samples(
     name: str,
+    request: Request,
     settings: SettingsDep,
     split: str = Query("test", description="train | test"),
     indices: str = Query(..., description="comma-separated sample indices, at most 1000"),
-) -> dict:
-    """The exact input tensors (as fed to the model) and labels of chosen samples."""
+) -> Response:
+    """The exact input tensors (as fed to the model) and labels of chosen samples.
+
+    JSON ``{indices, labels, inputs: {shape, dtype, data}}``; with ``Accept: application/x-npy`` the inputs as
+    ``.npy`` bytes and the labels in the ``X-Netlapse-Labels`` header."""
+    if split not in SPLITS:
+        raise invalid(["query", "split"], f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     try:
         idx = [int(s) for s in indices.split(",") if s.strip()]
     except ValueError:
         raise invalid(["query", "indices"], "indices must be comma-separated integers, e.g. 0,1,2") from None
     if not idx or len(idx) > 1000:
-        raise invalid(["query", "indices"], "give between 1 and 1000 indices")
+        raise invalid(["query", "indices"], f"give between 1 and 1000 indices (got {len(idx)})")
     try:
         x, y = sample(name, split, idx, settings)
     except UnknownDataset as exc:
-        raise not_found(str(exc.args[0] if exc.args else exc)) from None
+        raise not_found(str(exc)) from None
     except DatasetUnavailable as exc:
         raise invalid(["path", "name"], str(exc)) from None
-    except (IndexError, ValueError) as exc:
-        raise invalid(["query", "split" if "split" in str(exc) else "indices"], str(exc)) from None
-    return {"indices": idx, "labels": [int(v) for v in y], "inputs": array_json(x.numpy())}
+    except InvalidSample as exc:  # the split was checked above, so this is an index out of range
+        raise invalid(["query", "indices"], str(exc)) from None
+    labels = [int(v) for v in y]
+    if wants_npy(request):
+        headers = {"X-Netlapse-Labels": ",".join(map(str, labels)), "X-Netlapse-Split": split}
+        return Response(npy_bytes(x.numpy()), media_type=NPY, headers=headers)
+    return FastJSONResponse(
+        {"dataset": name, "split": split, "indices": idx, "labels": labels, "inputs": array_json(x.numpy())}
+    )

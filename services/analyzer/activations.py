@@ -1,0 +1,394 @@
+"""Per-label feature-map activations (the paper's Eq. 1) and the feature maps of single inputs.
+
+For a conv layer, a captured step and a label c, take the split in dataset order and select the first
+``per_label`` inputs the model *at that step* predicts correctly as c (the set S_c). Then, for each feature
+map f::
+
+    activation[f][c] = mean_{x in S_c} sum(FM_f(x)) / mean_{x in S_c} sum(x)
+
+where x is the input exactly as fed to the model and FM_f the layer's f-th output channel after its
+activation ("post") or before it ("pre"). The model is the run's spec with the tape's tensors at that step,
+in eval mode (dropout off, batchnorm on its running statistics).
+
+One forward pass over the split prefix gives the predictions *and*, through forward hooks, the per-input
+sums of every conv layer at both points, so one pass answers every (layer, point) of a step at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from netlapse.core.datasets import load_dataset
+from netlapse.core.modelspec import Conv2dLayer, SpecNet, build_model, conv_layers
+from netlapse.core.results import npy_bytes, open_tape, request_key
+from netlapse.core.runs import RunRepository
+from netlapse.core.schemas import ActivationTask, FeatureMapTask, RunRecord
+from netlapse.core.settings import Settings
+from netlapse.core.store import Store
+from netlapse.core.tape import StepNotCaptured
+
+POINTS = ("post", "pre")
+CHUNK = 64  # inputs per forward batch: small enough to stop early, large enough to keep the CPU busy
+_ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "none": lambda t: t,
+}
+Publish = Callable[[dict[str, Any]], None]
+
+
+class AnalysisError(ValueError):
+    """A request the analyzer cannot answer (unknown layer, step not on the tape, …); the message says why."""
+
+
+# --- the model at a step -----------------------------------------------------------------------------------
+
+_MODELS: OrderedDict[tuple[str, str, int], SpecNet] = OrderedDict()
+_PASSES: OrderedDict[tuple[str, str, int, str], LabelledPass] = OrderedDict()
+_LOCK = threading.Lock()
+_MAX_CACHED = 4
+
+
+def _lru_get(cache: OrderedDict, key: Any) -> Any:
+    with _LOCK:
+        v = cache.get(key)
+        if v is not None:
+            cache.move_to_end(key)
+        return v
+
+
+def _lru_put(cache: OrderedDict, key: Any, value: Any) -> None:
+    with _LOCK:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > _MAX_CACHED:
+            cache.popitem(last=False)
+
+
+def clear_caches() -> None:
+    """Forget models and forward passes kept in this process (tests, benchmarks of cold requests)."""
+    with _LOCK:
+        _MODELS.clear()
+        _PASSES.clear()
+
+
+def model_at(store: Store, rec: RunRecord, step: int) -> SpecNet:
+    """``build_model(rec.model)`` holding the tape's tensors at ``step``, in eval mode (kept in a small LRU)."""
+    key = (store.url, rec.id, step)
+    model = _lru_get(_MODELS, key)
+    if model is not None:
+        return model
+    reader = open_tape(store, rec.id)
+    try:
+        state = {t.name: torch.from_numpy(reader.read(t.name, step)) for t in reader.tensors()}
+    except StepNotCaptured as exc:
+        raise AnalysisError(str(exc)) from None
+    model = build_model(rec.model)
+    expected = model.state_dict()
+    unexpected = [k for k in state if k not in expected]
+    missing = [k for k, v in expected.items() if k not in state and v.is_floating_point()]
+    if unexpected or missing:
+        raise AnalysisError(
+            f"the tape of run {rec.id} does not match its model spec "
+            f"(missing: {missing or 'none'}, unexpected: {unexpected or 'none'})"
+        )
+    # Integer buffers (batchnorm's num_batches_tracked) are not captured; eval mode does not use them.
+    model.load_state_dict(state, strict=False)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    _lru_put(_MODELS, key, model)
+    return model
+
+
+def _conv_specs(spec: Any) -> list[Conv2dLayer]:
+    return [layer for layer in spec.layers if isinstance(layer, Conv2dLayer)]
+
+
+def check_layer(rec: RunRecord, layer: str) -> None:
+    """AnalysisError listing the conv layers when ``layer`` is not one of them."""
+    convs = conv_layers(rec.model)
+    if layer not in convs:
+        raise AnalysisError(
+            f"layer {layer!r} is not a conv layer of this model; conv layers: {', '.join(convs) or 'none'}"
+        )
+
+
+# --- one labelled forward pass -----------------------------------------------------------------------------
+
+
+class LabelledPass:
+    """A forward pass of one model over one split in dataset order, kept as per-input sums and predictions.
+
+    It runs in chunks and stops as soon as every label has enough correct predictions; a later request that
+    needs more extends it. Per input it keeps the prediction, sum(x), and for every conv layer and point the
+    sum of each feature map (float64 sums of the float32 maps).
+    """
+
+    def __init__(self, model: SpecNet, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+        self.model, self.x, self.y = model, x, y
+        self.y_np = y.numpy()
+        self.num_classes = num_classes
+        self.size = int(x.shape[0])
+        self.scanned = 0
+        self.correct_per_label = np.zeros(num_classes, dtype=np.int64)
+        self.compute_seconds = 0.0
+        self._preds: list[np.ndarray] = []
+        self._input_sums: list[np.ndarray] = []
+        self._sums: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._layers: list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]] = []
+        for layer in _conv_specs(model.spec):
+            assert layer.name is not None
+            fn = _ACTIVATION_FNS.get(layer.activation)
+            if fn is None:
+                raise AnalysisError(f"layer {layer.name!r}: activation {layer.activation!r} is not supported")
+            # "pre" = after batchnorm (if any), before the activation: the output of the last module before it.
+            module = f"{layer.name}_bn" if layer.batchnorm else layer.name
+            self._layers.append((layer.name, module, fn))
+            for point in POINTS:
+                self._sums[(layer.name, point)] = []
+
+    def enough(self, per_label: int) -> bool:
+        """Whether the scanned prefix holds ``per_label`` correct predictions of every label."""
+        return bool((self.correct_per_label >= per_label).all())
+
+    def extend(self, per_label: int) -> None:
+        """Scan further chunks until every label has ``per_label`` correct predictions or the split ends."""
+        if self.scanned >= self.size or self.enough(per_label):
+            return
+        t0 = time.perf_counter()
+        handles = []
+        chunk_sums: dict[tuple[str, str], torch.Tensor] = {}
+
+        def hook(name: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., None]:
+            def run(_m: torch.nn.Module, _inp: Any, out: torch.Tensor) -> None:
+                chunk_sums[(name, "pre")] = out.sum(dim=(2, 3), dtype=torch.float64)
+                chunk_sums[(name, "post")] = fn(out).sum(dim=(2, 3), dtype=torch.float64)
+
+            return run
+
+        for name, module, fn in self._layers:
+            handles.append(self.model.get_submodule(module).register_forward_hook(hook(name, fn)))
+        try:
+            with torch.inference_mode():
+                while self.scanned < self.size and not self.enough(per_label):
+                    lo, hi = self.scanned, min(self.size, self.scanned + CHUNK)
+                    xb = self.x[lo:hi]
+                    pred = self.model(xb).argmax(dim=1).numpy()
+                    self._preds.append(pred)
+                    self._input_sums.append(xb.sum(dim=(1, 2, 3), dtype=torch.float64).numpy())
+                    for k, lst in self._sums.items():
+                        lst.append(chunk_sums[k].numpy())
+                    yb = self.y_np[lo:hi]
+                    ok = pred == yb
+                    self.correct_per_label += np.bincount(yb[ok], minlength=self.num_classes)[
+                        : self.num_classes
+                    ]
+                    self.scanned = hi
+        finally:
+            for h in handles:
+                h.remove()
+        self.compute_seconds += time.perf_counter() - t0
+
+    def selection(self, per_label: int) -> list[np.ndarray]:
+        """Per label c: dataset indices of the first ``per_label`` inputs predicted correctly as c."""
+        preds = np.concatenate(self._preds) if self._preds else np.empty(0, dtype=np.int64)
+        y = self.y_np[: self.scanned]
+        correct = preds == y
+        return [np.flatnonzero(correct & (y == c))[:per_label] for c in range(self.num_classes)]
+
+    def eq1(self, layer: str, point: str, per_label: int) -> dict[str, Any]:
+        """Eq. 1 for one layer and point from the scanned prefix: matrix, numerator, denominator, counts."""
+        sel = self.selection(per_label)
+        fm = np.concatenate(self._sums[(layer, point)]) if self.scanned else np.empty((0, 0))
+        ins = np.concatenate(self._input_sums) if self.scanned else np.empty(0)
+        n_filters = int(fm.shape[1]) if fm.ndim == 2 and fm.size else self._filters(layer)
+        num = np.full((n_filters, self.num_classes), np.nan)
+        den = np.full(self.num_classes, np.nan)
+        for c, idx in enumerate(sel):
+            if idx.size:
+                num[:, c] = fm[idx].mean(axis=0)
+                den[c] = ins[idx].mean()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            act = num / den[None, :]
+        return {
+            "numerator": num,
+            "denominator": den,
+            "activation": act,
+            "counts": [int(i.size) for i in sel],
+            "sample_indices": [[int(v) for v in i] for i in sel],
+        }
+
+    def _filters(self, layer: str) -> int:
+        for spec_layer in _conv_specs(self.model.spec):
+            if spec_layer.name == layer:
+                return spec_layer.out_channels
+        raise AnalysisError(f"unknown conv layer {layer!r}")
+
+
+def labelled_pass(store: Store, settings: Settings, rec: RunRecord, step: int, split: str) -> LabelledPass:
+    """The (cached) labelled pass of the model at ``step`` over ``split`` of the run's dataset."""
+    key = (store.url, rec.id, step, split)
+    p = _lru_get(_PASSES, key)
+    if p is not None:
+        return p
+    data = load_dataset(rec.dataset, settings)
+    x, y = data.split(split)
+    p = LabelledPass(model_at(store, rec, step), x, y, rec.model.num_classes)
+    _lru_put(_PASSES, key, p)
+    return p
+
+
+# --- results -------------------------------------------------------------------------------------------------
+
+
+def _nan_to_none(a: np.ndarray) -> list[Any]:
+    """Nested lists with NaN as None (JSON has no NaN; a label without inputs has no mean)."""
+    out: list[Any] = np.where(np.isnan(a), None, a).tolist() if a.size else a.tolist()
+    return out
+
+
+def _note(counts: list[int], per_label: int, split: str, scanned: int, step: int) -> str | None:
+    short = [(c, n) for c, n in enumerate(counts) if n < per_label]
+    if not short:
+        return None
+    which = ", ".join(f"{c} ({n} of {per_label})" for c, n in short)
+    return (
+        f"fewer than {per_label} inputs of the {split} split ({scanned} scanned, all of it) are predicted "
+        f"correctly at step {step} for label(s) {which}; their means use the inputs there are, "
+        "and a label with none has null activations"
+    )
+
+
+def activation_result(
+    p: LabelledPass, rec: RunRecord, t: ActivationTask, layer: str, point: str
+) -> dict[str, Any]:
+    """The JSON result of Eq. 1 for one layer and point (what the api serves)."""
+    r = p.eq1(layer, point, t.per_label)
+    preds_ok = int(p.correct_per_label.sum())
+    return {
+        "run_id": rec.id,
+        "dataset": rec.dataset,
+        "layer": layer,
+        "step": t.step,
+        "point": point,
+        "split": t.split,
+        "labels": list(range(p.num_classes)),
+        "filters": int(r["activation"].shape[0]),
+        "activation": _nan_to_none(r["activation"]),
+        "numerator": _nan_to_none(r["numerator"]),
+        "denominator": _nan_to_none(r["denominator"]),
+        "counts": r["counts"],
+        "requested_per_label": t.per_label,
+        "sample_indices": r["sample_indices"],
+        "note": _note(r["counts"], t.per_label, t.split, p.scanned, t.step),
+        "scanned": p.scanned,
+        "split_size": p.size,
+        "scanned_accuracy": preds_ok / p.scanned if p.scanned else None,
+        "formula": "activation[f][c] = mean_{x in S_c} sum(FM_f(x)) / mean_{x in S_c} sum(x)",
+    }
+
+
+def activation_key(t: ActivationTask) -> str:
+    """Store key (without extension) of one activation result."""
+    return request_key(t.run_id, "activations", t.cache_params())
+
+
+def compute_activations(
+    store: Store, settings: Settings, t: ActivationTask, publish: Publish | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Eq. 1 for the requested layer and point, cached in the store.
+
+    The same forward pass yields every conv layer at both points, so all of them are cached together for
+    this (step, per_label, split): a second layer of the same step is then a store read.
+    """
+    key = activation_key(t)
+    if store.exists(key + ".json"):
+        return key, {"cached": True}
+    t0 = time.perf_counter()
+    rec = RunRepository(store).get(t.run_id)
+    check_layer(rec, t.layer)
+    if t.point not in POINTS:
+        raise AnalysisError(f"point must be one of {', '.join(POINTS)}, got {t.point!r}")
+    if publish is not None:
+        publish(
+            {"kind": "activations", "state": "started", "step": t.step, "layer": t.layer, "split": t.split}
+        )
+    p = labelled_pass(store, settings, rec, t.step, t.split)
+    p.extend(t.per_label)
+    for layer in conv_layers(rec.model):
+        for point in POINTS:
+            sibling = t.model_copy(update={"layer": layer, "point": point})
+            skey = activation_key(sibling)
+            if skey != key:
+                store.put_json(skey + ".json", activation_result(p, rec, sibling, layer, point))
+    store.put_json(key + ".json", activation_result(p, rec, t, t.layer, t.point))
+    seconds = time.perf_counter() - t0
+    if publish is not None:
+        publish(
+            {
+                "kind": "activations",
+                "state": "finished",
+                "step": t.step,
+                "layer": t.layer,
+                "split": t.split,
+                "seconds": round(seconds, 4),
+                "scanned": p.scanned,
+            }
+        )
+    return key, {"cached": False, "seconds": seconds, "scanned": p.scanned}
+
+
+def featuremap_key(t: FeatureMapTask) -> str:
+    """Store key (without extension) of one input's feature maps."""
+    return request_key(t.run_id, "featuremaps", t.cache_params())
+
+
+def compute_featuremaps(store: Store, settings: Settings, t: FeatureMapTask) -> tuple[str, dict[str, Any]]:
+    """One input's maps of one conv layer at one step, with its label and the model's prediction; cached.
+
+    ``{key}.maps.npy`` = [F, H, W] float32, ``{key}.input.npy`` = the input [C, H, W], ``{key}.json`` the rest.
+    """
+    key = featuremap_key(t)
+    if store.exists(key + ".json"):
+        return key, {"cached": True}
+    t0 = time.perf_counter()
+    rec = RunRepository(store).get(t.run_id)
+    check_layer(rec, t.layer)
+    data = load_dataset(rec.dataset, settings)
+    x, y = data.split(t.split)
+    if not 0 <= t.index < int(x.shape[0]):
+        raise AnalysisError(
+            f"index {t.index} is out of range: the {t.split} split has indices 0..{x.shape[0] - 1}"
+        )
+    model = model_at(store, rec, t.step)
+    xb = x[t.index : t.index + 1]
+    with torch.inference_mode():
+        maps = model.feature_maps(xb, t.layer, t.point)[0].numpy()
+        probs = torch.softmax(model(xb), dim=1)[0].numpy()
+    meta = {
+        "run_id": rec.id,
+        "layer": t.layer,
+        "step": t.step,
+        "split": t.split,
+        "index": t.index,
+        "point": t.point,
+        "label": int(y[t.index]),
+        "prediction": int(probs.argmax()),
+        "probabilities": [float(v) for v in probs],
+        "map_sums": [float(v) for v in maps.astype(np.float64).sum(axis=(1, 2))],
+        "input_sum": float(xb.numpy().astype(np.float64).sum()),
+    }
+    store.put(key + ".maps.npy", npy_bytes(maps))
+    store.put(key + ".input.npy", npy_bytes(xb[0].numpy()))
+    store.put_json(key + ".json", meta)  # written last: its presence marks the result complete
+    return key, {"cached": False, "seconds": time.perf_counter() - t0}
