@@ -1,0 +1,185 @@
+// Fetch wrapper for the netlapse REST API. 4xx/5xx bodies `{"detail": ...}` become ApiError,
+// whose `fields` carry the field path each validation message concerns ("training.lr").
+
+import { decodeNpy } from "./npy.js";
+
+export class ApiError extends Error {
+  /**
+   * @param {string} message human-readable summary
+   * @param {{status?: number, detail?: any, fields?: {path: string, loc: any[], msg: string}[]}} info
+   */
+  constructor(message, { status = 0, detail = null, fields = [] } = {}) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.detail = detail;
+    this.fields = fields;
+  }
+}
+
+/** FastAPI `loc` → dotted field path: ["body","training","lr"] → "training.lr". */
+export function locToPath(loc) {
+  if (!Array.isArray(loc)) return String(loc ?? "");
+  const parts = loc.slice();
+  if (["body", "query", "path", "header"].includes(parts[0])) parts.shift();
+  return parts.map(String).join(".");
+}
+
+/** Build an ApiError from an HTTP status and the parsed (or raw text) body. */
+export function errorFromBody(status, body) {
+  const detail = body && typeof body === "object" && "detail" in body ? body.detail : body;
+  if (Array.isArray(detail)) {
+    const fields = detail.map((d) => ({
+      loc: d?.loc ?? [],
+      path: locToPath(d?.loc ?? []),
+      msg: d?.msg ?? String(d),
+    }));
+    const message = fields.map((f) => (f.path ? `${f.path}: ${f.msg}` : f.msg)).join("; ");
+    return new ApiError(message || `Request failed (${status})`, { status, detail, fields });
+  }
+  if (typeof detail === "string" && detail.trim()) return new ApiError(detail, { status, detail });
+  if (detail && typeof detail === "object") {
+    const msg = detail.message ?? detail.msg ?? JSON.stringify(detail);
+    return new ApiError(String(msg), { status, detail });
+  }
+  const generic = status >= 500 ? `Server error (${status})` : `Request failed (${status})`;
+  return new ApiError(generic, { status, detail });
+}
+
+const NPY_TYPES = ["application/x-npy", "application/octet-stream", "application/npy"];
+
+function isNpy(contentType) {
+  return NPY_TYPES.some((t) => (contentType || "").includes(t));
+}
+
+/** Normalise a tensor-ish JSON payload so `data` is a Float32Array/Float64Array. */
+export function decodeTensorPayload(obj) {
+  if (!obj || !Array.isArray(obj.data)) return obj;
+  const Typed = obj.dtype === "float64" ? Float64Array : Float32Array;
+  const data = Typed.from(obj.data, (v) => (v === null ? NaN : v));
+  return { ...obj, data };
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t);
+      reject(new DOMException("aborted", "AbortError"));
+    });
+  });
+}
+
+function authToken() {
+  try {
+    return globalThis.localStorage?.getItem("netlapse_token") || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * @param {{base?: string, fetch?: typeof fetch, pendingTimeoutMs?: number}} opts
+ * base defaults to "api/" (relative, so the app works at `/` and under a prefix).
+ */
+export function createApi({ base = "api/", fetch: fetchImpl = globalThis.fetch?.bind(globalThis), pendingTimeoutMs = 300000 } = {}) {
+  const root = base.endsWith("/") ? base : base + "/";
+
+  async function request(method, path, { body, query, signal, accept, raw = false } = {}) {
+    let url = root + path.replace(/^\//, "");
+    if (query) {
+      const qs = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== null) qs.set(k, String(v));
+      const s = qs.toString();
+      if (s) url += (url.includes("?") ? "&" : "?") + s;
+    }
+    const headers = { Accept: accept ?? "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const token = authToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const started = Date.now();
+    // Analyzer-backed endpoints may answer 202 while they compute; poll until the result is there.
+    for (let attempt = 0; ; attempt++) {
+      let res;
+      try {
+        res = await fetchImpl(url, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal,
+        });
+      } catch (e) {
+        if (e?.name === "AbortError") throw e;
+        throw new ApiError("Cannot reach the netlapse server", { status: 0, detail: String(e) });
+      }
+      if (res.status === 202 && Date.now() - started < pendingTimeoutMs) {
+        const ra = Number(res.headers.get("Retry-After"));
+        await sleep(Number.isFinite(ra) && ra > 0 ? ra * 1000 : Math.min(2000, 250 * 2 ** attempt), signal);
+        continue;
+      }
+      const ct = res.headers.get("Content-Type") || "";
+      if (!res.ok) {
+        let parsed = null;
+        const text = await res.text().catch(() => "");
+        try {
+          parsed = text ? JSON.parse(text) : null;
+        } catch {
+          parsed = text.slice(0, 300) || null;
+        }
+        throw errorFromBody(res.status, parsed);
+      }
+      if (raw) return res;
+      if (res.status === 204) return null;
+      if (isNpy(ct)) return decodeNpy(await res.arrayBuffer());
+      const text = await res.text();
+      return text ? JSON.parse(text) : null;
+    }
+  }
+
+  const enc = encodeURIComponent;
+  return {
+    request,
+    health: (o) => request("GET", "health", o),
+    presets: (o) => request("GET", "presets", o),
+    datasets: (o) => request("GET", "datasets", o),
+    samples: (name, { split = "test", indices }, o) =>
+      request("GET", `datasets/${enc(name)}/samples`, { ...o, query: { split, indices: indices.join(",") } }).then(
+        (r) => (r?.inputs ? { ...r, inputs: decodeTensorPayload(r.inputs) } : r),
+      ),
+    listRuns: (o) => request("GET", "runs", o),
+    getRun: (id, o) => request("GET", `runs/${enc(id)}`, o),
+    createRun: (body, o) => request("POST", "runs", { ...o, body }),
+    cancelRun: (id, o) => request("POST", `runs/${enc(id)}/cancel`, o),
+    deleteRun: (id, o) => request("DELETE", `runs/${enc(id)}`, o),
+    metrics: (id, o) => request("GET", `runs/${enc(id)}/metrics`, o),
+    steps: (id, o) => request("GET", `runs/${enc(id)}/steps`, o),
+    tensors: (id, o) => request("GET", `runs/${enc(id)}/tensors`, o),
+    /** A tensor at a step; asks for .npy bytes (falls back to JSON if the server sends JSON). */
+    tensor: (id, name, step, o) =>
+      request("GET", `runs/${enc(id)}/tensors/${enc(name)}`, {
+        ...o,
+        query: { step },
+        accept: "application/x-npy, application/json;q=0.9",
+      }).then((r) => (r && !ArrayBuffer.isView(r.data) ? decodeTensorPayload(r) : { name, step, ...r })),
+    diff: (id, name, from, to, o) =>
+      request("GET", `runs/${enc(id)}/diff/${enc(name)}`, { ...o, query: { from, to } }).then(decodeTensorPayload),
+    scatter: (id, name, { from, to, maxPoints = 20000 }, o) =>
+      request("GET", `runs/${enc(id)}/scatter/${enc(name)}`, { ...o, query: { from, to, max_points: maxPoints } }),
+    activations: (id, body, o) => request("POST", `runs/${enc(id)}/activations`, { ...o, body }),
+    compareActivations: (id, body, o) => request("POST", `runs/${enc(id)}/activations/compare`, { ...o, body }),
+    featuremaps: (id, { step, layer, split = "test", index, point = "post" }, o) =>
+      request("GET", `runs/${enc(id)}/featuremaps`, { ...o, query: { step, layer, split, index, point } }).then(
+        (r) => r && { ...r, input: decodeTensorPayload(r.input), maps: decodeTensorPayload(r.maps) },
+      ),
+  };
+}
+
+/** ws:// or wss:// URL for a run's event stream, matching the page's scheme. */
+export function eventsUrl(runId, since, loc = globalThis.location, base = "api/") {
+  const u = new URL(`${base}runs/${encodeURIComponent(runId)}/events`, loc.href);
+  u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  if (since) u.searchParams.set("since", since);
+  const token = authToken();
+  if (token) u.searchParams.set("token", token);
+  return u.toString();
+}
