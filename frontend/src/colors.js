@@ -49,7 +49,7 @@ export function diverging(m) {
     const t = Math.min(1, Math.abs(v) / bound);
     return ramp(v < 0 ? NEG_STOPS : POS_STOPS, t);
   };
-  scale.domain = [-bound, bound];
+  scale.domain = [bound === 0 ? 0 : -bound, bound];
   scale.css = (v) => {
     const [r, g, b] = scale(v);
     return `rgb(${r},${g},${b})`;

@@ -142,10 +142,16 @@ export class RunEventStream {
     ws.onerror = () => {
       // onclose follows; reconnecting happens there.
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.closed) return;
+      // 4xxx: the server refused (unknown run, bad `since`); retrying would not help.
+      if (ev?.code >= 4000 && ev.code < 5000) {
+        this.closed = true;
+        this.onState("refused");
+        return;
+      }
       if (this.ended) {
         this.onState("ended");
         return;

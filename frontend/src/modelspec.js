@@ -1,8 +1,10 @@
 // Client-side helpers for model specs: layer defaults, shape/parameter inference for the editor,
 // and mapping API validation `loc`s onto form fields.
 
-export const LAYER_TYPES = ["conv2d", "maxpool2d", "dropout", "flatten", "linear"];
-export const ACTIVATIONS = ["relu", "tanh", "sigmoid"];
+export const LAYER_TYPES = ["conv2d", "maxpool2d", "avgpool2d", "dropout", "flatten", "linear"];
+export const ACTIVATIONS = ["none", "relu", "tanh", "sigmoid"];
+/** What the server assumes when a layer names no activation. */
+export const DEFAULT_ACTIVATION = { conv2d: "relu", linear: "none" };
 export const OPTIMIZERS = ["sgd", "adam", "adamw", "rmsprop", "adadelta"];
 export const DEFAULT_LR = { sgd: 0.01, adam: 0.001, adamw: 0.001, rmsprop: 0.001, adadelta: 1.0 };
 
@@ -13,6 +15,7 @@ export function newLayer(type, layers = []) {
     case "conv2d":
       return { type, name: `conv${count("conv2d")}`, out_channels: 16, kernel_size: 3, activation: "relu" };
     case "maxpool2d":
+    case "avgpool2d":
       return { type, kernel_size: 2 };
     case "dropout":
       return { type, p: 0.25 };
@@ -66,7 +69,8 @@ export function inferShapes(spec) {
         }
         break;
       }
-      case "maxpool2d": {
+      case "maxpool2d":
+      case "avgpool2d": {
         if (shape.length !== 3) fail("needs a C×H×W input");
         else {
           const [kh, kw] = pair(l.kernel_size, 2).map(Number);

@@ -77,7 +77,7 @@ export function mount(root, { api, routeParams }) {
     const terminal = TERMINAL.has(run.status);
     setChildren(
       head,
-      h("div", {}, h("h1", {}, run.name || run.id), h("p.lede", {}, `${run.dataset ?? "—"} · ${modelLabel(run.model)} · ${run.training?.optimizer ?? ""} lr ${run.training?.lr ?? ""} · batch ${run.training?.batch_size ?? ""} · snapshot every ${run.capture?.every ?? 1}`)),
+      h("div", {}, h("h1", {}, run.name || run.id), h("p.lede", {}, `${run.dataset ?? "—"} · ${modelLabel(run)} · ${run.training?.optimizer ?? ""} lr ${run.training?.lr ?? ""} · batch ${run.training?.batch_size ?? ""} · snapshot every ${run.capture?.every ?? 1}`)),
       h(
         "div.head-actions",
         {},
@@ -223,7 +223,7 @@ export function mount(root, { api, routeParams }) {
         refreshAll();
         break;
       case "error":
-        setChildren(banner, errorBanner(new Error(d.message ?? d.error ?? "the run reported an error")));
+        setChildren(banner, errorBanner(new Error(d.detail ?? d.message ?? d.error ?? "the run reported an error")));
         break;
       default:
         break;

@@ -4,7 +4,7 @@
 import { h, setChildren, spinner, errorBanner } from "../ui.js";
 import { fmtBytes, fmtShape } from "../format.js";
 import { buildHash } from "../state.js";
-import { LAYER_TYPES, ACTIVATIONS, OPTIMIZERS, DEFAULT_LR, newLayer, inferShapes, resolveFieldPath, numberOrRaw } from "../modelspec.js";
+import { LAYER_TYPES, ACTIVATIONS, DEFAULT_ACTIVATION, OPTIMIZERS, DEFAULT_LR, newLayer, inferShapes, resolveFieldPath, numberOrRaw } from "../modelspec.js";
 
 const clone = (x) => JSON.parse(JSON.stringify(x));
 
@@ -36,7 +36,7 @@ export function mount(root, { api, navigate }) {
     preset: "paper-cnn",
     spec: { input_shape: [1, 28, 28], num_classes: 10, layers: [] },
     dataset: "mnist-10k",
-    training: { epochs: 1, batch_size: 128, optimizer: "sgd", lr: 0.01, momentum: 0.9, seed: 0 },
+    training: { epochs: 1, batch_size: 128, optimizer: "sgd", lr: 0.01, momentum: 0.9, nesterov: false, weight_decay: 0, seed: 0 },
     lrTouched: false,
     capture: { every: 1 },
   };
@@ -156,7 +156,8 @@ export function mount(root, { api, navigate }) {
       else l[k] = v;
       updateInference();
     };
-    const acts = [["", "none"], ...new Set([...ACTIVATIONS, ...(l.activation ? [l.activation] : [])])].map((a) => (Array.isArray(a) ? a : [a, a]));
+    const act = l.activation ?? DEFAULT_ACTIVATION[l.type] ?? "none";
+    const acts = [...new Set([...ACTIVATIONS, act])];
     const cells = [];
     if (l.type === "conv2d" || l.type === "linear") {
       cells.push(labelled("Name", `${base}.name`, h("input", { type: "text", value: l.name ?? "", size: 8, oninput: (e) => set("name")(e.target.value.trim()) })));
@@ -165,11 +166,11 @@ export function mount(root, { api, navigate }) {
       cells.push(labelled("Channels", `${base}.out_channels`, numberInput(l.out_channels, set("out_channels"), { step: 1 })));
       cells.push(labelled("Kernel", `${base}.kernel_size`, numberInput(Array.isArray(l.kernel_size) ? l.kernel_size[0] : l.kernel_size, set("kernel_size"), { step: 1 })));
     }
-    if (l.type === "maxpool2d") cells.push(labelled("Kernel", `${base}.kernel_size`, numberInput(Array.isArray(l.kernel_size) ? l.kernel_size[0] : l.kernel_size, set("kernel_size"), { step: 1 })));
+    if (l.type === "maxpool2d" || l.type === "avgpool2d") cells.push(labelled("Kernel", `${base}.kernel_size`, numberInput(Array.isArray(l.kernel_size) ? l.kernel_size[0] : l.kernel_size, set("kernel_size"), { step: 1 })));
     if (l.type === "dropout") cells.push(labelled("p", `${base}.p`, numberInput(l.p, set("p"), { step: 0.05 })));
     if (l.type === "linear") cells.push(labelled("Units", `${base}.out_features`, numberInput(l.out_features, set("out_features"), { step: 1 })));
     if (l.type === "conv2d" || l.type === "linear") {
-      cells.push(labelled("Activation", `${base}.activation`, selectInput(acts, l.activation ?? "", (v) => set("activation")(v || null))));
+      cells.push(labelled("Activation", `${base}.activation`, selectInput(acts, act, (v) => set("activation")(v))));
     }
     const move = (d) => () => {
       const j = i + d;
@@ -372,6 +373,13 @@ export function mount(root, { api, navigate }) {
         ),
         trainingField("Learning rate", "lr", {}),
         trainingField("Momentum", "momentum", {}, "used by SGD and RMSprop"),
+        trainingField("Weight decay", "weight_decay", {}),
+        labelled(
+          "Nesterov momentum",
+          "training.nesterov",
+          h("input", { type: "checkbox", checked: state.training.nesterov, onchange: (e) => (state.training.nesterov = e.target.checked) }),
+          "SGD only",
+        ),
         trainingField("Seed", "seed", { step: 1 }),
         errorSlot("training"),
       ),
@@ -462,7 +470,7 @@ export function mount(root, { api, navigate }) {
       const firstAvailable = datasets.find((x) => x.available !== false);
       if (!datasets.some((x) => x.name === state.dataset && x.available !== false) && firstAvailable) state.dataset = firstAvailable.name;
       syncSpecToDataset();
-      if (!state.spec.layers.length) state.spec.layers = presetObj()?.spec?.layers ? clone(presetObj().spec.layers) : [newLayer("flatten"), { ...newLayer("linear"), out_features: state.spec.num_classes, activation: undefined }];
+      if (!state.spec.layers.length) state.spec.layers = presetObj()?.spec?.layers ? clone(presetObj().spec.layers) : [newLayer("flatten"), { ...newLayer("linear"), out_features: state.spec.num_classes, activation: "none" }];
       autoName();
       render();
     } catch (e) {

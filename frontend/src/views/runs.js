@@ -5,13 +5,14 @@ import { fmtAge, fmtNum, fmtPct } from "../format.js";
 import { buildHash } from "../state.js";
 import { TERMINAL } from "../events.js";
 
-/** "paper-cnn" for a preset, otherwise "N layers". */
-export function modelLabel(model) {
-  if (!model) return "—";
+/** "paper-cnn" for a preset run, otherwise "N layers". Accepts a run or a model spec. */
+export function modelLabel(run) {
+  if (!run) return "—";
+  if (run.preset) return run.preset;
+  const model = run.model ?? run;
   if (model.preset) return model.preset;
-  if (model.name && !model.layers) return model.name;
   const n = model.layers?.length ?? 0;
-  return model.name ? `${model.name} (${n} layers)` : `${n} layers`;
+  return `${n} layers`;
 }
 
 /** Fraction 0..1 of a run's progress. */
@@ -76,7 +77,7 @@ export function mount(root, { api, navigate }) {
         h("td", {}, h("a", { href, "data-testid": "run-link" }, r.name || r.id)),
         h("td", {}, statusBadge(r.status)),
         h("td", {}, r.dataset ?? "—"),
-        h("td", {}, modelLabel(r.model)),
+        h("td", {}, modelLabel(r)),
         h(
           "td.progress-cell",
           {},
