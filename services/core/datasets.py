@@ -24,12 +24,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from netlapse.core.settings import Settings, get_settings
 from pydantic import BaseModel
+
+from netlapse.core.settings import Settings, get_settings
 
 __all__ = [
     "DATASET_NAMES",
@@ -233,7 +234,7 @@ def _torchvision_load(name: str) -> Callable[[Path], tuple[np.ndarray, np.ndarra
     return load
 
 
-def _torchvision_dataset(name: str, root: Path, train: bool, download: bool) -> object:
+def _torchvision_dataset(name: str, root: Path, train: bool, download: bool) -> Any:
     from torchvision import datasets as tvd
 
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]

@@ -10,6 +10,7 @@ batchnorm layers are ``<name>_bn``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypedDict
 
@@ -447,7 +448,7 @@ def tensor_kind(spec: ModelSpec, state_dict_name: str) -> TensorKind:
 # --------------------------------------------------------------------------- torch model
 
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
