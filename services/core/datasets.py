@@ -39,6 +39,7 @@ __all__ = [
     "InvalidSample",
     "LoadedDataset",
     "MNIST10K_FILE",
+    "SPLITS",
     "Split",
     "UnknownDataset",
     "clear_cache",
