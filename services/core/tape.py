@@ -332,6 +332,8 @@ class TapeWriter:
         checked: list[np.ndarray] = []
         for info, dt in zip(self.tensors, self._dtypes, strict=True):
             a = arrays[info.name]
+            if isinstance(a, np.generic):  # numpy arithmetic on 0-d arrays returns scalars
+                a = np.asarray(a)
             if not isinstance(a, np.ndarray):
                 raise TypeError(
                     f"tensor {info.name!r} at step {step}: expected a numpy array, got {type(a).__name__}"
@@ -352,7 +354,7 @@ class TapeWriter:
                 prev = self._prev[i]
                 assert prev is not None
                 payload = np.bitwise_xor(_wide(planes), _wide(prev)).view(np.uint8)
-            chunk = self._cctx.compress(payload)
+            chunk = self._cctx.compress(payload.data)
             self._open_chunks[i].append(chunk)
             self._open_crcs[i].append(zlib.crc32(chunk))
             self._open_bytes += len(chunk)
@@ -608,9 +610,9 @@ class TapeReader:
             ) from e
         if actual != seg.size:
             raise TapeCorrupt(f"segment {seg.key} is {actual} bytes, the manifest says {seg.size}")
-        e = seg.entry
-        if "index_offset" in e:
-            off, length, crc = int(e["index_offset"]), int(e["index_length"]), int(e["index_crc32"])
+        ent = seg.entry
+        if "index_offset" in ent:
+            off, length, crc = int(ent["index_offset"]), int(ent["index_length"]), int(ent["index_crc32"])
         else:  # e.g. a segment written by a tool that only fills the trailer
             tr = self.store.get_range(seg.key, seg.size - _TRAILER.size, _TRAILER.size)
             if len(tr) != _TRAILER.size:

@@ -186,6 +186,7 @@ class CapturePipeline:
         slot = self._acquire()
         t0 = time.perf_counter()
         try:
+            self._raise_if_failed()  # the writer may have failed while we waited for this buffer
             sources = self._sources()
             event = self._copy(slot, sources)
         except BaseException:

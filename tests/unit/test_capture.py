@@ -1,0 +1,239 @@
+"""The capture pipeline: backpressure instead of drops, writer errors surface, buffer reuse is safe."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from netlapse.core.store import LocalStore
+from netlapse.core.tape import TapeReader, TapeWriter, TensorInfo
+from netlapse.trainer.capture import CaptureError, CapturePipeline, capturable_tensors
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def float_state(model: nn.Module) -> dict[str, np.ndarray]:
+    """A deep copy of every floating-point state_dict tensor."""
+    return {
+        k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items() if v.is_floating_point()
+    }
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+    x = torch.randn(32, 8, generator=gen)
+    y = torch.randint(0, 3, (32,), generator=gen)
+    loss = nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+def assert_same_bits(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+class GatedWriter(TapeWriter):
+    """A writer that cannot append until its gate opens: slower than any training loop."""
+
+    gate: threading.Event
+
+    def append(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+        assert self.gate.wait(10), "gate never opened"
+        super().append(step, arrays)
+
+
+class FailingWriter(TapeWriter):
+    """A writer whose upload path breaks at a given step."""
+
+    fail_at = 2
+
+    def append(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+        if step == self.fail_at:
+            raise OSError(f"disk full at step {step}")
+        super().append(step, arrays)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+def test_capturable_tensors_are_float_state_in_state_dict_order() -> None:
+    model = small_model()
+    infos = capturable_tensors(model)
+    names = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+    assert [t.name for t in infos] == names
+    assert "1.running_mean" in names and "1.num_batches_tracked" not in names  # BN stats yes, int counter no
+    assert infos[0] == TensorInfo("0.weight", (16, 8), "float32")
+    with pytest.raises(ValueError, match="bfloat16"):
+        capturable_tensors(nn.Linear(2, 2).to(torch.bfloat16))
+
+
+def test_slow_writer_makes_training_wait_and_drops_nothing(store: LocalStore) -> None:
+    model = small_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(1)
+    writer = GatedWriter(store, "t/", capturable_tensors(model), segment_max_steps=5)
+    writer.gate = threading.Event()
+    pipe = CapturePipeline(model, writer, buffers=2)
+    expected = {0: float_state(model)}
+    pipe.capture(0)
+    for step in range(1, 16):
+        train_step(model, opt, gen)
+        expected[step] = float_state(model)
+        if step == 2:
+            # Both buffers are in flight and the writer is stuck for 0.3 s: this capture must wait, not drop.
+            threading.Timer(0.3, writer.gate.set).start()
+        pipe.capture(step)
+    stats = pipe.close()
+    assert stats.wait_seconds > 0.2, "training must block while the writer is behind"
+    assert stats.steps == 16
+    assert stats.raw_bytes == writer.raw_bytes > 0 and stats.stored_bytes == writer.stored_bytes > 0
+    r = TapeReader(store, "t/")
+    assert r.steps() == list(range(16)) and r.complete
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), want)
+
+
+def test_buffer_reuse_does_not_corrupt_snapshots(store: LocalStore) -> None:
+    """A single buffer is reused for every step; each step must still read back what the model held."""
+    model = small_model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(2)
+    writer = TapeWriter(store, "t/", capturable_tensors(model), segment_max_steps=4)
+    expected = {}
+    with CapturePipeline(model, writer, buffers=1) as pipe:
+        for step in range(25):
+            if step:
+                train_step(model, opt, gen)
+            expected[step] = float_state(model)
+            pipe.capture(step)
+    assert pipe.stats.steps == 25
+    r = TapeReader(store, "t/")
+    assert r.steps() == list(range(25))
+    changed = 0
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            got = r.read(name, step)
+            assert_same_bits(got, want)
+            if step and not np.array_equal(want, expected[step - 1][name]):
+                changed += 1
+    assert changed > 0, "the model must actually change for this test to mean anything"
+
+
+def test_writer_error_surfaces_in_capture_with_its_cause(store: LocalStore) -> None:
+    model = small_model()
+    writer = FailingWriter(store, "t/", capturable_tensors(model))
+    pipe = CapturePipeline(model, writer, buffers=1)
+    pipe.capture(0)
+    pipe.capture(1)
+    pipe.capture(2)  # accepted; the writer fails on it in the background
+    with pytest.raises(CaptureError, match="step 2.*disk full") as exc:
+        pipe.capture(3)  # with one buffer this waits for step 2's append, which failed
+    assert isinstance(exc.value.__cause__, OSError)
+    with pytest.raises(CaptureError, match="disk full"):
+        pipe.close()
+    with pytest.raises(CaptureError):
+        pipe.close(complete=False)  # a second close repeats the error instead of hanging
+    r = TapeReader(store, "t/")
+    assert not r.complete, "a tape whose capture failed must not claim to be complete"
+    assert r.steps() == [0, 1]
+
+
+def test_writer_error_surfaces_in_close(store: LocalStore) -> None:
+    model = small_model()
+    writer = FailingWriter(store, "t/", capturable_tensors(model))
+    writer.fail_at = 4
+    pipe = CapturePipeline(model, writer, buffers=8)
+    for step in range(5):
+        pipe.capture(step)
+    with pytest.raises(CaptureError, match="step 4") as exc:
+        pipe.close()
+    assert isinstance(exc.value.__cause__, OSError)
+
+
+def test_error_in_training_closes_the_tape_incomplete(store: LocalStore) -> None:
+    model = small_model()
+    writer = TapeWriter(store, "t/", capturable_tensors(model))
+    with pytest.raises(RuntimeError, match="boom"), CapturePipeline(model, writer) as pipe:
+        pipe.capture(0)
+        raise RuntimeError("boom")
+    r = TapeReader(store, "t/")
+    assert r.steps() == [0] and not r.complete
+
+
+def test_capture_rejects_non_increasing_steps_and_use_after_close(store: LocalStore) -> None:
+    model = small_model()
+    pipe = CapturePipeline(model, TapeWriter(store, "t/", capturable_tensors(model)))
+    pipe.capture(3)
+    with pytest.raises(ValueError, match="strictly increase"):
+        pipe.capture(3)
+    pipe.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        pipe.capture(4)
+
+
+def test_pipeline_refuses_a_writer_for_another_model(store: LocalStore) -> None:
+    writer = TapeWriter(store, "t/", capturable_tensors(nn.Linear(3, 3)))
+    with pytest.raises(ValueError, match="differ"):
+        CapturePipeline(small_model(), writer)
+
+
+def test_capture_is_concurrent_with_the_writer(store: LocalStore) -> None:
+    """capture() returns before the writer has appended: the encode runs on another thread."""
+    model = small_model()
+    started = threading.Event()
+    release = threading.Event()
+
+    class BlockingWriter(TapeWriter):
+        def append(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+            started.set()
+            release.wait(5)
+            super().append(step, arrays)
+
+    pipe = CapturePipeline(model, BlockingWriter(store, "t/", capturable_tensors(model)), buffers=2)
+    pipe.capture(0)
+    assert started.wait(5)
+    t0 = time.perf_counter()
+    pipe.capture(1)  # a second free buffer exists: no wait although the writer is stuck
+    assert time.perf_counter() - t0 < 1.0
+    assert pipe.stats.steps == 0
+    release.set()
+    assert pipe.close().steps == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_capture_is_bit_exact(store: LocalStore) -> None:
+    model = small_model().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    writer = TapeWriter(store, "t/", capturable_tensors(model), segment_max_steps=6)
+    pipe = CapturePipeline(model, writer, buffers=2)
+    assert pipe.cuda
+    expected = {}
+    for step in range(20):
+        if step:
+            x = torch.randn(256, 8, device="cuda")
+            y = torch.randint(0, 3, (256,), device="cuda")
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        pipe.capture(step)
+        expected[step] = float_state(model)  # .cpu() syncs the training stream, not the capture stream
+    pipe.close()
+    r = TapeReader(store, "t/")
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), want)
