@@ -53,8 +53,8 @@ class Stack:
         env = dict(os.environ)
         env.update(self.extra_env)
         env["NETLAPSE_DATA_DIR"] = str(self.data_dir.resolve())
-        assert self.redis_url
-        env["NETLAPSE_REDIS_URL"] = self.redis_url
+        if self.redis_url:
+            env["NETLAPSE_REDIS_URL"] = self.redis_url
         env["NETLAPSE_API_PORT"] = str(self.api_port)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env

@@ -26,7 +26,8 @@ LOCK_TTL_S = 60
 
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
-    torch.set_num_threads(settings.torch_threads)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
 
 
 class RunLock:
