@@ -55,7 +55,7 @@ async function health() {
   const el = document.querySelector("[data-testid=health]");
   try {
     const r = await api.health();
-    const bad = Object.entries(r ?? {}).filter(([, v]) => v !== "ok");
+    const bad = Object.entries(r ?? {}).filter(([k, v]) => ["status", "api", "redis", "store"].includes(k) && v !== "ok");
     el.textContent = bad.length ? `degraded: ${bad.map(([k, v]) => `${k} ${v}`).join(", ")}` : "server ok";
     el.dataset.state = bad.length ? "degraded" : "ok";
   } catch (e) {

@@ -3,7 +3,7 @@
 
 import { diverging, ink, symmetricExtent } from "../colors.js";
 
-export const defaults = { scale: 4, testid: "featuremaps" };
+export const defaults = { scale: 3, testid: "featuremaps" };
 
 function drawImage(values, H, W, colorOf, scale) {
   const c = document.createElement("canvas");

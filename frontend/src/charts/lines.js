@@ -6,7 +6,7 @@ import { fmtNum } from "../format.js";
 export const defaults = {
   width: 560,
   height: 240,
-  margin: { top: 12, right: 16, bottom: 34, left: 52 },
+  margin: { top: 28, right: 16, bottom: 34, left: 52 },
   xLabel: "step",
   yLabel: "",
   xDomain: null,
@@ -47,7 +47,7 @@ export function render(container, data, options = {}) {
     .append("g")
     .attr("transform", `translate(${m.left},0)`)
     .call(d3.axisLeft(y).ticks(5).tickFormat((v) => fmtNum(v, 3)))
-    .call((g) => g.append("text").attr("x", -m.left + 4).attr("y", m.top - 2).attr("fill", "#374151").attr("text-anchor", "start").text(o.yLabel));
+    .call((g) => g.append("text").attr("x", -m.left + 4).attr("y", 13).attr("fill", "#374151").attr("text-anchor", "start").text(o.yLabel));
 
   for (const s of data.series) {
     const pts = s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
@@ -76,7 +76,7 @@ export function render(container, data, options = {}) {
     }
   }
   // legend
-  const lg = svg.append("g").attr("transform", `translate(${m.left + 8},${m.top + 4})`);
+  const lg = svg.append("g").attr("transform", `translate(${m.left + 60},4)`);
   data.series.forEach((s, i) => {
     const g = lg.append("g").attr("transform", `translate(${i * 120},0)`);
     g.append("rect").attr("width", 10).attr("height", 3).attr("y", 4).attr("fill", s.color);

@@ -54,7 +54,7 @@ export function render(container, data, options = {}) {
     .append("g")
     .attr("transform", `translate(${m.left},0)`)
     .call(d3.axisLeft(y).ticks(3).tickFormat((v) => fmtNum(v, 3)))
-    .call((g) => g.append("text").attr("x", -m.left + 4).attr("y", m.top).attr("fill", "#374151").text("loss"));
+    .call((g) => g.append("text").attr("x", -m.left + 4).attr("y", m.top + 2).attr("fill", "#374151").attr("text-anchor", "start").text("loss"));
   svg
     .append("path")
     .attr("fill", "none")

@@ -185,7 +185,7 @@ export function mount(root, { api, routeParams, params }) {
             result.labels.map((lab, j) => [f, lab, vals[j], result.numerator?.[f]?.[j], result.denominator?.[j], result.counts?.[j]]),
           ),
         }),
-        npy: () => ({ values: Float32Array.from(result.activation.flat()), shape: [result.activation.length, result.labels.length] }),
+        npy: () => ({ values: Float32Array.from(result.activation.flat(), (v) => v ?? NaN), shape: [result.activation.length, result.labels.length] }),
         onError: (e) => setChildren(banner, errorBanner(e)),
       },
     });
@@ -215,30 +215,35 @@ export function mount(root, { api, routeParams, params }) {
     if (Array.isArray(data.difference) && data.difference.length) {
       const F = data.difference.length;
       const L = data.difference[0].length;
-      const flat = Float32Array.from(data.difference.flat());
+      const labels = data.to.labels;
+      // drawn with labels as rows and filters as columns (wide, like the panels); null (no inputs) → NaN → grey
+      const byLabel = new Float32Array(F * L);
+      for (let f = 0; f < F; f++) for (let j = 0; j < L; j++) byLabel[j * F + f] = data.difference[f][j] ?? NaN;
       const fig = chartFigure({
-        title: `Difference: step ${data.to.step} − step ${data.from.step} (rows = filters, columns = labels)`,
+        title: `Difference: step ${data.to.step} − step ${data.from.step} (rows = labels, columns = filters)`,
         chart: "activation-diff",
         exportSpec: {
           name: () => fileStem(run?.name ?? id, st.layer, `activations_diff_${data.from.step}-${data.to.step}`),
-          csv: () => ({ columns: ["filter", "label", "difference"], rows: data.difference.flatMap((row, f) => row.map((v, j) => [f, data.to.labels[j], v])) }),
-          npy: () => ({ values: flat, shape: [F, L] }),
+          csv: () => ({ columns: ["filter", "label", "difference"], rows: data.difference.flatMap((row, f) => row.map((v, j) => [f, labels[j], v])) }),
+          npy: () => ({ values: Float32Array.from(data.difference.flat(), (v) => v ?? NaN), shape: [F, L] }),
         },
       });
       const hm = heatmap.render(
         fig.plot,
-        { values: flat, shape: [F, L] },
+        { values: byLabel, shape: [L, F] },
         {
           testid: "activation-diff",
-          label: "activation difference per filter and label",
-          layout: { maxWidth: 360, maxHeight: 640, maxCell: 20 },
+          label: "activation difference per label and filter",
+          layout: { maxWidth: 1100, maxHeight: 400, maxCell: 28 },
           onHover: (i, info) => {
             if (i === null) return hideTooltip();
-            showTooltip(info.pageX, info.pageY, [`filter ${Math.floor(i / L)}, label ${data.to.labels[i % L]}`, `difference: ${fmtExact(flat[i])}`]);
+            const f = i % F;
+            const j = Math.floor(i / F);
+            showTooltip(info.pageX, info.pageY, [`filter ${f}, label ${labels[j]}`, `difference: ${fmtExact(byLabel[i])}`]);
           },
         },
       );
-      legend.render(fig.plot, { domain: hm.handle.domain }, { width: 300, label: "red = lower at the later step, blue = higher" });
+      legend.render(fig.plot, { domain: hm.handle.domain }, { width: 320, label: "red = lower at the later step, blue = higher, grey = no inputs" });
       parts.push(fig.figure);
     }
     setChildren(body, parts);

@@ -91,7 +91,7 @@ export function mount(root, { api, routeParams }) {
   }
 
   function renderProgress() {
-    const p = run.progress ?? {};
+    const p = TERMINAL.has(run.status) ? { ...run.progress, eta_seconds: null } : run.progress ?? {};
     setChildren(progress, progressBar(progressFraction(run), "training progress"), h("div.progress-text", { "data-testid": "progress-text" }, progressText(p) || (run.status === "queued" ? "waiting for a trainer…" : "")));
   }
 
@@ -109,7 +109,7 @@ export function mount(root, { api, routeParams }) {
           { name: "val loss", color: SERIES.val, kind: "dots", points: epochs.map((e) => ({ x: e.step, y: e.val_loss })) },
         ],
       },
-      { yLabel: "loss", xDomain, testid: "loss-chart", width: 600 },
+      { yLabel: "loss", xDomain, testid: "loss-chart", width: 570 },
     );
     setChildren(accFig.plot);
     lines.render(
@@ -120,7 +120,7 @@ export function mount(root, { api, routeParams }) {
           { name: "val acc", color: SERIES.val, kind: "dots", points: epochs.map((e) => ({ x: e.step, y: e.val_accuracy })) },
         ],
       },
-      { yLabel: "accuracy", xDomain, yDomain: [0, 1], testid: "accuracy-chart", width: 600 },
+      { yLabel: "accuracy", xDomain, yDomain: [0, 1], testid: "accuracy-chart", width: 570 },
     );
     lossFig.caption.textContent = `${steps.length} steps · ${epochs.length} validation points`;
   }

@@ -138,6 +138,7 @@ export function mount(root, { api, routeParams, params }) {
     });
     scatterChart.render(fig.plot, r, {
       mode,
+      radius: r.x.length <= 5000 ? 2.5 : 1.6,
       width: 760,
       height: 500,
       onHover: (p, ev) => {
