@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 from pydantic import BaseModel, Field
@@ -78,7 +78,7 @@ class EventStream:
         self, run_id: str, since: str = "0-0", block_ms: int | None = None, count: int = 500
     ) -> list[Event]:
         """Events strictly after ``since``; blocks up to ``block_ms`` when none are there yet."""
-        res = self.r.xread({stream_key(run_id): since}, count=count, block=block_ms)
+        res = cast(list[Any], self.r.xread({stream_key(run_id): since}, count=count, block=block_ms))
         out: list[Event] = []
         for _key, entries in res or []:
             out.extend(self._decode(run_id, sid, fields) for sid, fields in entries)
@@ -86,16 +86,16 @@ class EventStream:
 
     def first_id(self, run_id: str) -> str | None:
         """Oldest id still in the stream (None if empty)."""
-        res = self.r.xrange(stream_key(run_id), count=1)
+        res = cast(list[Any], self.r.xrange(stream_key(run_id), count=1))
         return str(res[0][0]) if res else None
 
     def last_id(self, run_id: str) -> str | None:
-        res = self.r.xrevrange(stream_key(run_id), count=1)
+        res = cast(list[Any], self.r.xrevrange(stream_key(run_id), count=1))
         return str(res[0][0]) if res else None
 
     def live(self, run_id: str) -> dict[str, Any]:
         """Latest progress/status published for a run ({} if none)."""
-        raw = self.r.hgetall(live_key(run_id))
+        raw = cast(dict[str, str], self.r.hgetall(live_key(run_id)))
         return {k: json.loads(v) for k, v in raw.items()}
 
     def delete(self, run_id: str) -> None:

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     frontend_dir: Path = Field(default=Path("frontend/dist"), description="built UI served at /")
 
-    torch_threads: int = Field(default=0, ge=0, description="intra-op threads per worker process; 0 = one per core")
+    torch_threads: int = Field(
+        default=0, ge=0, description="intra-op threads per worker process; 0 = one per core"
+    )
     analysis_timeout_s: float = Field(default=120.0, gt=0, description="api waits this long for the analyzer")
 
     # Tape tuning.
