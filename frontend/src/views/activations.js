@@ -243,7 +243,7 @@ export function mount(root, { api, routeParams, params }) {
           },
         },
       );
-      legend.render(fig.plot, { domain: hm.handle.domain }, { width: 320, label: "red = lower at the later step, blue = higher, grey = no inputs" });
+      legend.render(fig.plot, { domain: hm.handle.domain }, { width: 460, label: "red = lower at the later step, blue = higher, grey = no inputs at one step" });
       parts.push(fig.figure);
     }
     setChildren(body, parts);
