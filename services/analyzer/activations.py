@@ -294,6 +294,7 @@ def activation_result(
         "scanned": p.scanned,
         "split_size": p.size,
         "scanned_accuracy": preds_ok / p.scanned if p.scanned else None,
+        "forward_seconds": round(p.compute_seconds, 4),
         "formula": "activation[f][c] = mean_{x in S_c} sum(FM_f(x)) / mean_{x in S_c} sum(x)",
     }
 

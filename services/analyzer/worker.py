@@ -45,7 +45,8 @@ def events() -> EventStream:
 
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
-    torch.set_num_threads(settings.torch_threads)
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
 
 
 def _publisher(run_id: str) -> Any:

@@ -55,16 +55,25 @@ def filter_mosaic(w: np.ndarray, cols: int = 8) -> np.ndarray:
 def label_spread(activation: list[list[float | None]]) -> dict[str, Any]:
     """How much each filter's activation varies across labels: coefficient of variation (std / mean over labels).
 
-    A filter that responds to some labels much more than others has a high CV; ``mean_cv`` averages the
-    filters with a positive mean (labels without inputs are left out)."""
+    A filter that responds to some labels much more than others has a high CV. Filters whose mean activation is
+    below 1 % of the layer's median are counted as inactive (dead ReLUs: their CV is noise over ~0) and left out
+    of ``mean_cv`` / ``median_cv``; labels without inputs are left out of every CV."""
     a = np.array(activation, dtype=np.float64)  # None → nan
+    means = np.array([float(np.nanmean(r)) if np.isfinite(r).any() else 0.0 for r in a])
+    floor = 0.01 * float(np.median(means)) if means.size else 0.0
     cvs: list[float | None] = []
-    for row in a:
+    active: list[bool] = []
+    for row, mean in zip(a, means, strict=True):
         v = row[np.isfinite(row)]
-        mean = float(v.mean()) if v.size else 0.0
         cvs.append(float(v.std() / mean) if v.size > 1 and mean > 0 else None)
-    valid = [c for c in cvs if c is not None]
-    return {"per_filter_cv": cvs, "mean_cv": float(np.mean(valid)) if valid else None}
+        active.append(bool(mean > floor and mean > 0))
+    valid = [c for c, ok in zip(cvs, active, strict=True) if c is not None and ok]
+    return {
+        "per_filter_cv": cvs,
+        "mean_cv": float(np.mean(valid)) if valid else None,
+        "median_cv": float(np.median(valid)) if valid else None,
+        "inactive_filters": [i for i, ok in enumerate(active) if not ok],
+    }
 
 
 def _save(fig: Figure, out: Path, stem: str, formats: tuple[str, ...]) -> list[str]:
@@ -80,9 +89,7 @@ def _save(fig: Figure, out: Path, stem: str, formats: tuple[str, ...]) -> list[s
 def _cmap() -> mcolors.Colormap:
     from matplotlib import colormaps
 
-    cmap = colormaps[DIVERGING].copy()
-    cmap.set_bad("#d9d9d9")  # the gaps between filters
-    return cmap
+    return colormaps[DIVERGING].with_extremes(bad="#d9d9d9")  # bad = the NaN gaps between filters
 
 
 def figure_filters(name: str, w: np.ndarray, d: np.ndarray, a: int, b: int, stats: dict[str, Any]) -> Figure:
@@ -123,6 +130,7 @@ def figure_scatter(items: list[dict[str, Any]], a: int, b: int) -> Figure:
                 np.where(counts > 0, counts, np.nan),
                 norm=mcolors.LogNorm(vmin=1, vmax=max(2.0, counts.max())),
                 cmap="viridis",
+                rasterized=True,  # 10,000 cells as one image keeps the SVG small
             )
             fig.colorbar(mesh, ax=ax, label="elements per bin")
         ax.axhline(0, color="0.3", lw=0.6)
@@ -171,7 +179,12 @@ def figure_activations(res: dict[str, Any], spread: dict[str, Any], classes: lis
         f"{res['layer']} at step {res['step']}: per-label normalized activation (Eq. 1, {res['point']}), "
         f"{min(res['counts'])}–{max(res['counts'])} correctly predicted {res['split']} inputs per label; "
         f"x = label, darkest bar = strongest label"
-        + (f"; mean CV across labels {mean_cv:.2f}" if mean_cv is not None else ""),
+        + (f"; mean CV across labels {mean_cv:.2f}" if mean_cv is not None else "")
+        + (
+            f" ({len(spread['inactive_filters'])} inactive filters left out)"
+            if spread["inactive_filters"]
+            else ""
+        ),
         fontsize=10,
     )
     if classes and classes != [str(i) for i in range(n_c)]:
@@ -278,9 +291,16 @@ def make_report(
             figure_activations(res, spread, classes), out, f"activations_{layer}", formats
         )
     cv = {layer: v["label_spread"]["mean_cv"] for layer, v in report["activations"].items()}
+    med = {layer: v["label_spread"]["median_cv"] for layer, v in report["activations"].items()}
     report["label_spread_mean_cv"] = cv
-    if len(conv) >= 2 and cv[conv[0]] and cv[conv[1]]:
-        report["label_spread_ratio"] = {f"{conv[1]}/{conv[0]}": cv[conv[1]] / cv[conv[0]]}
+    report["label_spread_median_cv"] = med
+    if len(conv) >= 2 and cv[conv[0]] and cv[conv[1]] and med[conv[0]] and med[conv[1]]:
+        report["label_spread_ratio"] = {
+            f"{conv[1]}/{conv[0]}": {
+                "mean_cv": cv[conv[1]] / cv[conv[0]],
+                "median_cv": med[conv[1]] / med[conv[0]],
+            }
+        }
 
     (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     report["files"].append("report.json")
@@ -302,10 +322,14 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         if pos is not None and neg is not None:
             lines[-1] += f"; positive grew {pos:.1%}, negative shrank {neg:.1%}"
     for layer, v in report["activations"].items():
-        cv = v["label_spread"]["mean_cv"]
-        lines.append(f"{layer}: mean CV of activation across labels {cv:.3f}" if cv is not None else layer)
+        sp = v["label_spread"]
+        if sp["mean_cv"] is not None:
+            lines.append(
+                f"{layer}: CV of activation across labels, mean {sp['mean_cv']:.3f}, median {sp['median_cv']:.3f}"
+                f" ({len(sp['inactive_filters'])} inactive filters left out)"
+            )
         if v["note"]:
             lines.append(f"  note: {v['note']}")
     for k, v in (report.get("label_spread_ratio") or {}).items():
-        lines.append(f"label spread ratio {k} = {v:.2f}")
+        lines.append(f"label spread ratio {k}: mean CV {v['mean_cv']:.2f}x, median CV {v['median_cv']:.2f}x")
     return lines

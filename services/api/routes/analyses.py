@@ -199,10 +199,12 @@ def trajectory(
     steps, values = tape.trajectory(name, idx)
     meta: dict[str, Any] = {"name": name, "shape": [len(steps), len(idx)], "dtype": str(values.dtype)}
     if wants_npy(request):
+        # Steps and indices stay out of the headers (they can be long); the JSON form carries them.
         headers = {
             "X-Netlapse-Name": name,
-            "X-Netlapse-Steps": ",".join(map(str, steps)),
-            "X-Netlapse-Indices": ",".join(map(str, idx)),
+            "X-Netlapse-First-Step": str(steps[0]) if steps else "",
+            "X-Netlapse-Last-Step": str(steps[-1]) if steps else "",
+            "X-Netlapse-Steps-Count": str(len(steps)),
         }
         return Response(npy_bytes(values), media_type=NPY, headers=headers)
     return FastJSONResponse({**meta, "steps": steps, "indices": idx, "values": values})
