@@ -253,8 +253,9 @@ def labelled_pass(store: Store, settings: Settings, rec: RunRecord, step: int, s
 
 def _nan_to_none(a: np.ndarray) -> list[Any]:
     """Nested lists with NaN as None (JSON has no NaN; a label without inputs has no mean)."""
-    out: list[Any] = np.where(np.isnan(a), None, a).tolist() if a.size else a.tolist()
-    return out
+    if a.ndim <= 1:
+        return [None if v != v else float(v) for v in a.tolist()]  # v != v: NaN
+    return [_nan_to_none(row) for row in a]
 
 
 def _note(counts: list[int], per_label: int, split: str, scanned: int, step: int) -> str | None:

@@ -185,7 +185,9 @@ class ActivationRequest(Strict):
     step: int = Field(..., ge=0, description="a captured step")
     layer: str = Field(..., min_length=1, max_length=64, description="a conv layer of the run's model")
     per_label: int = Field(100, ge=1, le=1000, description="correctly predicted inputs per label (at most)")
-    point: FeaturePointName = Field("post", description="feature map after (post) or before (pre) the activation")
+    point: FeaturePointName = Field(
+        "post", description="feature map after (post) or before (pre) the activation"
+    )
     split: SplitName = Field("test", description="dataset split the inputs come from, in dataset order")
 
 
@@ -235,4 +237,10 @@ class FeatureMapTask(BaseModel):
 
     def cache_params(self) -> dict[str, Any]:
         """The request fields that determine the result (its cache key)."""
-        return {"step": self.step, "layer": self.layer, "split": self.split, "index": self.index, "point": self.point}
+        return {
+            "step": self.step,
+            "layer": self.layer,
+            "split": self.split,
+            "index": self.index,
+            "point": self.point,
+        }

@@ -285,7 +285,7 @@ def compare_activations(
     fa = np.array(a["activation"], dtype=np.float64)  # None → nan
     fb = np.array(b["activation"], dtype=np.float64)
     d = fb - fa
-    difference = np.where(np.isnan(d), None, d).tolist()
+    difference = [[None if v != v else v for v in row] for row in d.tolist()]  # v != v: NaN
     return FastJSONResponse(
         {
             "layer": body.layer,
