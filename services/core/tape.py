@@ -57,6 +57,8 @@ CODEC = "xor-byteshuffle-zstd"
 _TRAILER = struct.Struct("<8sQQII")
 _TRAILER_MAGIC = b"NLTSEG01"
 _SUPPORTED_KINDS = (KIND_TENSOR_MAJOR,)
+# zstd's multi-threaded mode splits input into jobs of this size; smaller chunks stay single-threaded.
+_MT_JOB_BYTES = 1 << 20
 
 
 class TapeCorrupt(Exception):
@@ -244,9 +246,13 @@ class TapeWriter:
         on_commit: Callable[[int], None] | None = None,
         resume: bool = False,
         overwrite: bool = False,
+        zstd_threads: int = 0,
     ) -> None:
         """Start a tape at ``prefix``. An existing tape there is an error unless ``resume`` (append after
-        its last committed step, same tensors required) or ``overwrite`` (delete it first)."""
+        its last committed step, same tensors required) or ``overwrite`` (delete it first).
+
+        ``zstd_threads`` > 0 compresses large chunks (>= 2 MiB) with that many zstd worker threads; the
+        output is the same standard zstd frame, so readers do not care."""
         if segment_target_bytes <= 0 or segment_max_steps <= 0:
             raise ValueError("segment_target_bytes and segment_max_steps must be positive")
         self.store = store
@@ -258,6 +264,13 @@ class TapeWriter:
         self.on_commit = on_commit
         self._dtypes = [np.dtype(t.dtype) for t in self.tensors]
         self._cctx = zstandard.ZstdCompressor(level=self.zstd_level, write_content_size=True)
+        self.zstd_threads = int(zstd_threads)
+        self._cctx_mt: zstandard.ZstdCompressor | None = None
+        if self.zstd_threads > 0:
+            params = zstandard.ZstdCompressionParameters.from_level(
+                self.zstd_level, threads=self.zstd_threads, job_size=_MT_JOB_BYTES, write_content_size=1
+            )
+            self._cctx_mt = zstandard.ZstdCompressor(compression_params=params)
 
         self._segments: list[dict[str, Any]] = []
         self._committed_raw = 0
@@ -354,7 +367,12 @@ class TapeWriter:
                 prev = self._prev[i]
                 assert prev is not None
                 payload = np.bitwise_xor(_wide(planes), _wide(prev)).view(np.uint8)
-            chunk = self._cctx.compress(payload.data)
+            cctx = (
+                self._cctx_mt
+                if self._cctx_mt is not None and payload.nbytes >= 2 * _MT_JOB_BYTES
+                else self._cctx
+            )
+            chunk = cctx.compress(payload.data)
             self._open_chunks[i].append(chunk)
             self._open_crcs[i].append(zlib.crc32(chunk))
             self._open_bytes += len(chunk)
@@ -427,6 +445,7 @@ class TapeWriter:
             "writer": {
                 "codec": CODEC,
                 "zstd_level": self.zstd_level,
+                "zstd_threads": self.zstd_threads,
                 "segment_target_bytes": self.segment_target_bytes,
                 "segment_max_steps": self.segment_max_steps,
             },

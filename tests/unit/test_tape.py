@@ -386,3 +386,22 @@ def test_existing_tape_needs_resume_or_overwrite(store: LocalStore) -> None:
     TapeWriter(store, PREFIX, TENSORS, overwrite=True).close()
     r.refresh()
     assert r.steps() == [] and store.list(PREFIX + "segments/") == []
+
+
+def test_multithreaded_zstd_round_trip(store: LocalStore) -> None:
+    rng = np.random.default_rng(7)
+    info = [TensorInfo("big", (700_000,), "float32"), TensorInfo("small", (3,), "float32")]
+    w = TapeWriter(store, "mt/", info, zstd_threads=2)
+    history = []
+    big = rng.standard_normal(700_000).astype(np.float32)
+    for step in range(4):
+        snap = {"big": big, "small": np.full(3, step, np.float32)}
+        w.append(step, snap)
+        history.append({k: v.copy() for k, v in snap.items()})
+        big = (big + 1e-3 * rng.standard_normal(big.shape)).astype(np.float32)
+    w.close()
+    r = TapeReader(store, "mt/")
+    assert r.manifest["writer"]["zstd_threads"] == 2
+    for step, snap in enumerate(history):
+        for name, want in snap.items():
+            assert np.array_equal(bits(r.read(name, step)), bits(want))
