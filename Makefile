@@ -29,7 +29,7 @@ $(UI): frontend/node_modules/.package-lock.json $(UI_SRC)
 	cd frontend && npm run build
 
 run: setup
-	NETLAPSE_DATA_DIR=$(DATA_DIR) $(VENV)/bin/netlapse up
+	NETLAPSE_DATA_DIR=$(DATA_DIR) $(VENV)/bin/netlapse up --quiet
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check services tests bench

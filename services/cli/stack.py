@@ -215,6 +215,8 @@ def run_forever(stack: Stack) -> int:
         "Ctrl-C stops everything",
         flush=True,
     )
+    if stack.log_dir is not None:
+        print(f"netlapse: service logs in {stack.log_dir.resolve()}/", flush=True)
     code = 0
     while not stopping:
         dead = stack.dead()
