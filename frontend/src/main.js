@@ -64,6 +64,12 @@ async function health() {
   }
 }
 
+// The skip link must not touch the hash: "#main" is not a route, the router would show "No page".
+document.querySelector(".skip-link")?.addEventListener("click", (ev) => {
+  ev.preventDefault();
+  main.focus();
+});
+
 setHook("navigate", navigate);
 window.addEventListener("hashchange", route);
 route();
