@@ -75,4 +75,9 @@ describe("run body", () => {
     expect(custom.model.layers).toHaveLength(8);
     expect(custom.model).not.toBe(paperCnn);
   });
+  it("leaves a blank training-samples limit out and sends a set one", () => {
+    const state = { name: "n", modelMode: "preset", preset: "paper-cnn", dataset: "mnist-10k", training: { epochs: 1, max_train_samples: null }, capture: { every: 1 } };
+    expect(buildRunBody(state).training).toEqual({ epochs: 1 });
+    expect(buildRunBody({ ...state, training: { epochs: 1, max_train_samples: 512 } }).training).toEqual({ epochs: 1, max_train_samples: 512 });
+  });
 });

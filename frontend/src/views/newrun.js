@@ -15,10 +15,20 @@ export function buildRunBody(state) {
     name: state.name,
     model,
     dataset: state.dataset,
-    training: { ...state.training },
+    training: withoutEmpty(state.training),
     capture: { ...state.capture },
   };
 }
+
+/** Training settings without the optional ones left blank (null): the server's defaults apply. */
+function withoutEmpty(training) {
+  const out = { ...training };
+  for (const k of OPTIONAL_TRAINING) if (out[k] === null || out[k] === undefined || out[k] === "") delete out[k];
+  return out;
+}
+
+/** Training fields a blank input leaves out of the request. */
+export const OPTIONAL_TRAINING = ["max_train_samples"];
 
 /** Keep only the errors that concern the model mode on screen (pydantic reports both union branches). */
 export function relevantFieldErrors(fields, modelMode) {
@@ -36,7 +46,7 @@ export function mount(root, { api, navigate }) {
     preset: "paper-cnn",
     spec: { input_shape: [1, 28, 28], num_classes: 10, layers: [] },
     dataset: "mnist-10k",
-    training: { epochs: 1, batch_size: 128, optimizer: "sgd", lr: 0.01, momentum: 0.9, nesterov: false, weight_decay: 0, seed: 0 },
+    training: { epochs: 1, batch_size: 128, optimizer: "sgd", lr: 0.01, momentum: 0.9, nesterov: false, weight_decay: 0, seed: 0, max_train_samples: null },
     lrTouched: false,
     capture: { every: 1 },
   };
@@ -381,6 +391,7 @@ export function mount(root, { api, navigate }) {
           "SGD only",
         ),
         trainingField("Seed", "seed", { step: 1 }),
+        trainingField("Training samples", "max_train_samples", { step: 1, min: 1 }, "blank = the whole training split; N = its first N samples (short trial runs)"),
         errorSlot("training"),
       ),
       h(
