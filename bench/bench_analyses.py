@@ -104,7 +104,7 @@ def bench_activations(api: httpx.Client, rid: str, last: int) -> dict[str, Any]:
             out[layer] = {
                 "seconds": dt,
                 "cached": j["cached"],
-                "scanned": j["scanned"],
+                "evaluated": j["evaluated"],
                 "forward_seconds": j.get("forward_seconds"),
                 "counts": j["counts"],
             }

@@ -27,6 +27,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Draw the method's figures of one run (PNG + SVG + report.json) from a running server."""
+    import httpx
+
     from netlapse.cli.report import make_report, summary_lines
     from netlapse.client import ApiError, Client
 
@@ -50,7 +52,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (ApiError, ValueError) as exc:
         print(f"netlapse report: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # httpx.ConnectError is an OSError subclass too
+    except (httpx.TransportError, OSError) as exc:
         print(f"netlapse report: cannot reach {server}: {exc}", file=sys.stderr)
         return 2
     for line in summary_lines(report):

@@ -107,9 +107,11 @@ def check_eq1_independently(
     first = results[("conv1", "post")]
     assert first["layer"] == "conv1" and first["step"] == step and first["labels"] == list(range(10))
     assert first["requested_per_label"] == per_label and first["point"] == "post" and first["split"] == split
-    # The inputs the analyzer scanned, in dataset order: enough to check "the first per_label correct".
-    scanned = first["scanned"]
-    x, y = fetch_samples(api, dataset, split, list(range(scanned)))
+    # A prefix of the split that holds every S_c and everything before it (the whole split when a label
+    # is short), so we can check "the first per_label correct in dataset order" ourselves.
+    short = any(n < per_label for n in first["counts"])
+    upto = first["split_size"] if short else 1 + max(i for s in first["sample_indices"] for i in s)
+    x, y = fetch_samples(api, dataset, split, list(range(upto)))
     w = fetch_weights(api, rid, step)
     with torch.no_grad():
         logits, maps = forward(w, x)
