@@ -109,7 +109,7 @@ export function mount(root, { api, routeParams }) {
           { name: "val loss", color: SERIES.val, kind: "dots", points: epochs.map((e) => ({ x: e.step, y: e.val_loss })) },
         ],
       },
-      { yLabel: "loss", xDomain, testid: "loss-chart", width: 570 },
+      { yLabel: "loss", xDomain, testid: "loss-chart", width: 560 },
     );
     setChildren(accFig.plot);
     lines.render(
@@ -120,7 +120,7 @@ export function mount(root, { api, routeParams }) {
           { name: "val acc", color: SERIES.val, kind: "dots", points: epochs.map((e) => ({ x: e.step, y: e.val_accuracy })) },
         ],
       },
-      { yLabel: "accuracy", xDomain, yDomain: [0, 1], testid: "accuracy-chart", width: 570 },
+      { yLabel: "accuracy", xDomain, yDomain: [0, 1], testid: "accuracy-chart", width: 560 },
     );
     lossFig.caption.textContent = `${steps.length} steps · ${epochs.length} validation points`;
   }
