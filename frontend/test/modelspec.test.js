@@ -1,6 +1,6 @@
 import { describe, it, expect } from "vitest";
 import { inferShapes, resolveFieldPath, newLayer, numberOrRaw } from "../src/modelspec.js";
-import { buildRunBody, relevantFieldErrors } from "../src/views/newrun.js";
+import { buildRunBody, relevantFieldErrors, presetHint } from "../src/views/newrun.js";
 
 const paperCnn = {
   input_shape: [1, 28, 28],
@@ -79,5 +79,13 @@ describe("run body", () => {
     const state = { name: "n", modelMode: "preset", preset: "paper-cnn", dataset: "mnist-10k", training: { epochs: 1, max_train_samples: null }, capture: { every: 1 } };
     expect(buildRunBody(state).training).toEqual({ epochs: 1 });
     expect(buildRunBody({ ...state, training: { epochs: 1, max_train_samples: 512 } }).training).toEqual({ epochs: 1, max_train_samples: 512 });
+  });
+});
+
+describe("preset hint", () => {
+  it("adds the parameter count and snapshot size once", () => {
+    expect(presetHint({ description: "tiny", params: 2346 })).toBe("tiny · 2,346 parameters, 9.38 KB per snapshot");
+    expect(presetHint({ description: "paper CNN (1,199,882 parameters).", params: 1199882 })).toBe("paper CNN (1,199,882 parameters). · 4.80 MB per snapshot");
+    expect(presetHint({ description: "no size" })).toBe("no size");
   });
 });

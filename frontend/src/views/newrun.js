@@ -30,6 +30,16 @@ function withoutEmpty(training) {
 /** Training fields a blank input leaves out of the request. */
 export const OPTIONAL_TRAINING = ["max_train_samples"];
 
+/** A preset's description plus its size, without repeating a parameter count the description already gives. */
+export function presetHint(p) {
+  const desc = p?.description ?? "";
+  if (!p?.params) return desc;
+  const count = p.params.toLocaleString("en-US");
+  const size = `${fmtBytes(p.params * 4)} per snapshot`;
+  const said = desc.includes(count) || desc.includes(String(p.params));
+  return `${desc}${desc ? " · " : ""}${said ? size : `${count} parameters, ${size}`}`;
+}
+
 /** Keep only the errors that concern the model mode on screen (pydantic reports both union branches). */
 export function relevantFieldErrors(fields, modelMode) {
   const other = modelMode === "preset" ? /^model\.(layers|input_shape|num_classes)|\.layers\./ : /^model\.(.+\.)?preset$/;
@@ -126,7 +136,7 @@ export function mount(root, { api, navigate }) {
           },
         ),
       ),
-      p ? h("p.hint", { "data-testid": "preset-description" }, p.description ?? "", p.params ? ` · ${p.params.toLocaleString()} parameters (${fmtBytes(p.params * 4)} per snapshot)` : "") : null,
+      p ? h("p.hint", { "data-testid": "preset-description" }, presetHint(p)) : null,
       p?.spec?.layers ? h("ol.preset-layers", {}, p.spec.layers.map((l) => h("li", {}, layerSummary(l)))) : null,
       p?.spec
         ? h(
