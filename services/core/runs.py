@@ -42,13 +42,11 @@ class RunRepository:
     def list(self) -> list[RunRecord]:
         """Every run, newest first."""
         out = []
-        for key in self.store.list("runs/"):
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == "run.json":
-                try:
-                    out.append(RunRecord.model_validate_json(self.store.get(key)))
-                except ObjectNotFound:
-                    continue  # deleted between list and get
+        for run_id in self.store.children("runs/"):
+            try:
+                out.append(RunRecord.model_validate_json(self.store.get(run_key(run_id))))
+            except ObjectNotFound:
+                continue  # deleted between list and get, or a folder without a record
         out.sort(key=lambda r: r.created_at, reverse=True)
         return out
 

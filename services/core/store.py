@@ -51,6 +51,7 @@ class Store(Protocol):
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int: ...
     def list(self, prefix: str) -> list[str]: ...
+    def children(self, prefix: str) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> int: ...
     def put_json(self, key: str, obj: Any) -> None: ...
     def get_json(self, key: str) -> Any: ...
@@ -201,6 +202,14 @@ class LocalStore(JsonStoreMixin):
     def list(self, prefix: str) -> list[str]:
         """Every key starting with ``prefix`` (recursive), sorted."""
         return sorted(self._walk(validate_prefix(prefix)))
+
+    def children(self, prefix: str) -> list[str]:
+        """Names of the 'folders' directly under ``prefix`` (which must end with '/'), sorted; not recursive."""
+        validate_prefix(prefix)
+        base = self.root.joinpath(*prefix.rstrip("/").split("/")) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith(_TMP_PREFIX))
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with ``prefix`` (must be non-empty); returns how many."""
@@ -358,6 +367,17 @@ class S3Store(JsonStoreMixin):
         except Exception as e:
             raise self._wrap(e, prefix, "list") from e
         return sorted(n[len(base) :] for n in names)
+
+    def children(self, prefix: str) -> list[str]:
+        """Names of the 'folders' directly under ``prefix`` (which must end with '/'), sorted; not recursive."""
+        validate_prefix(prefix)
+        base = (f"{self.prefix}/" if self.prefix else "") + prefix
+        try:
+            objs = self.client.list_objects(self.bucket, prefix=base, recursive=False)
+            names = [o.object_name[len(base) :].rstrip("/") for o in objs if o.object_name and o.is_dir]
+        except Exception as e:
+            raise self._wrap(e, prefix, "list") from e
+        return sorted(n for n in names if n)
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object whose key starts with ``prefix`` (must be non-empty); returns how many."""

@@ -74,6 +74,22 @@ def test_list_is_sorted_recursive_and_prefix_exact(store: Store) -> None:
     assert store.list("nothing/") == []
 
 
+def test_children_lists_one_level(store: Store) -> None:
+    for k in [
+        "runs/b/run.json",
+        "runs/a/tape/segments/2.seg",
+        "runs/a/run.json",
+        "runs/ab/x",
+        "runs/top",
+        "other/x",
+    ]:
+        store.put(k, b"x")
+    assert store.children("runs/") == ["a", "ab", "b"]  # folders only, not the object runs/top
+    assert store.children("runs/a/") == ["tape"]
+    assert store.children("") == ["other", "runs"]
+    assert store.children("nothing/") == []
+
+
 def test_delete_prefix(store: Store) -> None:
     for k in ["runs/a/1", "runs/a/deep/2", "runs/ab/3", "runs/b/4"]:
         store.put(k, b"x")
