@@ -15,6 +15,7 @@ from celery.signals import worker_process_init
 
 from netlapse.analyzer import analyses
 from netlapse.analyzer.activations import AnalysisError, compute_activations, compute_featuremaps
+from netlapse.core.datasets import DatasetUnavailable, UnknownDataset
 from netlapse.core.events import EventStream, connect
 from netlapse.core.queue import TASK_ACTIVATIONS, TASK_DIFF, TASK_FEATUREMAPS, TASK_SCATTER, make_celery
 from netlapse.core.runs import RunNotFound
@@ -93,10 +94,12 @@ def activations(payload: dict) -> dict:
     t = ActivationTask.model_validate(payload)
     try:
         key, meta = compute_activations(store(), settings, t, publish=_publisher(t.run_id))
-    except AnalysisError as exc:
+    except (AnalysisError, UnknownDataset) as exc:
         return _error(exc, 422)
     except RunNotFound as exc:
         return _error(exc, 404)
+    except DatasetUnavailable as exc:  # the analyzer's data dir lacks the files: a deployment problem
+        return _error(exc, 503)
     return _result(key, meta)
 
 
@@ -106,8 +109,10 @@ def featuremaps(payload: dict) -> dict:
     t = FeatureMapTask.model_validate(payload)
     try:
         key, meta = compute_featuremaps(store(), settings, t)
-    except AnalysisError as exc:
+    except (AnalysisError, UnknownDataset) as exc:
         return _error(exc, 422)
     except RunNotFound as exc:
         return _error(exc, 404)
+    except DatasetUnavailable as exc:  # the analyzer's data dir lacks the files: a deployment problem
+        return _error(exc, 503)
     return _result(key, meta)
