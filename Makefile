@@ -8,7 +8,7 @@ MNIST := $(DATA_DIR)/datasets/mnist-10k.npz
 UI := frontend/dist/index.html
 UI_SRC := $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.* -type f 2>/dev/null)
 
-.PHONY: setup run test lint unit integration frontend-test e2e bench clean
+.PHONY: setup run test lint unit integration frontend-test e2e bench bench-analyses report clean
 
 setup: $(STAMP) $(MNIST) $(UI)
 
@@ -54,6 +54,13 @@ test: setup lint
 
 bench: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run
+
+bench-analyses: setup
+	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.bench_analyses
+
+report: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make report RUN=<run id> [OUT=dir]"; exit 2; }
+	$(VENV)/bin/netlapse report $(RUN) --out $(or $(OUT),reports/$(RUN))
 
 clean:
 	rm -rf frontend/dist
