@@ -8,7 +8,7 @@ MNIST := $(DATA_DIR)/datasets/mnist-10k.npz
 UI := frontend/dist/index.html
 UI_SRC := $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.* -type f 2>/dev/null)
 
-.PHONY: setup run test lint unit integration frontend-test e2e bench bench-analyses report clean
+.PHONY: setup run test lint unit integration frontend-test e2e screenshots bench bench-analyses report clean
 
 setup: $(STAMP) $(MNIST) $(UI)
 
@@ -51,6 +51,9 @@ e2e: setup
 test: setup lint
 	NETLAPSE_REQUIRE_MNIST=1 NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/unit tests/integration tests/e2e
 	cd frontend && npm test
+
+screenshots: setup
+	NETLAPSE_E2E_SCREENSHOTS=docs/img NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/e2e
 
 bench: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run
