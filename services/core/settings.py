@@ -44,6 +44,12 @@ class Settings(BaseSettings):
 
     max_epochs: int = Field(default=100, ge=1)
 
+    # Multi-user: when on, every /api route but health, presets and datasets needs a token
+    # (`netlapse user add NAME`), and each user sees only their own runs.
+    auth_required: bool = Field(
+        default=False, description="require a bearer token; off = every request is 'local'"
+    )
+
     def resolved_store_url(self) -> str:
         """The store URL actually used: S3 when an endpoint is set, else the explicit URL, else a local dir."""
         if self.store_url:
