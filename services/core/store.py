@@ -6,6 +6,7 @@ Both backends share one contract (the ``Store`` protocol) and are chosen by URL 
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import os
@@ -51,7 +52,7 @@ class Store(Protocol):
     def exists(self, key: str) -> bool: ...
     def size(self, key: str) -> int: ...
     def list(self, prefix: str) -> list[str]: ...
-    def children(self, prefix: str) -> list[str]: ...
+    def children(self, prefix: str) -> builtins.list[str]: ...
     def delete_prefix(self, prefix: str) -> int: ...
     def put_json(self, key: str, obj: Any) -> None: ...
     def get_json(self, key: str) -> Any: ...
@@ -203,7 +204,7 @@ class LocalStore(JsonStoreMixin):
         """Every key starting with ``prefix`` (recursive), sorted."""
         return sorted(self._walk(validate_prefix(prefix)))
 
-    def children(self, prefix: str) -> list[str]:
+    def children(self, prefix: str) -> builtins.list[str]:
         """Names of the 'folders' directly under ``prefix`` (which must end with '/'), sorted; not recursive."""
         validate_prefix(prefix)
         base = self.root.joinpath(*prefix.rstrip("/").split("/")) if prefix else self.root
@@ -368,7 +369,7 @@ class S3Store(JsonStoreMixin):
             raise self._wrap(e, prefix, "list") from e
         return sorted(n[len(base) :] for n in names)
 
-    def children(self, prefix: str) -> list[str]:
+    def children(self, prefix: str) -> builtins.list[str]:
         """Names of the 'folders' directly under ``prefix`` (which must end with '/'), sorted; not recursive."""
         validate_prefix(prefix)
         base = (f"{self.prefix}/" if self.prefix else "") + prefix
