@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from netlapse.api.routes import analyses, catalog, events, health, runs, tensors
+from netlapse.api.deps import current_user, visible_run
+from netlapse.api.limits import MAX_BODY_BYTES, BodySizeLimit
+from netlapse.api.routes import analyses, catalog, events, health, runs, tensors, users
 from netlapse.core.settings import get_settings
 from netlapse.core.tape import TapeCorrupt
 
@@ -19,11 +21,21 @@ The API is at <a href="/docs">/docs</a>.</p>"""
 
 
 def create_app() -> FastAPI:
-    """Build the api app: routers under /api, error handlers, and the static UI."""
+    """Build the api app: routers under /api, error handlers, and the static UI.
+
+    Every /api route needs the caller's token (when ``auth_required``) except the public ones below, and every
+    ``/runs/{run_id}...`` route answers 404 for another user's run: both are router-level dependencies here,
+    so a new route is protected without doing anything. The WebSocket authenticates itself (close codes).
+    """
     settings = get_settings()
     app = FastAPI(title="netlapse", version="0.1.0", description="Every parameter after every batch.")
-    for module in (health, catalog, runs, tensors, events, analyses):
-        app.include_router(module.router, prefix="/api")
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    for public in (health.router, catalog.router):  # GET /api/health, /api/presets, /api/datasets
+        app.include_router(public, prefix="/api")
+    guarded = [Depends(current_user), Depends(visible_run)]
+    for router in (users.router, catalog.samples_router, runs.router, tensors.router, analyses.router):
+        app.include_router(router, prefix="/api", dependencies=guarded)
+    app.include_router(events.router, prefix="/api")
 
     @app.exception_handler(TapeCorrupt)
     async def _corrupt(_: Request, exc: TapeCorrupt) -> JSONResponse:

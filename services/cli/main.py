@@ -22,7 +22,55 @@ def cmd_up(args: argparse.Namespace) -> int:
         redis_url=redis_url,
         log_dir=Path(settings.data_dir) / "logs" if args.quiet else None,
     )
+    if settings.auth_required:
+        print("netlapse: API tokens required (NETLAPSE_AUTH_REQUIRED); `netlapse user add NAME` prints one")
     return run_forever(stack)
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """``netlapse user add|token|list|revoke``: users and tokens, straight in the store the settings name."""
+    from netlapse.core.auth import Accounts, UnknownUser, UserExists
+    from netlapse.core.store import store_from_settings
+
+    settings = get_settings()
+    accounts = Accounts(store_from_settings(settings))
+    try:
+        if args.user_cmd == "list":
+            users = accounts.list_users()
+            if not users:
+                print("no users yet; `netlapse user add NAME` creates one", file=sys.stderr)
+                return 0
+            print(f"{'NAME':<32} {'TOKENS':>6}  CREATED")
+            for u in users:
+                print(f"{u.name:<32} {u.tokens:>6}  {u.created_at.isoformat(timespec='seconds')}")
+            return 0
+        if args.user_cmd == "revoke":
+            n = accounts.revoke(args.name)
+            print(f"revoked {n} token(s) of {args.name}; the api stops accepting them within a few seconds")
+            return 0
+        if args.user_cmd == "add":
+            token = accounts.add_user(args.name, args.label)
+            what = f"created user {args.name}"
+        else:
+            token = accounts.issue_token(args.name, args.label)
+            what = f"new token for {args.name}"
+    except (UserExists, UnknownUser, ValueError) as exc:
+        print(f"netlapse user: {exc}", file=sys.stderr)
+        return 2
+    # The token alone on stdout (scripts capture it); the explanation on stderr.
+    print(f"{what}; its token, shown only this once (the server keeps just its hash):", file=sys.stderr)
+    print(token)
+    print(
+        "use it as `Authorization: Bearer <token>`, as NETLAPSE_TOKEN for the CLI and Python client, "
+        "or paste it into the web UI",
+        file=sys.stderr,
+    )
+    if not settings.auth_required:
+        print(
+            "note: NETLAPSE_AUTH_REQUIRED is off in these settings; a server started with them ignores tokens",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -38,7 +86,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     layers = [s for s in args.layers.split(",") if s] if args.layers else None
     try:
-        with Client(server) as client:
+        with Client(server, token=args.token) as client:
             report = make_report(
                 client,
                 args.run_id,
@@ -92,7 +140,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     rep.add_argument("--split", default="test", choices=["test", "train"])
     rep.add_argument("--layers", default=None, help="comma-separated conv layers (default: all)")
+    rep.add_argument(
+        "--token", default=None, help="API token for a server that requires one (default $NETLAPSE_TOKEN)"
+    )
     rep.set_defaults(func=cmd_report)
+    usr = sub.add_parser(
+        "user",
+        help="users and API tokens (for NETLAPSE_AUTH_REQUIRED); works on the store of these settings",
+    )
+    usr_sub = usr.add_subparsers(dest="user_cmd", required=True)
+    for cmd, text in (("add", "create a user and print its first token"), ("token", "print a new token")):
+        p = usr_sub.add_parser(cmd, help=f"{text} (shown once; only its hash is stored)")
+        p.add_argument("name", help="user name: lowercase letters, digits, '.', '_', '-'")
+        p.add_argument("--label", default="", help="a note kept with the token, e.g. 'laptop'")
+    usr_sub.add_parser("list", help="users and how many tokens each has")
+    rev = usr_sub.add_parser("revoke", help="delete every token of a user (the user and its runs stay)")
+    rev.add_argument("name")
+    usr.set_defaults(func=cmd_user)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

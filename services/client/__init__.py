@@ -10,6 +10,7 @@
     d, stats = c.diff(run["id"], "conv1.weight", 0, c.steps(run["id"])[-1])
     act = c.activations(run["id"], step=63, layer="conv2")      # Eq. 1, as JSON
 
+On a server that requires tokens (``NETLAPSE_AUTH_REQUIRED``), pass ``token=`` or set ``NETLAPSE_TOKEN``.
 Tensors travel as ``.npy`` bytes, so they keep their dtype and shape. Every HTTP error becomes an
 :class:`ApiError` carrying the status code and the server's message.
 """
@@ -17,6 +18,7 @@ Tensors travel as ``.npy`` bytes, so they keep their dtype and shape. Every HTTP
 from __future__ import annotations
 
 import io
+import os
 import time
 from typing import Any
 
@@ -56,7 +58,8 @@ def _load_npy(content: bytes) -> np.ndarray:
 
 
 class Client:
-    """netlapse over HTTP. ``base_url`` is the server (``http://host:port``), with or without ``/api``."""
+    """netlapse over HTTP. ``base_url`` is the server (``http://host:port``), with or without ``/api``;
+    ``token`` (default ``$NETLAPSE_TOKEN``) is sent as ``Authorization: Bearer``."""
 
     def __init__(
         self,
@@ -68,8 +71,9 @@ class Client:
     ) -> None:
         base = base_url.rstrip("/")
         self.base_url = base if base.endswith("/api") else base + "/api"
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = http or httpx.Client(timeout=timeout, headers=headers)
+        token = token or os.environ.get("NETLAPSE_TOKEN") or None
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = http or httpx.Client(timeout=timeout)
         self._own_http = http is None
 
     def close(self) -> None:
@@ -88,8 +92,9 @@ class Client:
     def request(self, method: str, path: str, *, npy: bool = False, **kw: Any) -> httpx.Response:
         """One request to ``/api/<path>``; raises :class:`ApiError` on a 4xx/5xx."""
         url = f"{self.base_url}/{path.lstrip('/')}"
+        kw["headers"] = {**self._auth, **kw.get("headers", {})}
         if npy:
-            kw["headers"] = {**kw.get("headers", {}), "Accept": NPY}
+            kw["headers"]["Accept"] = NPY
         r = self.http.request(method, url, **kw)
         if r.status_code >= 400:
             try:
@@ -112,6 +117,10 @@ class Client:
     def health(self) -> dict[str, Any]:
         """Status of api, redis and store."""
         return self.request("GET", "health").json()
+
+    def me(self) -> dict[str, Any]:
+        """``{user, auth_required}``: who this client's token belongs to (``local`` when auth is off)."""
+        return self.get("me")
 
     def presets(self) -> list[dict[str, Any]]:
         """Model presets with their specs."""
@@ -140,7 +149,7 @@ class Client:
         return self.post("runs", body)
 
     def runs(self) -> list[dict[str, Any]]:
-        """All runs, newest first."""
+        """This user's runs (all runs when auth is off), newest first."""
         return self.get("runs")["runs"]
 
     def run(self, run_id: str) -> dict[str, Any]:

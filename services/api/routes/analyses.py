@@ -11,10 +11,9 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from netlapse.api.deps import CeleryDep, RepoDep, SettingsDep, StoreDep
+from netlapse.api.deps import CeleryDep, RunDep, SettingsDep, StoreDep
 from netlapse.api.errors import invalid, not_found
 from netlapse.api.responses import NPY, FastJSONResponse, array_json, wants_npy
-from netlapse.api.routes.runs import load_run
 from netlapse.api.routes.tensors import check_step, check_tensor, load_tape
 from netlapse.core.datasets import list_datasets
 from netlapse.core.modelspec import conv_layers
@@ -122,7 +121,7 @@ def wait_analysis(res: Any, settings: Settings) -> str:
 def scatter(
     run_id: str,
     name: str,
-    repo: RepoDep,
+    rec: RunDep,
     store: StoreDep,
     celery: CeleryDep,
     settings: SettingsDep,
@@ -139,7 +138,6 @@ def scatter(
     values that shrank."""
     if from_ > to:
         raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
-    rec = load_run(repo, run_id)
     tape = load_tape(store, rec)
     check_tensor(tape, name)
     check_step(tape, from_, "from")
@@ -175,14 +173,13 @@ def trajectory(
     run_id: str,
     name: str,
     request: Request,
-    repo: RepoDep,
+    rec: RunDep,
     store: StoreDep,
     index: str = Query(
         ..., description=f"flat row-major element indices, comma-separated, at most {MAX_TRAJECTORY_INDICES}"
     ),
 ) -> Response:
     """Values of chosen elements of one tensor at every captured step: ``values[step_i][index_j]``."""
-    rec = load_run(repo, run_id)
     tape = load_tape(store, rec)
     check_tensor(tape, name)
     idx = parse_indices(index, "index", MAX_TRAJECTORY_INDICES)
@@ -235,7 +232,7 @@ def _send_if_missing(store: Store, celery: Celery, task: ActivationTask) -> Any 
 def activations(
     run_id: str,
     body: ActivationRequest,
-    repo: RepoDep,
+    rec: RunDep,
     store: StoreDep,
     celery: CeleryDep,
     settings: SettingsDep,
@@ -245,7 +242,6 @@ def activations(
     For each label c the first ``per_label`` inputs of the split (dataset order) that the model at that step
     predicts correctly as c; ``activation[f][c] = mean sum(FM_f(x)) / mean sum(x)`` over them. The result names
     the inputs used (``sample_indices``) and says in ``note`` which labels had fewer than requested."""
-    rec = load_run(repo, run_id)
     tape = load_tape(store, rec)
     require_conv_layer(rec, body.layer, ["body", "layer"])
     require_step(tape, body.step, ["body", "step"])
@@ -257,14 +253,13 @@ def activations(
 def compare_activations(
     run_id: str,
     body: ActivationCompareRequest,
-    repo: RepoDep,
+    rec: RunDep,
     store: StoreDep,
     celery: CeleryDep,
     settings: SettingsDep,
 ) -> Response:
     """One layer's Eq. 1 matrix at two steps and their difference (to − from), e.g. step 0 vs the last, to show
     filters specialising. Each step selects its own correctly predicted inputs."""
-    rec = load_run(repo, run_id)
     tape = load_tape(store, rec)
     require_conv_layer(rec, body.layer, ["body", "layer"])
     require_step(tape, body.from_step, ["body", "from"])
@@ -305,7 +300,7 @@ def compare_activations(
 @router.get("/runs/{run_id}/featuremaps")
 def featuremaps(
     run_id: str,
-    repo: RepoDep,
+    rec: RunDep,
     store: StoreDep,
     celery: CeleryDep,
     settings: SettingsDep,
@@ -317,7 +312,6 @@ def featuremaps(
 ) -> Response:
     """The maps ``[F, H, W]`` of one input for one conv layer at one step, with the input, its label and the
     model's prediction."""
-    rec = load_run(repo, run_id)
     tape = load_tape(store, rec)
     require_conv_layer(rec, layer, ["query", "layer"])
     require_step(tape, step, ["query", "step"])

@@ -19,6 +19,9 @@ from netlapse.core.modelspec import PRESETS, count_params
 from netlapse.core.results import npy_bytes
 
 router = APIRouter(tags=["catalog"])
+"""Public: what a server offers, readable without a token."""
+samples_router = APIRouter(tags=["catalog"])
+"""Dataset contents: like every other route, behind a token when auth is on."""
 
 
 @router.get("/presets")
@@ -43,7 +46,7 @@ def datasets(settings: SettingsDep) -> dict:
     return {"datasets": [d.model_dump() for d in list_datasets(settings)]}
 
 
-@router.get("/datasets/{name}/samples")
+@samples_router.get("/datasets/{name}/samples")
 def samples(
     name: str,
     request: Request,

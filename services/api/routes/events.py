@@ -9,11 +9,11 @@ import time
 import redis.asyncio as aioredis
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from netlapse.api.deps import get_store
+from netlapse.api.deps import AccountsDep, AuthFailed, SettingsDep, StoreDep, authenticate
+from netlapse.core.auth import may_access
 from netlapse.core.events import Event, is_trimmed, stream_key, valid_stream_id
 from netlapse.core.runs import RunNotFound, RunRepository
 from netlapse.core.schemas import TERMINAL_STATUSES, RunRecord
-from netlapse.core.settings import get_settings
 
 router = APIRouter(tags=["events"])
 POLL_MS = 1000
@@ -47,13 +47,31 @@ def _current_state(rec: RunRecord, live: dict) -> list[dict]:
 
 
 @router.websocket("/runs/{run_id}/events")
-async def run_events(websocket: WebSocket, run_id: str, since: str | None = None) -> None:
-    """Replay the run's events after ``since`` (all, if absent), then stream new ones; closes after the final status."""
-    settings = get_settings()
-    repo = RunRepository(get_store(settings))
+async def run_events(
+    websocket: WebSocket,
+    run_id: str,
+    settings: SettingsDep,
+    store: StoreDep,
+    accounts: AccountsDep,
+    since: str | None = None,
+) -> None:
+    """Replay the run's events after ``since`` (all, if absent), then stream new ones; closes after the final status.
+
+    When auth is on, the token comes as ``Authorization: Bearer`` or ``?token=`` (browsers cannot set headers on
+    a WebSocket): without a valid one the server sends an error and closes with 4401; another user's run
+    closes with 4404 like an unknown one."""
+    repo = RunRepository(store)
     await websocket.accept()
     try:
+        user = await asyncio.to_thread(authenticate, websocket, settings, accounts)
+    except AuthFailed as exc:
+        await websocket.send_json({"type": "error", "run_id": run_id, "data": {"detail": str(exc)}})
+        await websocket.close(code=4401)
+        return
+    try:
         rec = await asyncio.to_thread(repo.get, run_id)
+        if not may_access(settings.auth_required, user, rec):
+            raise RunNotFound(run_id)
     except (RunNotFound, ValueError):
         await websocket.send_json(
             {"type": "error", "run_id": run_id, "data": {"detail": f"run {run_id!r} not found"}}

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 
-from netlapse.api.deps import CeleryDep, EventsDep, RepoDep, SettingsDep, StoreDep
-from netlapse.api.errors import invalid, not_found
+from netlapse.api.deps import (
+    CeleryDep,
+    CurrentUser,
+    EventsDep,
+    RepoDep,
+    RunDep,
+    SettingsDep,
+    StoreDep,
+)
+from netlapse.api.errors import invalid
+from netlapse.core.auth import may_access
 from netlapse.core.datasets import list_datasets
 from netlapse.core.events import EventStream
 from netlapse.core.modelspec import ModelSpec
 from netlapse.core.queue import TASK_TRAIN, TRAIN_QUEUE
 from netlapse.core.results import forget_tape
-from netlapse.core.runs import RunNotFound, RunRepository, new_run_id
+from netlapse.core.runs import new_run_id
 from netlapse.core.schemas import (
     TERMINAL_STATUSES,
     Progress,
@@ -28,15 +37,7 @@ from netlapse.core.store import ObjectNotFound
 
 router = APIRouter(tags=["runs"])
 
-
-def load_run(repo: RunRepository, run_id: str) -> RunRecord:
-    """The run record, or 404."""
-    try:
-        return repo.get(run_id)
-    except RunNotFound as exc:
-        raise not_found(str(exc)) from None
-    except ValueError:
-        raise not_found(f"run {run_id!r} not found") from None
+MAX_LISTED_RUNS = 1000
 
 
 def public(rec: RunRecord, events: EventStream) -> RunPublic:
@@ -54,9 +55,14 @@ def public(rec: RunRecord, events: EventStream) -> RunPublic:
 
 @router.post("/runs", status_code=201)
 def create_run(
-    body: RunCreate, settings: SettingsDep, repo: RepoDep, events: EventsDep, celery: CeleryDep
+    body: RunCreate,
+    settings: SettingsDep,
+    repo: RepoDep,
+    events: EventsDep,
+    celery: CeleryDep,
+    user: CurrentUser,
 ) -> RunPublic:
-    """Validate, store the run record (status queued), and enqueue training."""
+    """Validate, store the run record (status queued, owned by the caller), and enqueue training."""
     if body.training.epochs > settings.max_epochs:
         raise invalid(
             ["body", "training", "epochs"],
@@ -80,6 +86,7 @@ def create_run(
     rec = RunRecord(
         id=new_run_id(),
         name=body.name,
+        owner=user,
         preset=body.model.preset,
         model=spec,
         dataset=body.dataset,
@@ -93,21 +100,27 @@ def create_run(
 
 
 @router.get("/runs")
-def list_runs(repo: RepoDep, events: EventsDep) -> dict[str, Any]:
-    """All runs, newest first."""
-    return {"runs": [public(r, events).model_dump(mode="json") for r in repo.list()]}
+def list_runs(
+    repo: RepoDep,
+    events: EventsDep,
+    settings: SettingsDep,
+    user: CurrentUser,
+    limit: int = Query(MAX_LISTED_RUNS, ge=1, le=MAX_LISTED_RUNS, description="at most this many runs"),
+) -> dict[str, Any]:
+    """The caller's runs (every run when auth is off), newest first; ``total`` counts them all."""
+    mine = [r for r in repo.list() if may_access(settings.auth_required, user, r)]
+    return {"runs": [public(r, events).model_dump(mode="json") for r in mine[:limit]], "total": len(mine)}
 
 
 @router.get("/runs/{run_id}")
-def get_run(run_id: str, repo: RepoDep, events: EventsDep) -> RunPublic:
+def get_run(run_id: str, rec: RunDep, events: EventsDep) -> RunPublic:
     """One run: status, spec, progress, summary."""
-    return public(load_run(repo, run_id), events)
+    return public(rec, events)
 
 
 @router.post("/runs/{run_id}/cancel")
-def cancel_run(run_id: str, repo: RepoDep, events: EventsDep) -> RunPublic:
+def cancel_run(run_id: str, rec: RunDep, repo: RepoDep, events: EventsDep) -> RunPublic:
     """Ask a queued or running run to stop; the trainer sees the flag within a few batches."""
-    rec = load_run(repo, run_id)
     if rec.status in TERMINAL_STATUSES:
         raise HTTPException(
             409, detail=f"run {run_id} already {rec.status}; only queued or running runs can be cancelled"
@@ -121,9 +134,8 @@ def cancel_run(run_id: str, repo: RepoDep, events: EventsDep) -> RunPublic:
 
 
 @router.delete("/runs/{run_id}", status_code=204)
-def delete_run(run_id: str, repo: RepoDep, events: EventsDep, store: StoreDep) -> Response:
+def delete_run(run_id: str, rec: RunDep, repo: RepoDep, events: EventsDep, store: StoreDep) -> Response:
     """Delete a finished run with its tape, metrics and cached analyses."""
-    rec = load_run(repo, run_id)
     if rec.status not in TERMINAL_STATUSES:
         raise HTTPException(409, detail=f"run {run_id} is {rec.status}; cancel it first, then delete")
     repo.delete(run_id)
@@ -133,9 +145,8 @@ def delete_run(run_id: str, repo: RepoDep, events: EventsDep, store: StoreDep) -
 
 
 @router.get("/runs/{run_id}/metrics")
-def metrics(run_id: str, repo: RepoDep, store: StoreDep) -> dict[str, Any]:
+def metrics(run_id: str, rec: RunDep, store: StoreDep) -> dict[str, Any]:
     """Loss/accuracy per step and validation per epoch (a running run's are at most a few seconds old)."""
-    load_run(repo, run_id)
     try:
         return store.get_json(metrics_key(run_id))
     except ObjectNotFound:

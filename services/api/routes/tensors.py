@@ -7,10 +7,9 @@ from typing import Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from netlapse.api.deps import CeleryDep, RepoDep, SettingsDep, StoreDep
+from netlapse.api.deps import CeleryDep, RunDep, SettingsDep, StoreDep
 from netlapse.api.errors import invalid, not_found
 from netlapse.api.responses import tensor_response
-from netlapse.api.routes.runs import load_run
 from netlapse.core.modelspec import tensor_kind
 from netlapse.core.queue import ANALYZE_QUEUE, TASK_DIFF
 from netlapse.core.results import npy_load, open_tape, request_key
@@ -46,16 +45,14 @@ def check_step(tape: TapeReader, step: int, field: str) -> None:
 
 
 @router.get("/runs/{run_id}/steps")
-def steps(run_id: str, repo: RepoDep, store: StoreDep) -> dict[str, Any]:
+def steps(run_id: str, rec: RunDep, store: StoreDep) -> dict[str, Any]:
     """Captured (committed) steps."""
-    rec = load_run(repo, run_id)
     return {"steps": load_tape(store, rec).steps()}
 
 
 @router.get("/runs/{run_id}/tensors")
-def tensors(run_id: str, repo: RepoDep, store: StoreDep) -> dict[str, Any]:
+def tensors(run_id: str, rec: RunDep, store: StoreDep) -> dict[str, Any]:
     """Captured tensors: name, shape, dtype and the layer they belong to."""
-    rec = load_run(repo, run_id)
     out = []
     for t in load_tape(store, rec).tensors():
         out.append(
@@ -66,10 +63,9 @@ def tensors(run_id: str, repo: RepoDep, store: StoreDep) -> dict[str, Any]:
 
 @router.get("/runs/{run_id}/tensors/{name}")
 def tensor(
-    run_id: str, name: str, request: Request, repo: RepoDep, store: StoreDep, step: int = Query(..., ge=0)
+    run_id: str, name: str, request: Request, rec: RunDep, store: StoreDep, step: int = Query(..., ge=0)
 ) -> Response:
     """One tensor at one captured step, bit-exact."""
-    rec = load_run(repo, run_id)
     tape = load_tape(store, rec)
     check_tensor(tape, name)
     check_step(tape, step, "step")
@@ -81,7 +77,7 @@ def diff(
     run_id: str,
     name: str,
     request: Request,
-    repo: RepoDep,
+    rec: RunDep,
     store: StoreDep,
     celery: CeleryDep,
     settings: SettingsDep,
@@ -91,7 +87,6 @@ def diff(
     """value(to) − value(from) with summary stats, computed by the analyzer worker and cached in the store."""
     if from_ > to:
         raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
-    rec = load_run(repo, run_id)
     tape = load_tape(store, rec)
     check_tensor(tape, name)
     check_step(tape, from_, "from")
