@@ -1,0 +1,184 @@
+"""Multi-user against a real stack started with NETLAPSE_AUTH_REQUIRED=1: tokens, private runs, WebSocket auth,
+body limit. Users are created through core.auth straight in the stack's store, as `netlapse user add` does."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from netlapse.cli.stack import Stack, free_port
+from netlapse.client import ApiError, Client
+from netlapse.core.auth import Accounts
+from netlapse.core.store import LocalStore
+from tests.integration.helpers import wait_terminal
+
+TINY_RUN = {
+    "name": "alice-private",
+    "model": {"preset": "tiny-cnn"},
+    "dataset": "synthetic",
+    "training": {"epochs": 1, "batch_size": 512, "optimizer": "sgd", "lr": 0.05, "seed": 0},
+    "capture": {"every": 1},
+}
+
+
+class AuthStack:
+    """The running stack, its users' tokens, and a way to add more."""
+
+    def __init__(self, stack: Stack, accounts: Accounts, tokens: dict[str, str]) -> None:
+        self.stack, self.accounts, self.tokens = stack, accounts, tokens
+        self.base = f"http://127.0.0.1:{stack.api_port}"
+
+    def client(self, user: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def auth_stack(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iterator[AuthStack]:
+    data = tmp_path_factory.mktemp("netlapse-auth")
+    store_dir = data / "store"
+    accounts = Accounts(LocalStore(store_dir))
+    tokens = {user: accounts.add_user(user) for user in ("alice", "bob")}
+    s = Stack(
+        data_dir=data,
+        api_port=free_port(),
+        log_dir=artifacts_dir / "stack-logs-auth",
+        extra_env={"NETLAPSE_AUTH_REQUIRED": "1", "NETLAPSE_STORE_URL": f"file://{store_dir}"},
+    )
+    s.start()
+    try:
+        yield AuthStack(s, accounts, tokens)
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def alice_run(auth_stack: AuthStack) -> dict[str, Any]:
+    """A finished run of alice's."""
+    with auth_stack.client("alice") as alice:
+        r = alice.post("/api/runs", json=TINY_RUN)
+        assert r.status_code == 201, r.text
+        assert r.json()["owner"] == "alice"
+        run = wait_terminal(alice, r.json()["id"])
+    assert run["status"] == "succeeded", run
+    return run
+
+
+def ws_session(base: str, path: str, headers: dict[str, str] | None = None) -> tuple[list[dict], int | None]:
+    """Every message the server sends on a WebSocket until it closes, and its close code."""
+    url = base.replace("http://", "ws://") + path
+    messages: list[dict] = []
+    with connect(url, additional_headers=headers or {}, open_timeout=10, close_timeout=5) as ws:
+        try:
+            while True:
+                messages.append(json.loads(ws.recv(timeout=60)))
+        except ConnectionClosed:
+            pass
+        return messages, ws.close_code
+
+
+def test_health_presets_datasets_need_no_token(auth_stack: AuthStack) -> None:
+    with auth_stack.client(None) as anon:
+        assert anon.get("/api/health").json()["status"] == "ok"
+        assert anon.get("/api/presets").status_code == 200
+        assert anon.get("/api/datasets").status_code == 200
+
+
+def test_no_token_or_a_bad_one_is_401_saying_how_to_get_one(auth_stack: AuthStack) -> None:
+    with auth_stack.client(None) as anon:
+        for method, path in (("GET", "/api/runs"), ("POST", "/api/runs"), ("GET", "/api/me")):
+            r = anon.request(method, path, json=TINY_RUN if method == "POST" else None)
+            assert r.status_code == 401, (path, r.text)
+            assert "netlapse user add" in r.json()["detail"]
+        r = anon.get("/api/runs", headers={"Authorization": "Bearer not-a-real-token"})
+        assert r.status_code == 401 and "not valid" in r.json()["detail"]
+        assert anon.get("/api/datasets/synthetic/samples", params={"indices": "0"}).status_code == 401
+    msgs, code = ws_session(auth_stack.base, "/api/runs/whatever0001/events")
+    assert code == 4401 and msgs[0]["type"] == "error" and "token" in msgs[0]["data"]["detail"]
+    msgs, code = ws_session(auth_stack.base, "/api/runs/whatever0001/events?token=bad")
+    assert code == 4401 and "not valid" in msgs[0]["data"]["detail"]
+
+
+def test_runs_are_private_to_their_owner(auth_stack: AuthStack, alice_run: dict[str, Any]) -> None:
+    rid = alice_run["id"]
+    with auth_stack.client("alice") as alice, auth_stack.client("bob") as bob:
+        steps = alice.get(f"/api/runs/{rid}/steps").json()["steps"]
+        assert steps[0] == 0 and len(steps) > 1
+        assert (
+            alice.get(f"/api/runs/{rid}/diff/conv1.weight", params={"from": 0, "to": steps[-1]}).status_code
+            == 200
+        )
+        unknown = bob.get("/api/runs/nosuchrun0001").json()["detail"]
+        for method, path, body in (
+            ("GET", "", None),
+            ("GET", "/steps", None),
+            ("GET", "/tensors", None),
+            ("GET", "/tensors/conv1.weight?step=0", None),
+            ("GET", f"/diff/conv1.weight?from=0&to={steps[-1]}", None),
+            ("GET", "/metrics", None),
+            ("POST", "/activations", {"step": 0, "layer": "conv1", "per_label": 1}),
+            ("POST", "/cancel", None),
+            ("DELETE", "", None),
+        ):
+            r = bob.request(method, f"/api/runs/{rid}{path}", json=body)
+            assert r.status_code == 404, (method, path, r.text)
+            assert r.json()["detail"] == unknown.replace("nosuchrun0001", rid)
+        assert rid not in [r["id"] for r in bob.get("/api/runs").json()["runs"]]
+        assert rid in [r["id"] for r in alice.get("/api/runs").json()["runs"]]
+        assert (
+            alice.get(f"/api/runs/{rid}").json()["status"] == "succeeded"
+        )  # bob's cancel/delete did nothing
+
+    bob_msgs, bob_code = ws_session(
+        auth_stack.base, f"/api/runs/{rid}/events?token={auth_stack.tokens['bob']}"
+    )
+    assert bob_code == 4404 and bob_msgs == [
+        {"type": "error", "run_id": rid, "data": {"detail": f"run {rid!r} not found"}}
+    ]
+    # The browser's way (?token=) and the header both stream the owner's events to the final status.
+    for path, headers in (
+        (f"/api/runs/{rid}/events?token={auth_stack.tokens['alice']}", None),
+        (f"/api/runs/{rid}/events", {"Authorization": f"Bearer {auth_stack.tokens['alice']}"}),
+    ):
+        msgs, code = ws_session(auth_stack.base, path, headers)
+        assert code == 1000
+        assert msgs[-1]["type"] == "status" and msgs[-1]["data"]["status"] == "succeeded"
+
+
+def test_python_client_sends_its_token(auth_stack: AuthStack, alice_run: dict[str, Any]) -> None:
+    with Client(auth_stack.base, token=auth_stack.tokens["alice"]) as alice:
+        assert alice.me() == {"user": "alice", "auth_required": True}
+        assert alice_run["id"] in [r["id"] for r in alice.runs()]
+        assert alice.tensor(alice_run["id"], "conv1.weight", 0).shape[0] > 0
+    with Client(auth_stack.base, token=auth_stack.tokens["bob"]) as bob, pytest.raises(ApiError) as err:
+        bob.steps(alice_run["id"])
+    assert err.value.status == 404
+
+
+def test_bodies_over_1_mib_are_refused_with_413(auth_stack: AuthStack) -> None:
+    body = json.dumps({**TINY_RUN, "name": "x" * (2 * 1024 * 1024)}).encode()
+    with auth_stack.client("alice") as alice:
+        r = alice.post("/api/runs", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert "too large" in r.json()["detail"]
+        assert alice.get("/api/me").json()["user"] == "alice"  # the server is fine afterwards
+
+
+def test_a_revoked_token_stops_working(auth_stack: AuthStack) -> None:
+    token = auth_stack.accounts.add_user("carol")
+    with httpx.Client(base_url=auth_stack.base, headers={"Authorization": f"Bearer {token}"}) as carol:
+        assert carol.get("/api/me").json()["user"] == "carol"
+        assert carol.get("/api/runs").json()["runs"] == []
+        auth_stack.accounts.revoke("carol")
+        deadline = time.monotonic() + 15  # the api caches a valid token for a few seconds
+        while carol.get("/api/me").status_code != 401:
+            assert time.monotonic() < deadline, "revoked token still accepted"
+            time.sleep(0.5)
