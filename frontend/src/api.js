@@ -2,6 +2,7 @@
 // whose `fields` carry the field path each validation message concerns ("training.lr").
 
 import { decodeNpy } from "./npy.js";
+import { authHeaders, readToken } from "./auth.js";
 
 export class ApiError extends Error {
   /**
@@ -70,19 +71,19 @@ function sleep(ms, signal) {
   });
 }
 
-function authToken() {
-  try {
-    return globalThis.localStorage?.getItem("netlapse_token") || null;
-  } catch {
-    return null;
-  }
-}
-
 /**
- * @param {{base?: string, fetch?: typeof fetch, pendingTimeoutMs?: number}} opts
- * base defaults to "api/" (relative, so the app works at `/` and under a prefix).
+ * @param {{base?: string, fetch?: typeof fetch, pendingTimeoutMs?: number, getToken?: () => string|null,
+ *          onUnauthorized?: (err: ApiError, sentToken: string|null) => void}} opts
+ * base defaults to "api/" (relative, so the app works at `/` and under a prefix). `getToken` (default: the one in
+ * localStorage) is sent as `Authorization: Bearer`; `onUnauthorized` hears every 401 before it is thrown.
  */
-export function createApi({ base = "api/", fetch: fetchImpl = globalThis.fetch?.bind(globalThis), pendingTimeoutMs = 300000 } = {}) {
+export function createApi({
+  base = "api/",
+  fetch: fetchImpl = globalThis.fetch?.bind(globalThis),
+  pendingTimeoutMs = 300000,
+  getToken = () => readToken(),
+  onUnauthorized = () => {},
+} = {}) {
   const root = base.endsWith("/") ? base : base + "/";
 
   async function request(method, path, { body, query, signal, accept, raw = false } = {}) {
@@ -93,10 +94,9 @@ export function createApi({ base = "api/", fetch: fetchImpl = globalThis.fetch?.
       const s = qs.toString();
       if (s) url += (url.includes("?") ? "&" : "?") + s;
     }
-    const headers = { Accept: accept ?? "application/json" };
+    const token = getToken();
+    const headers = { Accept: accept ?? "application/json", ...authHeaders(token) };
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    const token = authToken();
-    if (token) headers.Authorization = `Bearer ${token}`;
     const started = Date.now();
     // Analyzer-backed endpoints may answer 202 while they compute; poll until the result is there.
     for (let attempt = 0; ; attempt++) {
@@ -126,7 +126,9 @@ export function createApi({ base = "api/", fetch: fetchImpl = globalThis.fetch?.
         } catch {
           parsed = text.slice(0, 300) || null;
         }
-        throw errorFromBody(res.status, parsed);
+        const err = errorFromBody(res.status, parsed);
+        if (res.status === 401) onUnauthorized(err, token);
+        throw err;
       }
       if (raw) return res;
       if (res.status === 204) return null;
@@ -139,7 +141,11 @@ export function createApi({ base = "api/", fetch: fetchImpl = globalThis.fetch?.
   const enc = encodeURIComponent;
   return {
     request,
+    /** Report a 401 seen outside fetch (the WebSocket's 4401 close) like one from a request. */
+    unauthorized: (message) => onUnauthorized(new ApiError(message, { status: 401 }), getToken()),
     health: (o) => request("GET", "health", o),
+    /** `{user, auth_required}`; 401 when the server needs a token and has none valid. */
+    me: (o) => request("GET", "me", o),
     presets: (o) => request("GET", "presets", o),
     datasets: (o) => request("GET", "datasets", o),
     samples: (name, { split = "test", indices }, o) =>
@@ -174,12 +180,11 @@ export function createApi({ base = "api/", fetch: fetchImpl = globalThis.fetch?.
   };
 }
 
-/** ws:// or wss:// URL for a run's event stream, matching the page's scheme. */
-export function eventsUrl(runId, since, loc = globalThis.location, base = "api/") {
+/** ws:// or wss:// URL for a run's event stream, matching the page's scheme; the token goes as `?token=`. */
+export function eventsUrl(runId, since, loc = globalThis.location, base = "api/", token = readToken()) {
   const u = new URL(`${base}runs/${encodeURIComponent(runId)}/events`, loc.href);
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
   if (since) u.searchParams.set("since", since);
-  const token = authToken();
   if (token) u.searchParams.set("token", token);
   return u.toString();
 }

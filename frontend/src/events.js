@@ -146,10 +146,10 @@ export class RunEventStream {
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.closed) return;
-      // 4xxx: the server refused (unknown run, bad `since`); retrying would not help.
+      // 4xxx: the server refused (4401 no valid token, 4404 unknown run, 4422 bad `since`); retrying would not help.
       if (ev?.code >= 4000 && ev.code < 5000) {
         this.closed = true;
-        this.onState("refused");
+        this.onState("refused", ev.code);
         return;
       }
       if (this.ended) {

@@ -2,6 +2,7 @@
 
 import "./styles.css";
 import { createApi } from "./api.js";
+import { createAuthBar } from "./auth.js";
 import { parseHash, matchRoute } from "./state.js";
 import { h, setChildren, errorBanner } from "./ui.js";
 import * as runs from "./views/runs.js";
@@ -14,7 +15,10 @@ import { setHook } from "./hooks.js";
 
 const VIEWS = { runs, newrun, live, explorer, scatter, activations };
 
-const api = createApi();
+// The sign-in control hears every 401; a sign-in or sign-out re-mounts the current view so it reloads.
+let authBar = null;
+const api = createApi({ onUnauthorized: (err, sent) => authBar?.unauthorized(err, sent) });
+authBar = createAuthBar(document.querySelector("[data-testid=auth]"), { api, onChange: () => route() });
 const main = document.getElementById("main");
 let current = null;
 let currentKey = null;
@@ -74,3 +78,4 @@ setHook("navigate", navigate);
 window.addEventListener("hashchange", route);
 route();
 health();
+authBar.check();

@@ -231,7 +231,8 @@ export function mount(root, { api, routeParams }) {
     schedule();
   }
 
-  function onState(s) {
+  function onState(s, code) {
+    if (code === 4401) api.unauthorized?.("The live event stream needs a valid API token.");
     conn.dataset.state = s;
     conn.textContent = { connecting: "connecting…", open: "live", reconnecting: "reconnecting…", closed: "", ended: "" }[s] ?? s;
     clearTimeout(pollTimer);
