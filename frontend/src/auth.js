@@ -5,6 +5,9 @@
 import { h, setChildren } from "./ui.js";
 
 export const TOKEN_KEY = "netlapse_token";
+const NEEDED = "API token needed";
+const REJECTED = "Token not accepted (unknown or revoked)";
+const HOW = "The server's admin creates a token with `netlapse user add NAME`.";
 
 function defaultStorage() {
   try {
@@ -90,7 +93,7 @@ export function createAuthBar(container, { api, storage = defaultStorage(), onCh
   container.setAttribute("data-testid", "auth");
   let state = "off";
 
-  function show(next, { name, msg } = {}) {
+  function show(next, { name, msg, detail } = {}) {
     // The form is built once and only shown/hidden, so a 401 from a background call never wipes what is typed.
     if (next !== state) setChildren(container, next === "ask" ? form : next === "signed-in" ? signedIn : null);
     state = next;
@@ -100,7 +103,10 @@ export function createAuthBar(container, { api, storage = defaultStorage(), onCh
       user.textContent = name ?? "";
       user.title = `signed in as ${name}`;
     }
-    if (next === "ask") message.textContent = message.title = msg ?? "This server needs an API token.";
+    if (next === "ask") {
+      message.textContent = msg ?? NEEDED;
+      message.title = detail ?? HOW;
+    }
   }
 
   /** Ask the server who we are and show the matching state. */
@@ -112,7 +118,7 @@ export function createAuthBar(container, { api, storage = defaultStorage(), onCh
       return true;
     } catch (e) {
       if (e?.status === 401) {
-        show("ask", { msg: e.message });
+        show("ask", { detail: e.message });
         return false;
       }
       show("off"); // server unreachable or an old server without /api/me: the health badge says so
@@ -125,13 +131,13 @@ export function createAuthBar(container, { api, storage = defaultStorage(), onCh
     const current = readToken(storage);
     if (current && current !== sent) return; // an answer to a request from before this token was saved
     if (current) clearToken(storage);
-    show("ask", { msg: err?.message });
+    show("ask", { msg: sent ? REJECTED : NEEDED, detail: err?.message });
   }
 
   async function save(raw) {
     const token = writeToken(raw, storage);
     if (!token) {
-      show("ask", { msg: "Paste the token `netlapse user add NAME` printed." });
+      show("ask", { msg: "Paste the token that `netlapse user add NAME` printed." });
       return false;
     }
     const ok = await check();
@@ -140,7 +146,7 @@ export function createAuthBar(container, { api, storage = defaultStorage(), onCh
       onChange();
     } else {
       clearToken(storage);
-      show("ask", { msg: "That token was not accepted (unknown or revoked)." });
+      show("ask", { msg: REJECTED });
     }
     return ok;
   }

@@ -172,7 +172,8 @@ describe("top-bar sign-in", () => {
     await bar.check();
     expect(slot.dataset.state).toBe("ask");
     expect(slot.hidden).toBe(false);
-    expect(q("token-message").textContent).toContain("requires an API token");
+    expect(q("token-message").textContent).toBe("API token needed");
+    expect(q("token-message").title).toContain("requires an API token"); // the server's own words on hover
     q("token-input").value = `  ${GOOD} `;
     q("token-form").dispatchEvent(new Event("submit", { cancelable: true }));
     await new Promise((r) => setTimeout(r, 0));
