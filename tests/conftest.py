@@ -37,6 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iter
         extra_env={
             "NETLAPSE_SEGMENT_MAX_STEPS": "16",
             "NETLAPSE_FRONTEND_DIR": str(REPO / "frontend" / "dist"),
+            "NETLAPSE_AUTH_REQUIRED": "0",  # the shared stack is single-user; tests/integration/test_auth.py has its own
         },
     )
     s.start()
