@@ -158,7 +158,7 @@ def test_slowly_changing_float32_compresses_below_raw(store: LocalStore) -> None
     velocity = np.zeros_like(w)
     info = [TensorInfo("w", w.shape, "float32")]
     deltas = TapeWriter(store, "sgd/", info, segment_max_steps=64)
-    keyframes_only = TapeWriter(store, "key/", info, segment_max_steps=1)
+    keyframes_only = TapeWriter(store, "key/", info, keyframe_interval=1)
     history = []
     for step in range(30):
         deltas.append(step, {"w": w})
