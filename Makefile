@@ -49,8 +49,8 @@ e2e: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/e2e
 
 test: setup lint
-	NETLAPSE_REQUIRE_MNIST=1 NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/unit tests/integration tests/e2e
 	cd frontend && npm test
+	NETLAPSE_REQUIRE_MNIST=1 NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/unit tests/integration tests/e2e
 
 screenshots: setup
 	NETLAPSE_E2E_SCREENSHOTS=docs/img NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/e2e
