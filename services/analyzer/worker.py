@@ -15,11 +15,26 @@ from celery.signals import worker_process_init
 
 from netlapse.analyzer import analyses
 from netlapse.analyzer.activations import AnalysisError, compute_activations, compute_featuremaps
+from netlapse.analyzer.compaction import compact_run
 from netlapse.core.datasets import DatasetUnavailable, UnknownDataset
 from netlapse.core.events import EventStream, connect
-from netlapse.core.queue import TASK_ACTIVATIONS, TASK_DIFF, TASK_FEATUREMAPS, TASK_SCATTER, make_celery
+from netlapse.core.queue import (
+    TASK_ACTIVATIONS,
+    TASK_COMPACT,
+    TASK_DIFF,
+    TASK_FEATUREMAPS,
+    TASK_SCATTER,
+    make_celery,
+)
 from netlapse.core.runs import RunNotFound
-from netlapse.core.schemas import ActivationTask, AnalysisResult, DiffTask, FeatureMapTask, ScatterTask
+from netlapse.core.schemas import (
+    ActivationTask,
+    AnalysisResult,
+    CompactTask,
+    DiffTask,
+    FeatureMapTask,
+    ScatterTask,
+)
 from netlapse.core.settings import get_settings
 from netlapse.core.store import Store, store_from_settings
 
@@ -116,3 +131,10 @@ def featuremaps(payload: dict) -> dict:
     except DatasetUnavailable as exc:  # the analyzer's data dir lacks the files: a deployment problem
         return _error(exc, 503)
     return _result(key, meta)
+
+
+@app.task(name=TASK_COMPACT)
+def compact(payload: dict) -> dict:
+    """Rewrite a run's closed tape segments time-major, verified bit-exact before the step-major copy goes."""
+    t = CompactTask.model_validate(payload)
+    return compact_run(store(), settings, t.run_id, connect(settings.redis_url))

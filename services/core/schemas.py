@@ -48,9 +48,23 @@ class TrainingConfig(Strict):
         return v
 
 
+CaptureMode = Literal["lossless", "lossy"]
+
+
 class CaptureConfig(Strict):
     every: int = Field(
         1, ge=1, le=100_000, description="capture every N-th step; 0 and the last are always kept"
+    )
+    mode: CaptureMode = Field(
+        "lossless",
+        description="lossless (bit-exact, the default) or lossy: keyframes exact, steps between within "
+        "lossy_rel_error of each tensor's largest magnitude at its keyframe",
+    )
+    lossy_rel_error: float = Field(
+        1e-3,
+        ge=1e-6,
+        le=0.1,
+        description="lossy mode: max abs error / the tensor's max |value| at its keyframe",
     )
 
 
@@ -244,3 +258,9 @@ class FeatureMapTask(BaseModel):
             "index": self.index,
             "point": self.point,
         }
+
+
+class CompactTask(BaseModel):
+    """Payload of the analyzer's compaction task: rewrite a run's closed tape segments time-major."""
+
+    run_id: str

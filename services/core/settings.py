@@ -40,7 +40,22 @@ class Settings(BaseSettings):
     segment_target_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
     segment_max_steps: int = Field(default=256, ge=1)
     capture_buffers: int = Field(default=4, ge=1, description="snapshots in flight between loop and writer")
-    zstd_level: int = Field(default=3, ge=-5, le=19)
+    zstd_level: int = Field(default=1, ge=-5, le=19)
+    keyframe_interval: int = Field(
+        default=16, ge=1, le=4096, description="tape: every N-th captured step is stored whole"
+    )
+    capture_threads: int = Field(
+        default=0, ge=0, le=64, description="encoder threads per run; 0 = 1 on CPU, up to 8 on CUDA"
+    )
+    capture_nice: int = Field(
+        default=10, ge=0, le=19, description="CPU niceness added to encoder threads, so training goes first"
+    )
+    compact_after_run: bool = Field(default=True, description="send a compaction task when a run ends")
+    compact_during_run_steps: int = Field(
+        default=512, ge=0, description="also compact during a run every N committed steps; 0 = never"
+    )
+    compact_group_steps: int = Field(default=16, ge=2, le=256, description="time-major steps per frame")
+    compact_unit_steps: int = Field(default=64, ge=2, description="steps per compaction unit (live runs)")
 
     max_epochs: int = Field(default=100, ge=1)
 

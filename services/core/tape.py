@@ -416,7 +416,7 @@ def _parallel(fn: Callable[[int], Any], n: int, pool: ThreadPoolExecutor | None)
     return [f.result() for f in futs]
 
 
-def _pack_object(
+def pack_object(
     chunks: list[bytes], rows: np.ndarray, header: dict[str, Any]
 ) -> tuple[bytes, dict[str, Any]]:
     """Chunks + index + trailer; rows[:, 0:3] (offset, length, crc) are filled in here."""
@@ -744,7 +744,7 @@ class TapeWriter:
             "tensors": [t.name for t in self.tensors],
             "block_lanes": self.block_lanes,
         }
-        data, info = _pack_object(chunks, table, header)
+        data, info = pack_object(chunks, table, header)
         first, last = steps[0], steps[-1]
         entry = {
             "key": f"{SEGMENTS_DIR}{first:012d}-{last:012d}.seg",
@@ -869,23 +869,30 @@ def decode_time_major_chunk(
     n: int,
     mode: int,
     upto: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Inverse of encode_time_major_chunk: lanes [steps (or upto+1), n]."""
+    """Inverse of encode_time_major_chunk: lanes [upto+1 (default: all steps), n], written into ``out``."""
     lanes = _lanes_of_signed(lanes_dtype)
     w = lanes.signed.itemsize
     raw = _dctx().decompress(frame)
     if len(raw) != steps * n * w:
         raise ValueError(f"time-major chunk has {len(raw)} bytes, expected {steps * n * w}")
-    first = _from_planes(memoryview(raw)[: n * w], lanes.unsigned, n).view(lanes.signed)
     last = steps - 1 if upto is None else upto
-    out = np.empty((last + 1, n), dtype=lanes.signed)
-    out[0] = first
+    if out is None:
+        out = np.empty((last + 1, n), dtype=lanes.signed)
+    out[0] = _from_planes(memoryview(raw)[: n * w], lanes.unsigned, n).view(lanes.signed)
     if last >= 1:
-        u = unshuffle_bytes(np.frombuffer(raw, dtype=np.uint8, offset=n * w), lanes.unsigned, (n, steps - 1))
-        r = _unzigzag(u, lanes)[:, :last]
-        d = np.cumsum(r, axis=1, dtype=lanes.signed) if mode == MODE_D2 else r
-        np.cumsum(d, axis=1, dtype=lanes.signed, out=out[1:].T)
-        out[1:] += first
+        planes = np.frombuffer(raw, dtype=np.uint8, offset=n * w).reshape(w, n, steps - 1)
+        u = np.empty((last, n, w), dtype=np.uint8)
+        for i in range(w):  # only the steps asked for
+            u[:, :, i] = planes[i, :, :last].T
+        r = _unzigzag(u.view(lanes.unsigned).reshape(last, n), lanes)
+        # Row-by-row running sums: ~3x faster than numpy's cumsum over short or strided axes.
+        if mode == MODE_D2:
+            for j in range(1, last):
+                np.add(r[j], r[j - 1], out=r[j])
+        for j in range(1, last + 1):
+            np.add(out[j - 1], r[j - 1], out=out[j])
     return out
 
 
@@ -960,8 +967,8 @@ class TapeReader:
         self.store = store
         self.prefix = _norm_prefix(prefix)
         self._lock = threading.RLock()
-        self._states = _ByteLRU(cache_bytes * 3 // 4)
-        self._blocks = _ByteLRU(cache_bytes // 4)  # fetched byte ranges and decoded time-major groups
+        self._states = _ByteLRU(cache_bytes // 2)
+        self._blocks = _ByteLRU(cache_bytes // 2)  # decoded time-major groups and legacy states
         self._obj_ids: dict[tuple[str, str], int] = {}
         self.complete = False
         self.manifest: dict[str, Any] = {}
@@ -1209,7 +1216,7 @@ class TapeReader:
                 j += 1
                 break
             if j in self._covered and j < pos:
-                start = self._tm_state(t, j, self._covered[j])
+                start = self._tm_state(t, j, self._covered[j], need_prev=True)
                 j += 1
                 break
             s, k = self._segment_at(j)
@@ -1311,32 +1318,31 @@ class TapeReader:
     def _bits_to_f64(self, bits: np.ndarray, t: int) -> np.ndarray:
         return bits.view(np.dtype(self._tensors[t].dtype)).astype(np.float64)
 
-    def _tm_group(self, t: int, unit: _Unit, g: int) -> np.ndarray:
-        """Lanes of tensor t over group g of a time-major unit: [steps in group, lanes] (cached)."""
+    def _tm_group(self, t: int, unit: _Unit, g: int, upto: int | None = None) -> np.ndarray:
+        """Lanes of tensor t over group g of a time-major unit: [steps in group (or upto+1), lanes] (cached)."""
+        g0 = g * unit.group_steps
+        gl = min(unit.group_steps, len(unit.steps) - g0)
+        need = gl - 1 if upto is None else min(upto, gl - 1)
         ckey = ("tm", unit.parts[0].id, t, g)
         with self._lock:
             hit = self._blocks.get(ckey)
-        if hit is not None:
+        if hit is not None and hit.shape[0] > need:
             return hit
         lanes = self._lanes[t]
         n = self._n_lanes(t)
-        g0 = g * unit.group_steps
-        gl = min(unit.group_steps, len(unit.steps) - g0)
         b0, nbt = self._tm_block0(t, unit.block_lanes), _n_blocks(n, unit.block_lanes)
         slices = _block_slices(n, unit.block_lanes)
-        out = np.empty((gl, n), dtype=lanes.signed)
+        out = np.empty((need + 1, n), dtype=lanes.signed)
         # Blocks of tensor t may span parts; one range read per part.
         jobs: list[tuple[int, _Object, np.ndarray, memoryview, int]] = []
         b = 0
         while b < nbt:
             gb = b0 + b
-            part_i = bisect.bisect_right(unit.part_lo, gb) - 1
-            part = unit.parts[part_i]
+            part = unit.parts[bisect.bisect_right(unit.part_lo, gb) - 1]
             table = self._tm_table(part)
-            hi_block = int(part.entry["block_hi"])
-            nb_part = hi_block - int(part.entry["block_lo"])
+            lo_block, hi_block = int(part.entry["block_lo"]), int(part.entry["block_hi"])
             take = min(nbt - b, hi_block - gb)
-            r0 = g * nb_part + (gb - int(part.entry["block_lo"]))
+            r0 = g * (hi_block - lo_block) + (gb - lo_block)
             rows = table[r0 : r0 + take]
             lo = int(rows[0, 0])
             hi = int(rows[-1, 0] + rows[-1, 1])
@@ -1344,23 +1350,28 @@ class TapeReader:
             for j in range(take):
                 jobs.append((b + j, part, rows[j], data, lo))
             b += take
+        name = self._tensors[t].name
+        n_workers = 2 * (os.cpu_count() or 2)
+        per = -(-len(jobs) // n_workers)
 
         def run(i: int) -> None:
-            bb, part, row, data, base = jobs[i]
-            sl = slices[bb]
-            c = data[int(row[0]) - base : int(row[0]) - base + int(row[1])]
-            if zlib.crc32(c) != int(row[2]):
-                raise TapeCorrupt(
-                    f"segment {part.key}: chunk of tensor {self._tensors[t].name!r} fails its crc32"
-                )
-            try:
-                out[:, sl] = decode_time_major_chunk(c, lanes.signed, gl, sl.stop - sl.start, int(row[3]))
-            except (zstandard.ZstdError, ValueError) as e:
-                raise TapeCorrupt(
-                    f"segment {part.key}: chunk of tensor {self._tensors[t].name!r} is unreadable: {e}"
-                ) from e
+            # A few blocks per job: thread hand-offs cost more than one small block's decode.
+            for bb, part, row, data, base in jobs[i * per : (i + 1) * per]:
+                sl = slices[bb]
+                c = data[int(row[0]) - base : int(row[0]) - base + int(row[1])]
+                if zlib.crc32(c) != int(row[2]):
+                    raise TapeCorrupt(f"segment {part.key}: chunk of tensor {name!r} fails its crc32")
+                try:
+                    decode_time_major_chunk(
+                        c, lanes.signed, gl, sl.stop - sl.start, int(row[3]), upto=need, out=out[:, sl]
+                    )
+                except (zstandard.ZstdError, ValueError) as e:
+                    raise TapeCorrupt(
+                        f"segment {part.key}: chunk of tensor {name!r} is unreadable: {e}"
+                    ) from e
 
-        _parallel(run, len(jobs), _read_pool() if len(jobs) > 4 else None)
+        n_jobs = -(-len(jobs) // per) if jobs else 0
+        _parallel(run, n_jobs, _read_pool() if n_jobs > 1 else None)
         out.setflags(write=False)
         with self._lock:
             self._blocks.put(ckey, out, out.nbytes)
@@ -1373,13 +1384,15 @@ class TapeReader:
         table = self._load_table(part, _ROW)
         return table
 
-    def _tm_state(self, t: int, pos: int, unit: _Unit) -> _State:
+    def _tm_state(self, t: int, pos: int, unit: _Unit, need_prev: bool = False) -> _State:
         o = pos - unit.first_pos
         g, j = divmod(o, unit.group_steps)
-        grp = self._tm_group(t, unit, g)
+        grp = self._tm_group(t, unit, g, upto=j)
         m = grp[j]
-        if j > 0:
-            prev: np.ndarray | None = grp[j - 1]
+        if not need_prev:
+            prev: np.ndarray | None = None
+        elif j > 0:
+            prev = grp[j - 1]
         elif o > 0:
             prev = self._tm_group(t, unit, g - 1)[-1]
         elif pos > 0:
@@ -1655,6 +1668,88 @@ class TapeReader:
             out.append(np.ascontiguousarray(sel.T).view(dt).reshape(-1))
         return out
 
+    # -- compaction support
+
+    def uncovered_segments(self) -> list[dict[str, Any]]:
+        """Listed segments not yet replaced by time-major parts, in order: key, kind, steps, first position,
+        raw and stored bytes, block_lanes, whether lossy."""
+        with self._lock:
+            return [
+                {
+                    "key": str(s.entry["key"]),
+                    "kind": s.kind,
+                    "steps": list(s.steps),
+                    "first_pos": s.first_pos,
+                    "raw_bytes": int(s.entry.get("raw_bytes", 0)),
+                    "size": s.size,
+                    "block_lanes": s.block_lanes,
+                    "lossy": s.lossy,
+                }
+                for s in self._segments
+                if s.first_pos not in self._covered
+            ]
+
+    def lanes_layout(self, name: str) -> tuple[np.dtype[Any], int]:
+        """(signed integer lane dtype, number of lanes) of a tensor."""
+        t = self._tensor_index[self.tensor(name).name]
+        return self._lanes[t].signed, self._n_lanes(t)
+
+    def step_major_block(self, name: str, block: int, first_pos: int, last_pos: int) -> np.ndarray:
+        """Lanes of one step-major block of a tensor at positions first..last: [positions, block lanes].
+
+        Memory stays at one block per position however wide the tensor (what compaction needs)."""
+        t = self._tensor_index[self.tensor(name).name]
+        return self._with_retry(lambda: self._step_major_block(t, block, first_pos, last_pos))  # type: ignore[no-any-return]
+
+    def _step_major_block(self, t: int, block: int, first: int, last: int) -> np.ndarray:
+        lanes = self._lanes[t]
+        n = self._n_lanes(t)
+        seg, k = self._segment_at(first)
+        sl = _block_slices(n, seg.block_lanes)[block]
+        width = sl.stop - sl.start
+        out = np.empty((last - first + 1, width), dtype=lanes.signed)
+        base, nb = self._seg_rows(seg, t)
+        m1: np.ndarray | None = None
+        m2: np.ndarray | None = None
+        if int(self._seg_table(seg)[base + k * nb, 3]) != MODE_KEY:
+            st = self._state(t, first - 1)
+            if st.prev is None and (first - 1) in self._covered:
+                st = self._tm_state(t, first - 1, self._covered[first - 1], need_prev=True)
+            m1 = st.m[sl]
+            m2 = st.prev[sl] if st.prev is not None else None
+        name = self._tensors[t].name
+        for i, p in enumerate(range(first, last + 1)):
+            seg, k = self._segment_at(p)
+            if seg.kind != KIND_STEP_MAJOR or seg.lossy:
+                raise ValueError(f"segment {seg.key} is not a lossless step-major segment")
+            if _block_slices(n, seg.block_lanes)[block] != sl:
+                raise ValueError(f"segment {seg.key} cuts tensor {name!r} into different blocks")
+            table = self._seg_table(seg)
+            base, nb = self._seg_rows(seg, t)
+            row = table[base + k * nb + block]
+            data = memoryview(self._get_range(seg, int(row[0]), int(row[1])))
+            raw = self._check_chunk(seg, row, data, int(row[0]), f"tensor {name!r} at step {seg.steps[k]}")
+            if len(raw) != width * lanes.signed.itemsize:
+                raise TapeCorrupt(f"segment {seg.key}: chunk of {name!r} has the wrong size")
+            mode = int(row[3])
+            cur = out[i]
+            if mode == MODE_KEY:
+                _mono(_from_planes(raw, lanes.unsigned, width).view(lanes.signed), lanes, out=cur)
+                m1, m2 = cur, None
+                continue
+            if m1 is None or (mode == MODE_D2 and m2 is None):
+                raise TapeCorrupt(
+                    f"segment {seg.key}: a delta of {name!r} needs earlier steps the chain lacks"
+                )
+            r = _unzigzag(_from_planes(raw, lanes.unsigned, width), lanes)
+            np.add(r, m1, out=cur)
+            if mode == MODE_D2:
+                assert m2 is not None
+                np.add(cur, m1, out=cur)
+                np.subtract(cur, m2, out=cur)
+            m1, m2 = cur, m1
+        return out
+
     # -- integrity
 
     def verify(self) -> None:
@@ -1697,6 +1792,7 @@ __all__ = [
     "TensorInfo",
     "UnknownTensor",
     "decode_time_major_chunk",
+    "pack_object",
     "encode_time_major_chunk",
     "shuffle_bytes",
     "unshuffle_bytes",

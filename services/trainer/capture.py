@@ -2,13 +2,16 @@
 
 The training thread only copies the model's floating-point state into a free preallocated flat buffer
 (pinned host memory on CUDA, copied on a side stream) and enqueues it. A background thread hands the
-buffer to ``TapeWriter.append`` and returns it to the pool. When the pool is empty the training thread
-waits (backpressure) rather than dropping a step; the wait is measured in ``CaptureStats.wait_seconds``.
+buffer to ``TapeWriter.append`` (which may fan the encoding out to its own threads) and returns it to the
+pool. When the pool is empty the training thread waits (backpressure) rather than dropping a step; the
+wait is measured in ``CaptureStats.wait_seconds``. The writer thread can run at a lower CPU priority
+(``nice``), so on a CPU-bound machine encoding uses the cycles training leaves idle.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -57,13 +60,16 @@ def capturable_tensors(model: torch.nn.Module) -> list[TensorInfo]:
 @dataclass
 class CaptureStats:
     """What capturing cost so far. ``wait_seconds``: training blocked on a full pool; ``copy_seconds``:
-    training thread time spent issuing copies; bytes are the tape writer's raw and stored totals."""
+    training thread time spent issuing copies; bytes are the tape writer's raw and stored totals;
+    ``encode_seconds``/``commit_seconds``: the writer's own wall time encoding and uploading."""
 
     steps: int = 0
     wait_seconds: float = 0.0
     raw_bytes: int = 0
     stored_bytes: int = 0
     copy_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    commit_seconds: float = 0.0
 
 
 @dataclass
@@ -81,8 +87,11 @@ class CapturePipeline:
     At most ``buffers`` snapshots are in flight; memory is ``buffers`` × one snapshot. Use as a context
     manager or call close(); an exception inside the ``with`` closes the tape as incomplete."""
 
-    def __init__(self, model: torch.nn.Module, writer: TapeWriter, *, buffers: int = 4) -> None:
-        """Allocate the buffer pool for ``model``'s capturable tensors and start the writer thread."""
+    def __init__(
+        self, model: torch.nn.Module, writer: TapeWriter, *, buffers: int = 4, nice: int = 0
+    ) -> None:
+        """Allocate the buffer pool for ``model``'s capturable tensors and start the writer thread
+        (``nice`` > 0 lowers its CPU priority on Linux)."""
         if buffers < 1:
             raise ValueError(f"buffers must be >= 1, got {buffers}")
         self.model = model
@@ -115,6 +124,7 @@ class CapturePipeline:
         self._error_step: int | None = None
         self._last_step: int | None = None
         self._closed = False
+        self.nice = int(nice)
         self._thread = threading.Thread(target=self._run, name="netlapse-capture-writer", daemon=True)
         self._thread.start()
 
@@ -219,6 +229,11 @@ class CapturePipeline:
     # -- writer thread
 
     def _run(self) -> None:
+        if self.nice > 0 and hasattr(os, "setpriority"):
+            try:  # Linux: a thread id names just this thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError:
+                log.debug("could not lower the capture writer's priority")
         while True:
             item = self._queue.get()
             if item is None:
@@ -230,8 +245,7 @@ class CapturePipeline:
                         event.synchronize()
                     self.writer.append(step, slot.arrays)
                     self.stats.steps += 1
-                    self.stats.raw_bytes = self.writer.raw_bytes
-                    self.stats.stored_bytes = self.writer.stored_bytes
+                    self._sync_writer_stats()
             except BaseException as e:  # kept and re-raised on the training thread
                 self._error_step = step
                 self._error = e
@@ -264,9 +278,14 @@ class CapturePipeline:
         except BaseException as e:
             self._error, self._error_step = e, self._last_step
             self._raise_if_failed()
-        self.stats.raw_bytes = self.writer.raw_bytes
-        self.stats.stored_bytes = self.writer.stored_bytes
+        self._sync_writer_stats()
         return replace(self.stats)
+
+    def _sync_writer_stats(self) -> None:
+        w = self.writer
+        self.stats.raw_bytes, self.stats.stored_bytes = w.raw_bytes, w.stored_bytes
+        self.stats.encode_seconds = float(getattr(w, "encode_seconds", 0.0))
+        self.stats.commit_seconds = float(getattr(w, "commit_seconds", 0.0))
 
     @property
     def closed(self) -> bool:

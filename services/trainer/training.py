@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any
 
@@ -13,8 +14,9 @@ import torch.nn.functional as F
 from netlapse.core.datasets import LoadedDataset, load_dataset
 from netlapse.core.events import EventStream
 from netlapse.core.modelspec import build_model
+from netlapse.core.queue import ANALYZE_QUEUE, TASK_COMPACT
 from netlapse.core.runs import RunRepository
-from netlapse.core.schemas import RunRecord, TrainingConfig, metrics_key, tape_prefix, utcnow
+from netlapse.core.schemas import CompactTask, RunRecord, TrainingConfig, metrics_key, tape_prefix, utcnow
 from netlapse.core.settings import Settings
 from netlapse.core.store import Store
 from netlapse.core.tape import TapeWriter
@@ -43,6 +45,32 @@ def make_optimizer(params: Any, cfg: TrainingConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adadelta":
         return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def capture_threads(settings: Settings, model: torch.nn.Module) -> int:
+    """Encoder threads for a run: the setting, else one on CPU (training needs the cores) and up to 8 on CUDA."""
+    if settings.capture_threads:
+        return settings.capture_threads
+    on_cuda = any(p.is_cuda for p in model.parameters())
+    return min(8, os.cpu_count() or 1) if on_cuda else 1
+
+
+def request_compaction(run_id: str) -> bool:
+    """Send the analyzer's compaction task by name (services never import each other).
+
+    Only from inside a Celery task, whose app knows the broker; elsewhere (tests, scripts) it does nothing."""
+    from celery import current_task
+
+    if not current_task or getattr(current_task.request, "id", None) is None:
+        return False
+    try:
+        current_task.app.send_task(
+            TASK_COMPACT, args=[CompactTask(run_id=run_id).model_dump()], queue=ANALYZE_QUEUE
+        )
+    except Exception:  # compaction is an optimisation; the run itself is fine without it
+        log.warning("could not send the compaction task for run %s", run_id, exc_info=True)
+        return False
+    return True
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
@@ -100,6 +128,12 @@ class Trainer:
         rec.progress.total_steps, rec.progress.epochs = total, cfg.epochs
         self.repo.save(rec)
 
+        committed = [0]
+
+        def on_commit(s: int) -> None:
+            committed[0] = s
+            self.publish("snapshot", {"step": s})
+
         writer = TapeWriter(
             self.store,
             tape_prefix(rec.id),
@@ -107,9 +141,17 @@ class Trainer:
             segment_target_bytes=self.settings.segment_target_bytes,
             segment_max_steps=self.settings.segment_max_steps,
             zstd_level=self.settings.zstd_level,
-            on_commit=lambda s: self.publish("snapshot", {"step": s}),
+            on_commit=on_commit,
+            keyframe_interval=self.settings.keyframe_interval,
+            threads=capture_threads(self.settings, model),
+            thread_nice=self.settings.capture_nice,
+            lossy_rel_error=rec.capture.lossy_rel_error if rec.capture.mode == "lossy" else None,
         )
-        capture = CapturePipeline(model, writer, buffers=self.settings.capture_buffers)
+        capture = CapturePipeline(
+            model, writer, buffers=self.settings.capture_buffers, nice=self.settings.capture_nice
+        )
+        compact_every = self.settings.compact_during_run_steps
+        compacted_upto = 0
         gen = torch.Generator().manual_seed(cfg.seed)
         step, last_captured = 0, 0
         capture.capture(0)
@@ -131,6 +173,9 @@ class Trainer:
                     if step % rec.capture.every == 0 or step == total:
                         capture.capture(step)
                         last_captured = step
+                    if compact_every and committed[0] - compacted_upto >= compact_every:
+                        compacted_upto = committed[0]
+                        request_compaction(rec.id)  # closed segments only; the analyzer takes a run lock
                     loss_v = float(loss.detach())
                     acc = float((out.detach().argmax(1) == yb).float().mean())
                     self.step_metrics.append({"step": step, "epoch": epoch, "loss": loss_v, "accuracy": acc})
@@ -231,4 +276,6 @@ def execute_run(run_id: str, settings: Settings, store: Store, events: EventStre
     events.publish(
         run_id, "status", {"status": rec.status, "error": rec.error, "summary": rec.summary.model_dump()}
     )
+    if rec.tape_complete and settings.compact_after_run:
+        request_compaction(run_id)
     return rec
