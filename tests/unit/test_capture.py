@@ -237,3 +237,23 @@ def test_cuda_capture_is_bit_exact(store: LocalStore) -> None:
     for step, snap in expected.items():
         for name, want in snap.items():
             assert_same_bits(r.read(name, step), want)
+
+
+def test_low_priority_multithreaded_writer_is_exact_and_reports_its_own_cost(store: LocalStore) -> None:
+    model = small_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(4)
+    writer = TapeWriter(store, "t/", capturable_tensors(model), threads=2, thread_nice=5, keyframe_interval=4)
+    expected = {}
+    with CapturePipeline(model, writer, buffers=2, nice=5) as pipe:
+        for step in range(12):
+            if step:
+                train_step(model, opt, gen)
+            expected[step] = float_state(model)
+            pipe.capture(step)
+    stats = pipe.stats
+    assert stats.steps == 12 and stats.encode_seconds > 0 and stats.commit_seconds > 0
+    r = TapeReader(store, "t/")
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), want)
