@@ -65,7 +65,8 @@ class EventStream:
         return str(res[0])
 
     @staticmethod
-    def _decode(run_id: str, sid: str, fields: dict[str, str]) -> Event:
+    def decode(run_id: str, sid: str, fields: dict[str, str]) -> Event:
+        """An event from a stream entry."""
         return Event(
             id=sid,
             type=fields["type"],
@@ -81,7 +82,7 @@ class EventStream:
         res = cast(list[Any], self.r.xread({stream_key(run_id): since}, count=count, block=block_ms))
         out: list[Event] = []
         for _key, entries in res or []:
-            out.extend(self._decode(run_id, sid, fields) for sid, fields in entries)
+            out.extend(self.decode(run_id, sid, fields) for sid, fields in entries)
         return out
 
     def first_id(self, run_id: str) -> str | None:

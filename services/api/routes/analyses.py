@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 import numpy as np
 from celery import Celery
-from celery.exceptions import TimeoutError as CeleryTimeout
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from netlapse.api.analysis import describe_steps, run_analysis, wait_analysis
 from netlapse.api.deps import CeleryDep, RunDep, SettingsDep, StoreDep
 from netlapse.api.errors import invalid, not_found
 from netlapse.api.responses import NPY, FastJSONResponse, array_json, wants_npy
-from netlapse.api.routes.tensors import check_step, check_tensor, load_tape
+from netlapse.api.routes.tensors import check_step_pair, check_tensor, load_tape
 from netlapse.core.datasets import list_datasets
 from netlapse.core.modelspec import conv_layers
 from netlapse.core.queue import ANALYZE_QUEUE, TASK_ACTIVATIONS, TASK_FEATUREMAPS, TASK_SCATTER
@@ -38,21 +38,6 @@ MAX_SCATTER_POINTS = 200_000
 
 
 # --- validation shared by the endpoints ----------------------------------------------------------------------
-
-
-def describe_steps(steps: list[int]) -> str:
-    """A short description of the captured steps, for messages: ``0..63 (every step, 64 steps)``."""
-    if not steps:
-        return "no steps are captured yet"
-    if len(steps) == 1:
-        return f"the only captured step is {steps[0]}"
-    gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
-    if gaps == {1}:
-        return f"captured steps are {steps[0]}..{steps[-1]} (every step)"
-    if len(gaps) == 1:
-        return f"captured steps are {steps[0]}..{steps[-1]} every {gaps.pop()}"
-    every = min(gaps)
-    return f"captured steps are {steps[0]}..{steps[-1]} every {every} (and the last), {len(steps)} in all"
 
 
 def require_step(tape: TapeReader, step: int, loc: list[str | int]) -> None:
@@ -91,29 +76,6 @@ def split_size(settings: Settings, dataset: str, split: str) -> int | None:
     return None
 
 
-def run_analysis(celery: Celery, settings: Settings, task: str, payload: dict[str, Any]) -> str:
-    """Send an analysis task to the analyzer, wait for it, and return the store key of its result."""
-    res = celery.send_task(task, args=[payload], queue=ANALYZE_QUEUE)
-    return wait_analysis(res, settings)
-
-
-def wait_analysis(res: Any, settings: Settings) -> str:
-    """Wait for a sent analysis task; its own error (e.g. a 422) becomes the HTTP error."""
-    try:
-        out = res.get(timeout=settings.analysis_timeout_s)
-    except CeleryTimeout:
-        raise HTTPException(
-            504,
-            detail=f"the analyzer did not answer within {settings.analysis_timeout_s:.0f} s; is it running?",
-        ) from None
-    except Exception as exc:  # the task raised: an analyzer bug or a broken store, not bad input
-        raise HTTPException(500, detail=f"the analysis failed: {type(exc).__name__}: {exc}") from None
-    meta = out.get("meta") or {}
-    if meta.get("error"):
-        raise HTTPException(int(meta.get("status", 422)), detail=str(meta["error"]))
-    return str(out["key"])
-
-
 # --- initial value vs change -----------------------------------------------------------------------------------
 
 
@@ -136,12 +98,7 @@ def scatter(
     """x = value at ``from``, y = value(to) − value(from): a seeded sample of points, an exact 2-D histogram of all
     elements (``counts[x_bin][y_bin]``), Pearson r, and the fractions of positive values that grew and negative
     values that shrank."""
-    if from_ > to:
-        raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
-    tape = load_tape(store, rec)
-    check_tensor(tape, name)
-    check_step(tape, from_, "from")
-    check_step(tape, to, "to")
+    check_step_pair(store, rec, name, from_, to)
     task = ScatterTask(
         run_id=run_id, name=name, from_step=from_, to_step=to, max_points=max_points, bins=bins, seed=seed
     )

@@ -11,22 +11,12 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from netlapse.api.deps import AccountsDep, AuthFailed, SettingsDep, StoreDep, authenticate
 from netlapse.core.auth import may_access
-from netlapse.core.events import Event, is_trimmed, stream_key, valid_stream_id
+from netlapse.core.events import EventStream, is_trimmed, stream_key, valid_stream_id
 from netlapse.core.runs import RunNotFound, RunRepository
 from netlapse.core.schemas import TERMINAL_STATUSES, RunRecord
 
 router = APIRouter(tags=["events"])
 POLL_MS = 1000
-
-
-def _decode(run_id: str, sid: str, fields: dict[str, str]) -> dict:
-    return Event(
-        id=sid,
-        type=fields["type"],
-        run_id=run_id,
-        ts=float(fields["ts"]),
-        data=json.loads(fields["data"]),  # type: ignore[arg-type]
-    ).model_dump()
 
 
 def _current_state(rec: RunRecord, live: dict) -> list[dict]:
@@ -119,7 +109,7 @@ async def run_events(
             res = await r.xread({key: cursor}, count=500, block=POLL_MS)
             entries = res[0][1] if res else []
             for sid, fields in entries:
-                ev = _decode(run_id, sid, fields)
+                ev = EventStream.decode(run_id, sid, fields).model_dump()
                 await websocket.send_json(ev)
                 cursor = sid
                 if ev["type"] == "status" and ev["data"].get("status") in TERMINAL_STATUSES:

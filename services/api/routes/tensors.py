@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.exceptions import TimeoutError as CeleryTimeout
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
+from netlapse.api.analysis import describe_steps, run_analysis
 from netlapse.api.deps import CeleryDep, RunDep, SettingsDep, StoreDep
 from netlapse.api.errors import invalid, not_found
 from netlapse.api.responses import tensor_response
 from netlapse.core.modelspec import tensor_kind
-from netlapse.core.queue import ANALYZE_QUEUE, TASK_DIFF
+from netlapse.core.queue import TASK_DIFF
 from netlapse.core.results import npy_load, open_tape, request_key
 from netlapse.core.schemas import DiffTask, RunRecord
 from netlapse.core.store import ObjectNotFound, Store
@@ -35,13 +35,21 @@ def check_tensor(tape: TapeReader, name: str) -> None:
 
 
 def check_step(tape: TapeReader, step: int, field: str) -> None:
+    """404 naming the captured steps when ``step`` is not one of them."""
     steps = tape.steps()
     if step not in set(steps):
-        every = steps[1] - steps[0] if len(steps) > 1 else 1
-        raise not_found(
-            f"{field}={step} was not captured; captured steps are {steps[0]}..{steps[-1]}"
-            + (f" every {every} (and the last)" if every > 1 else "")
-        )
+        raise not_found(f"{field}={step} was not captured; {describe_steps(steps)}")
+
+
+def check_step_pair(store: Store, rec: RunRecord, name: str, from_: int, to: int) -> TapeReader:
+    """The tape, after checking ``from <= to``, the tensor name and that both steps were captured."""
+    if from_ > to:
+        raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
+    tape = load_tape(store, rec)
+    check_tensor(tape, name)
+    check_step(tape, from_, "from")
+    check_step(tape, to, "to")
+    return tape
 
 
 @router.get("/runs/{run_id}/steps")
@@ -85,22 +93,10 @@ def diff(
     to: int = Query(..., ge=0),
 ) -> Response:
     """value(to) − value(from) with summary stats, computed by the analyzer worker and cached in the store."""
-    if from_ > to:
-        raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
-    tape = load_tape(store, rec)
-    check_tensor(tape, name)
-    check_step(tape, from_, "from")
-    check_step(tape, to, "to")
+    check_step_pair(store, rec, name, from_, to)
     key = request_key(run_id, "diff", {"name": name, "from": from_, "to": to})
     if not store.exists(key + ".json"):
         task = DiffTask(run_id=run_id, name=name, from_step=from_, to_step=to)
-        res = celery.send_task(TASK_DIFF, args=[task.model_dump()], queue=ANALYZE_QUEUE)
-        try:
-            key = res.get(timeout=settings.analysis_timeout_s)["key"]
-        except CeleryTimeout:
-            raise HTTPException(
-                504,
-                detail=f"the analyzer did not answer within {settings.analysis_timeout_s:.0f} s; is it running?",
-            ) from None
+        key = run_analysis(celery, settings, TASK_DIFF, task.model_dump())
     meta = store.get_json(key + ".json")
     return tensor_response(request, meta, npy_load(store.get(key + ".npy")))
