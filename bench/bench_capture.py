@@ -1,0 +1,419 @@
+"""In-process capture benchmarks: training slowdown (netlapse vs TensorBoard histograms vs torch.save), bytes
+per snapshot (lossless at ingest and after compaction, lossy), writer throughput, and a ~25M-parameter CNN.
+
+Run by ``python -m bench.run``; ``python -m bench.bench_capture --wide none|capture`` is the subprocess form
+used for the wide model (one process per variant, so its peak RSS is its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from netlapse.analyzer.compaction import compact_tape
+from netlapse.core.datasets import load_dataset
+from netlapse.core.modelspec import PRESETS, build_model
+from netlapse.core.schemas import TrainingConfig
+from netlapse.core.settings import Settings
+from netlapse.core.store import LocalStore, Store
+from netlapse.core.tape import TapeReader, TapeWriter
+from netlapse.trainer.capture import CapturePipeline, capturable_tensors
+from netlapse.trainer.training import make_optimizer
+
+SGD = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9}
+ADAM = {"optimizer": "adam", "lr": 0.001}
+
+
+def settings() -> Settings:
+    return Settings(data_dir=Path(os.environ.get("NETLAPSE_DATA_DIR", ".data")).resolve())
+
+
+def batches(
+    x: torch.Tensor, y: torch.Tensor, bs: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless shuffled mini-batches (the trainer's order: a permutation per epoch)."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x) - bs + 1, bs):
+            idx = perm[i : i + bs]
+            yield x[idx], y[idx]
+
+
+def model_and_opt(
+    preset: str, opt: dict[str, Any], seed: int = 0
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = build_model(PRESETS[preset].spec)
+    model.train()
+    return model, make_optimizer(model.parameters(), TrainingConfig(**opt))
+
+
+def train_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor
+) -> None:
+    loss = F.cross_entropy(model(xb), yb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def float_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+# --- (1) + (5): slowdown of each way of recording every step ---------------------------------------------------
+
+
+class Variant:
+    """One way of recording a training run; ``hook`` runs after every optimizer step."""
+
+    name = "none"
+
+    def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
+        self.model, self.store, self.tmp = model, store, tmp
+
+    def hook(self, step: int) -> None:
+        """Record the model after optimizer step ``step``."""
+
+    def drain(self) -> None:
+        """Wait until everything recorded so far is written (counted in the round's time)."""
+
+    def close(self) -> dict[str, Any]:
+        return {}
+
+
+class NetlapseVariant(Variant):
+    name = "netlapse"
+
+    def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
+        super().__init__(model, store, tmp)
+        s = settings()
+        self.writer = TapeWriter(
+            store,
+            "bench/tape/",
+            capturable_tensors(model),
+            zstd_level=s.zstd_level,
+            keyframe_interval=s.keyframe_interval,
+            threads=1,
+            thread_nice=s.capture_nice,
+        )
+        self.pipe = CapturePipeline(model, self.writer, buffers=s.capture_buffers, nice=s.capture_nice)
+        self.pipe.capture(0)
+        self.captured = 1
+
+    def hook(self, step: int) -> None:
+        self.pipe.capture(step)
+        self.captured += 1
+
+    def drain(self) -> None:
+        while self.pipe.stats.steps < self.captured:
+            time.sleep(0.002)
+
+    def close(self) -> dict[str, Any]:
+        st = self.pipe.close()
+        return {
+            "steps": st.steps,
+            "wait_seconds": st.wait_seconds,
+            "copy_seconds": st.copy_seconds,
+            "encode_seconds": st.encode_seconds,
+            "commit_seconds": st.commit_seconds,
+            "raw_bytes": st.raw_bytes,
+            "stored_bytes": st.stored_bytes,
+        }
+
+
+class TensorBoardVariant(Variant):
+    name = "tensorboard"
+
+    def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
+        super().__init__(model, store, tmp)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.sw = SummaryWriter(str(tmp / "tb"))
+
+    def hook(self, step: int) -> None:
+        for name, p in self.model.named_parameters():
+            self.sw.add_histogram(name, p.detach(), step)
+
+    def drain(self) -> None:
+        self.sw.flush()
+
+    def close(self) -> dict[str, Any]:
+        self.sw.close()
+        size = sum(f.stat().st_size for f in (self.tmp / "tb").rglob("*") if f.is_file())
+        return {"stored_bytes": size}
+
+
+class TorchSaveVariant(Variant):
+    name = "torch.save"
+
+    def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
+        super().__init__(model, store, tmp)
+        self.bytes = 0
+
+    def hook(self, step: int) -> None:
+        buf = io.BytesIO()
+        torch.save(self.model.state_dict(), buf)
+        data = buf.getvalue()
+        self.store.put(f"bench/naive/{step:08d}.pt", data)
+        self.bytes += len(data)
+
+    def close(self) -> dict[str, Any]:
+        return {"stored_bytes": self.bytes}
+
+
+VARIANTS: list[type[Variant]] = [Variant, NetlapseVariant, TensorBoardVariant, TorchSaveVariant]
+
+
+def bench_slowdown(
+    rounds: int, steps_per_round: int, batch: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """paper-cnn on mnist-10k, SGD: every variant trains its own copy, interleaved round by round."""
+    data = load_dataset("mnist-10k", settings())
+    out: dict[str, Any] = {"rounds": rounds, "steps_per_round": steps_per_round, "batch_size": batch}
+    with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp_s:
+        tmp = Path(tmp_s)
+        runs = []
+        for i, cls in enumerate(VARIANTS):
+            model, opt = model_and_opt("paper-cnn", SGD)
+            vt = tmp / f"v{i}"
+            vt.mkdir()
+            runs.append(
+                {
+                    "variant": cls(model, LocalStore(vt / "store"), vt),
+                    "model": model,
+                    "opt": opt,
+                    "data": batches(data.train_x, data.train_y, batch, 0),
+                    "round_seconds": [],
+                    "step": 0,
+                }
+            )
+        # One warm-up step each (allocator, first-call overheads), not timed.
+        for r in runs:
+            xb, yb = next(r["data"])
+            train_step(r["model"], r["opt"], xb, yb)
+            r["step"] += 1
+            r["variant"].hook(r["step"])
+            r["variant"].drain()
+        for rnd in range(rounds):
+            order = runs[rnd % len(runs) :] + runs[: rnd % len(runs)]  # rotate who goes first
+            for r in order:
+                t0 = time.perf_counter()
+                for _ in range(steps_per_round):
+                    xb, yb = next(r["data"])
+                    train_step(r["model"], r["opt"], xb, yb)
+                    r["step"] += 1
+                    r["variant"].hook(r["step"])
+                r["variant"].drain()
+                r["round_seconds"].append(time.perf_counter() - t0)
+            log(
+                f"  round {rnd + 1}/{rounds}: "
+                + ", ".join(
+                    f"{r['variant'].name} {r['round_seconds'][-1] / steps_per_round:.3f}s" for r in runs
+                )
+            )
+        base = np.array(runs[0]["round_seconds"])
+        for r in runs:
+            rs = np.array(r["round_seconds"])
+            extra = r["variant"].close()
+            per_round = rs / base - 1
+            out[r["variant"].name] = {
+                "step_seconds": float(rs.sum() / (rounds * steps_per_round)),
+                "slowdown": float(rs.sum() / base.sum() - 1),
+                "slowdown_per_round": [float(x) for x in per_round],
+                "slowdown_median_round": float(np.median(per_round)),
+                **extra,
+            }
+        nl = out["netlapse"]
+        steps = nl["steps"]
+        train_s = float(np.sum(runs[1]["round_seconds"]))
+        nl["writer_seconds_per_snapshot"] = (nl["encode_seconds"] + nl["commit_seconds"]) / steps
+        nl["encode_seconds_per_snapshot"] = nl["encode_seconds"] / steps
+        nl["wait_fraction"] = nl["wait_seconds"] / train_s
+        nl["copy_seconds_per_snapshot"] = nl["copy_seconds"] / steps
+        nl["bytes_per_snapshot"] = nl["stored_bytes"] / steps
+        nl["ratio"] = nl["stored_bytes"] / nl["raw_bytes"]
+    return out
+
+
+# --- (2) + (5): bytes per snapshot, compaction, lossy, writer throughput ------------------------------------------
+
+
+def residual_entropy_ratio(snaps: list[dict[str, np.ndarray]]) -> float:
+    """Order-0 entropy of the best per-tensor residual (previous value or linear extrapolation, in ULPs),
+    as a fraction of raw: what any memoryless coder of these residuals needs at least."""
+    bits = raw = 0.0
+    for t in range(2, len(snaps)):
+        for name, x in snaps[t].items():
+            m = [s[name].reshape(-1).view(np.int32) for s in (snaps[t], snaps[t - 1], snaps[t - 2])]
+            m = [a ^ ((a >> 31) & 0x7FFFFFFF) for a in m]
+            best = None
+            for r in (m[0] - m[1], m[0] - 2 * m[1] + m[2]):
+                _, c = np.unique(r, return_counts=True)
+                p = c / c.sum()
+                h = float(-(p * np.log2(p)).sum()) * r.size
+                best = h if best is None else min(best, h)
+            assert best is not None
+            bits += best
+            raw += x.nbytes * 8
+    return bits / raw
+
+
+def bench_ratio(opt: dict[str, Any], steps: int, batch: int, rel_error: float) -> dict[str, Any]:
+    """Train paper-cnn with ``opt``; store every step lossless and lossy; compact; check the lossy error."""
+    data = load_dataset("mnist-10k", settings())
+    model, o = model_and_opt("paper-cnn", opt)
+    it = batches(data.train_x, data.train_y, batch, 1)
+    s = settings()
+    infos = capturable_tensors(model)
+    snaps = []
+    out: dict[str, Any] = {"optimizer": opt, "steps": steps + 1}
+    with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp:
+        store = LocalStore(Path(tmp) / "store")
+        ll = TapeWriter(store, "ll/", infos, zstd_level=s.zstd_level, keyframe_interval=s.keyframe_interval)
+        lossy = TapeWriter(
+            store,
+            "lossy/",
+            infos,
+            zstd_level=s.zstd_level,
+            keyframe_interval=s.keyframe_interval,
+            lossy_rel_error=rel_error,
+        )
+        for step in range(steps + 1):
+            if step:
+                xb, yb = next(it)
+                train_step(model, o, xb, yb)
+            snap = float_state(model)
+            snaps.append(snap)
+            ll.append(step, snap)
+            lossy.append(step, snap)
+        ll.close()
+        lossy.close()
+        out["raw_bytes_per_snapshot"] = ll.raw_bytes / (steps + 1)
+        out["ingest_ratio"] = ll.stored_bytes / ll.raw_bytes
+        t0 = time.perf_counter()
+        rep = compact_tape(store, "ll/", group_steps=s.compact_group_steps, unit_steps=s.compact_unit_steps)
+        out["compaction_seconds"] = time.perf_counter() - t0
+        r = TapeReader(store, "ll/")
+        out["compacted_ratio"] = r.stored_bytes / r.raw_bytes
+        out["compaction"] = {k: v for k, v in rep.to_json().items() if k != "unit_keys"}
+        exact = all(
+            np.array_equal(r.read(n, st).view(np.uint32), snaps[st][n].view(np.uint32))
+            for st in range(0, steps + 1, max(1, steps // 8))
+            for n in snaps[0]
+        )
+        out["compacted_bit_exact_sample"] = exact
+        out["entropy_floor_ratio"] = residual_entropy_ratio(snaps[-6:])
+        lr = TapeReader(store, "lossy/")
+        worst = 0.0
+        k = s.keyframe_interval
+        for st in range(steps + 1):
+            key = snaps[st - st % k]
+            for n, want in snaps[st].items():
+                scale = float(np.abs(key[n]).max()) or 1.0
+                err = float(np.abs(lr.read(n, st).astype(np.float64) - want.astype(np.float64)).max())
+                worst = max(worst, err / scale)
+        out["lossy"] = {
+            "rel_error_setting": rel_error,
+            "ratio": lossy.stored_bytes / lossy.raw_bytes,
+            "compression": lossy.raw_bytes / lossy.stored_bytes,
+            "max_abs_error_over_scale": worst,
+        }
+    out["snapshots"] = snaps  # for the writer microbenchmark; dropped before JSON
+    return out
+
+
+def bench_writer(snaps: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Writer throughput with nothing else running: MB/s of raw snapshot data encoded and stored."""
+    out: dict[str, Any] = {}
+    infos = None
+    s = settings()
+    for threads in (1, 2):
+        with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp:
+            store = LocalStore(Path(tmp) / "store")
+            if infos is None:
+                from netlapse.core.tape import TensorInfo
+
+                infos = [TensorInfo(n, a.shape, str(a.dtype)) for n, a in snaps[0].items()]
+            w = TapeWriter(
+                store,
+                "w/",
+                infos,
+                zstd_level=s.zstd_level,
+                keyframe_interval=s.keyframe_interval,
+                threads=threads,
+            )
+            t0 = time.perf_counter()
+            for i, snap in enumerate(snaps):
+                w.append(i, snap)
+            w.close()
+            dt = time.perf_counter() - t0
+            out[f"threads_{threads}"] = {
+                "mb_per_s": w.raw_bytes / dt / 1e6,
+                "ms_per_snapshot": dt / len(snaps) * 1e3,
+                "encode_ms_per_snapshot": w.encode_seconds / len(snaps) * 1e3,
+                "commit_ms_per_snapshot": w.commit_seconds / len(snaps) * 1e3,
+            }
+    return out
+
+
+# --- (6): a ~25M-parameter CNN, one process per variant ----------------------------------------------------------
+
+
+def wide_worker(mode: str, steps: int, batch: int) -> dict[str, Any]:
+    """Train wide-cnn for ``steps`` (plus one untimed) capturing every step (or not); report time and peak RSS."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = load_dataset("mnist-10k", settings())
+    model, opt = model_and_opt("wide-cnn", SGD)
+    it = batches(data.train_x, data.train_y, batch, 0)
+    params = sum(p.numel() for p in model.parameters())
+    out: dict[str, Any] = {"mode": mode, "params": params, "batch_size": batch, "steps": steps}
+    with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp:
+        store = LocalStore(Path(tmp) / "store")
+        variant: Variant = (
+            NetlapseVariant(model, store, Path(tmp))
+            if mode == "capture"
+            else Variant(model, store, Path(tmp))
+        )
+        xb, yb = next(it)
+        train_step(model, opt, xb, yb)
+        variant.hook(1)
+        variant.drain()
+        t0 = time.perf_counter()
+        for step in range(2, steps + 2):
+            xb, yb = next(it)
+            train_step(model, opt, xb, yb)
+            variant.hook(step)
+        variant.drain()
+        out["seconds"] = time.perf_counter() - t0
+        out.update(variant.close())
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="capture benchmark worker")
+    ap.add_argument("--wide", choices=["none", "capture"], required=True)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=16)
+    args = ap.parse_args(argv)
+    print(json.dumps(wide_worker(args.wide, args.steps, args.batch)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
