@@ -40,13 +40,25 @@ def data(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
         y = torch.from_numpy(d["train_labels"].astype(np.int64))
         return x.to(device), y.to(device), "mnist-10k"
     g = torch.Generator().manual_seed(0)
-    return torch.rand(8000, 1, 28, 28, generator=g).to(device), torch.randint(0, 10, (8000,), generator=g).to(device), "random"
+    return (
+        torch.rand(8000, 1, 28, 28, generator=g).to(device),
+        torch.randint(0, 10, (8000,), generator=g).to(device),
+        "random",
+    )
 
 
-def run(preset: str, variants: list[str], rounds: int, steps: int, batch: int, threads: int) -> dict[str, Any]:
+def run(
+    preset: str, variants: list[str], rounds: int, steps: int, batch: int, threads: int
+) -> dict[str, Any]:
     dev = torch.device("cuda")
     x, y, src = data(dev)
-    out: dict[str, Any] = {"preset": preset, "data": src, "rounds": rounds, "steps_per_round": steps, "batch": batch}
+    out: dict[str, Any] = {
+        "preset": preset,
+        "data": src,
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "batch": batch,
+    }
     states: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for v in variants:
@@ -143,7 +155,9 @@ def main() -> int:
         "python": platform.python_version(),
     }
     t0 = time.perf_counter()
-    res["paper_cnn"] = run("paper-cnn", ["none", "netlapse", "tensorboard"], 2 if q else 3, 20 if q else 100, 128, threads)
+    res["paper_cnn"] = run(
+        "paper-cnn", ["none", "netlapse", "tensorboard"], 2 if q else 3, 20 if q else 100, 128, threads
+    )
     print(json.dumps(res["paper_cnn"]), flush=True)
     res["wide_cnn"] = run("wide-cnn", ["none", "netlapse"], 2, 5 if q else 20, 128, threads)
     print(json.dumps(res["wide_cnn"]), flush=True)

@@ -89,6 +89,8 @@ _SUPPORTED_KINDS = (KIND_TENSOR_MAJOR, KIND_STEP_MAJOR)
 MODE_KEY, MODE_D1, MODE_D2 = 0, 1, 2
 DEFAULT_BLOCK_LANES = 1 << 18  # 1 MiB of float32 per chunk: big tensors encode and decode in parallel
 DEFAULT_KEYFRAME_INTERVAL = 16
+# Lossy deltas are a few bits each, so a keyframe (stored exactly) would dominate; space them further apart.
+LOSSY_KEYFRAME_FACTOR = 4
 DEFAULT_TM_BLOCK_LANES = 4096
 # Lossy grid indexes beyond this fall back to a keyframe (int32 lanes with headroom for the predictor).
 _GRID_LIMIT = float(1 << 29)
@@ -241,14 +243,16 @@ def _lanes_view(a: np.ndarray, lanes: _Lanes) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(-1).view(np.uint8).view(lanes.signed)
 
 
-def _mono(bits: np.ndarray, lanes: _Lanes, out: np.ndarray | None = None) -> np.ndarray:
+def _mono(
+    bits: np.ndarray, lanes: _Lanes, out: np.ndarray | None = None, tmp: np.ndarray | None = None
+) -> np.ndarray:
     """Order-preserving map of float bit patterns to signed ints (an involution); identity for ints."""
     if out is None:
         out = np.empty_like(bits)
     if not lanes.monotone:
         np.copyto(out, bits)
         return out
-    tmp = np.right_shift(bits, lanes.bits - 1)
+    tmp = np.right_shift(bits, lanes.bits - 1, out=tmp)
     np.bitwise_and(tmp, lanes.signed.type((1 << (lanes.bits - 1)) - 1), out=tmp)
     np.bitwise_xor(bits, tmp, out=out)
     return out
@@ -298,8 +302,14 @@ def _choose_mode(m: np.ndarray, m1: np.ndarray, m2: np.ndarray | None) -> int:
     return MODE_D2 if cost2 < cost1 else MODE_D1
 
 
-def _planes_of(arr: np.ndarray) -> bytes:
-    return shuffle_bytes(arr).tobytes()
+def _shuffle_into(arr: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """shuffle_bytes into a preallocated uint8 buffer of the same size (no fresh pages per step)."""
+    k = arr.dtype.itemsize
+    flat = arr.reshape(-1).view(np.uint8).reshape(-1, k)
+    planes = out.reshape(k, -1)
+    for j in range(k):
+        planes[j] = flat[:, j]
+    return out
 
 
 def _from_planes(raw: bytes | memoryview, dtype: np.dtype[Any], n: int) -> np.ndarray:
@@ -487,7 +497,8 @@ class TapeWriter:
 
         ``keyframe_interval``: every N-th captured step is stored whole; the ones between are deltas.
         ``lossy_rel_error``: None = lossless; else float tensors between keyframes are stored to within that
-        fraction of the tensor's largest magnitude at its keyframe. ``zstd_threads`` > 0 compresses chunks
+        fraction of the tensor's largest magnitude at its keyframe, and keyframes come
+        ``LOSSY_KEYFRAME_FACTOR`` times less often. ``zstd_threads`` > 0 compresses chunks
         of >= 2 MiB with zstd's own threads (standard frames: readers do not care)."""
         if segment_target_bytes <= 0 or segment_max_steps <= 0:
             raise ValueError("segment_target_bytes and segment_max_steps must be positive")
@@ -503,7 +514,7 @@ class TapeWriter:
         self.segment_target_bytes = int(segment_target_bytes)
         self.segment_max_steps = int(segment_max_steps)
         self.zstd_level = int(zstd_level)
-        self.keyframe_interval = int(keyframe_interval)
+        self.keyframe_interval = int(keyframe_interval) * (LOSSY_KEYFRAME_FACTOR if lossy_rel_error else 1)
         self.block_lanes = int(block_lanes)
         self.lossy_rel_error = lossy_rel_error
         self.on_commit = on_commit
@@ -542,6 +553,9 @@ class TapeWriter:
         self._position = 0  # captured steps appended over the tape's life
         self._closed = False
         self._state = [_TensorState() for _ in self.tensors]
+        # Reused per-tensor buffers: lanes of three steps in rotation, residuals, byte planes.
+        self._ring: list[list[np.ndarray]] = [[] for _ in self.tensors]
+        self._scratch: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.tensors)
         self._reset_open_segment()
 
         manifest_key = self.prefix + MANIFEST_NAME
@@ -697,8 +711,26 @@ class TapeWriter:
                 st.q = 2.0 * self.lossy_rel_error * (scale if scale > 0 else 1.0) * (1 - 2.0**-10)
                 st.key64 = x
                 return True, np.zeros(bits.size, dtype=lanes.signed), bits
-            return True, _mono(bits, lanes), bits
-        return False, _mono(bits, lanes), None
+            return True, _mono(bits, lanes, out=self._slot(i), tmp=self._bufs(i)[0]), bits
+        return False, _mono(bits, lanes, out=self._slot(i), tmp=self._bufs(i)[0]), None
+
+    def _slot(self, i: int) -> np.ndarray:
+        """A lanes buffer for tensor i that holds neither of the two remembered steps."""
+        st, ring = self._state[i], self._ring[i]
+        for a in ring:
+            if a is not st.m1 and a is not st.m2:
+                return a
+        a = np.empty(self._n_lanes[i], dtype=self._lanes[i].signed)
+        ring.append(a)
+        return a
+
+    def _bufs(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(residual lanes, byte planes) scratch of tensor i; blocks use disjoint slices."""
+        b = self._scratch[i]
+        if b is None:
+            n, lanes = self._n_lanes[i], self._lanes[i]
+            b = self._scratch[i] = (np.empty(n, lanes.signed), np.empty(n * lanes.signed.itemsize, np.uint8))
+        return b
 
     def _encode_block(
         self, i: int, b: int, plan: tuple[bool, np.ndarray, np.ndarray | None]
@@ -715,8 +747,10 @@ class TapeWriter:
             mb, m1 = m[sl], st.m1[sl]
             m2 = st.m2[sl] if st.m2 is not None else None
             mode = _choose_mode(mb, m1, m2)
-            r = _residual(mb, m1, m2, mode, np.empty_like(mb))
-            payload = shuffle_bytes(_zigzag(r, lanes))
+            res, planes = self._bufs(i)
+            r = _residual(mb, m1, m2, mode, res[sl])
+            w = lanes.signed.itemsize
+            payload = _shuffle_into(_zigzag(r, lanes), planes[sl.start * w : sl.stop * w])
         cctx = (
             self._cctx_mt
             if self._cctx_mt is not None and payload.nbytes >= 2 * _MT_JOB_BYTES
