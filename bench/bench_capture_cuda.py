@@ -47,10 +47,14 @@ def data(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
     )
 
 
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def run(
-    preset: str, variants: list[str], rounds: int, steps: int, batch: int, threads: int
+    preset: str, variants: list[str], rounds: int, steps: int, batch: int, threads: int, dev: torch.device
 ) -> dict[str, Any]:
-    dev = torch.device("cuda")
     x, y, src = data(dev)
     out: dict[str, Any] = {
         "preset": preset,
@@ -83,7 +87,7 @@ def run(
         def go(v: str, n: int) -> float:
             st = states[v]
             model, opt = st["model"], st["opt"]
-            torch.cuda.synchronize()
+            sync(dev)
             t0 = time.perf_counter()
             for _ in range(n):
                 idx = torch.randint(0, len(x), (batch,), generator=gen).to(dev)
@@ -103,7 +107,7 @@ def run(
                     time.sleep(0.0005)
             elif v == "tensorboard":
                 st["tb"].flush()
-            torch.cuda.synchronize()
+            sync(dev)
             return time.perf_counter() - t0
 
         for v in variants:
@@ -141,25 +145,35 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--cpu", action="store_true", help="check the script's logic without a GPU")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if not args.cpu and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 2
+    dev = torch.device("cpu" if args.cpu else "cuda")
     torch.backends.cudnn.benchmark = True
     threads = min(8, os.cpu_count() or 1)
     q = args.quick
     res: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(0),
+        "device": "cpu" if args.cpu else torch.cuda.get_device_name(0),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
     t0 = time.perf_counter()
     res["paper_cnn"] = run(
-        "paper-cnn", ["none", "netlapse", "tensorboard"], 2 if q else 3, 20 if q else 100, 128, threads
+        "paper-cnn", ["none", "netlapse", "tensorboard"], 2 if q else 3, 20 if q else 100, 128, threads, dev
     )
     print(json.dumps(res["paper_cnn"]), flush=True)
-    res["wide_cnn"] = run("wide-cnn", ["none", "netlapse"], 2, 5 if q else 20, 128, threads)
+    res["wide_cnn"] = run(
+        "wide-cnn",
+        ["none", "netlapse"],
+        2,
+        2 if args.cpu else (5 if q else 20),
+        32 if args.cpu else 128,
+        threads,
+        dev,
+    )
     print(json.dumps(res["wide_cnn"]), flush=True)
     res["wall_seconds"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
