@@ -180,15 +180,41 @@ VARIANTS: list[type[Variant]] = [Variant, NetlapseVariant, TensorBoardVariant, T
 
 
 def bench_slowdown(
-    rounds: int, steps_per_round: int, batch: int, log: Callable[[str], None]
+    rounds: int,
+    steps_per_round: int,
+    batch: int,
+    log: Callable[[str], None],
+    variants: list[type[Variant]] | None = None,
+    torch_threads: int | None = None,
 ) -> dict[str, Any]:
     """paper-cnn on mnist-10k, SGD: every variant trains its own copy, interleaved round by round."""
     data = load_dataset("mnist-10k", settings())
-    out: dict[str, Any] = {"rounds": rounds, "steps_per_round": steps_per_round, "batch_size": batch}
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads or before)
+    try:
+        return _slowdown(data, rounds, steps_per_round, batch, log, variants or VARIANTS)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _slowdown(
+    data: Any,
+    rounds: int,
+    steps_per_round: int,
+    batch: int,
+    log: Callable[[str], None],
+    variants: list[type[Variant]],
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "rounds": rounds,
+        "steps_per_round": steps_per_round,
+        "batch_size": batch,
+        "torch_threads": torch.get_num_threads(),
+    }
     with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp_s:
         tmp = Path(tmp_s)
         runs = []
-        for i, cls in enumerate(VARIANTS):
+        for i, cls in enumerate(variants):
             model, opt = model_and_opt("paper-cnn", SGD)
             vt = tmp / f"v{i}"
             vt.mkdir()

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     )
     compact_after_run: bool = Field(default=True, description="send a compaction task when a run ends")
     compact_during_run_steps: int = Field(
-        default=512, ge=0, description="also compact during a run every N committed steps; 0 = never"
+        default=128, ge=0, description="also compact during a run every N committed steps; 0 = never"
     )
     compact_group_steps: int = Field(default=16, ge=2, le=256, description="time-major steps per frame")
     compact_unit_steps: int = Field(default=64, ge=2, description="steps per compaction unit (live runs)")

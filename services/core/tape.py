@@ -930,6 +930,29 @@ def decode_time_major_chunk(
     return out
 
 
+def decode_time_major_lanes(
+    frame: bytes | memoryview, lanes_dtype: np.dtype[Any], steps: int, n: int, mode: int, sel: np.ndarray
+) -> np.ndarray:
+    """Only lanes ``sel`` of a time-major frame over all its steps: [steps, len(sel)] (for trajectories)."""
+    lanes = _lanes_of_signed(lanes_dtype)
+    w = lanes.signed.itemsize
+    raw = _dctx().decompress(frame)
+    if len(raw) != steps * n * w:
+        raise ValueError(f"time-major chunk has {len(raw)} bytes, expected {steps * n * w}")
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    out = np.empty((steps, sel.size), dtype=lanes.signed)
+    out[0] = np.ascontiguousarray(buf[: n * w].reshape(w, n)[:, sel].T).view(lanes.signed).reshape(-1)
+    if steps > 1:
+        res = buf[n * w :].reshape(w, n, steps - 1)[:, sel, :]
+        u = np.ascontiguousarray(res.transpose(2, 1, 0)).view(lanes.unsigned).reshape(steps - 1, sel.size)
+        r = _unzigzag(u, lanes)
+        if mode == MODE_D2:
+            np.cumsum(r, axis=0, dtype=lanes.signed, out=r)
+        np.cumsum(r, axis=0, dtype=lanes.signed, out=out[1:])
+        out[1:] += out[0]
+    return out
+
+
 # --- reader ------------------------------------------------------------------------------------------------
 
 
@@ -1641,12 +1664,13 @@ class TapeReader:
             g0 = g * unit.group_steps
             gl = min(unit.group_steps, len(unit.steps) - g0)
             sl = slices[b]
+            mask = blocks == b
             try:
-                m = decode_time_major_chunk(c, lanes.signed, gl, sl.stop - sl.start, int(row[3]))
+                out[g0 : g0 + gl, mask] = decode_time_major_lanes(
+                    c, lanes.signed, gl, sl.stop - sl.start, int(row[3]), lane_idx[mask] - b * bl
+                )
             except (zstandard.ZstdError, ValueError) as e:
                 raise TapeCorrupt(f"segment {part.key}: unreadable chunk: {e}") from e
-            mask = blocks == b
-            out[g0 : g0 + gl, mask] = m[:, lane_idx[mask] - b * bl]
 
         _parallel(run, len(jobs), _read_pool() if len(jobs) > 8 else None)
         return out
