@@ -54,3 +54,31 @@ def test_a_finished_run_is_compacted_and_reads_stay_exact(api: httpx.Client, sta
     last = steps[-1]
     d = get_npy(api, f"/api/runs/{rid}/diff/fc1.weight", **{"from": 1, "to": last})
     assert np.array_equal(d.view(np.uint32), (before[last] - before[1]).view(np.uint32))
+
+
+def test_a_lossy_run_stays_within_its_bound_and_is_left_step_major(api: httpx.Client, stack: Stack) -> None:
+    run = create_run(api, name="lossy", capture={"every": 1, "mode": "lossy", "lossy_rel_error": 0.01})
+    rid = run["id"]
+    assert run["capture"]["mode"] == "lossy"
+    run = wait_terminal(api, rid)
+    assert run["status"] == "succeeded", run["error"]
+    store = LocalStore(stack.data_dir / "store")
+    reader = TapeReader(store, tape_prefix(rid))
+    assert reader.lossy and reader.manifest["writer"]["lossy_rel_error"] == 0.01
+    s = run["summary"]
+    assert s["stored_bytes"] * 4 < s["raw_bytes"], "lossy mode stores far less than raw"
+    steps = api.get(f"/api/runs/{rid}/steps").json()["steps"]
+    key = get_npy(api, f"/api/runs/{rid}/tensors/fc1.weight", step=0)
+    for step in steps:
+        got = get_npy(api, f"/api/runs/{rid}/tensors/fc1.weight", step=step)
+        assert got.shape == key.shape and np.isfinite(got).all()
+    time.sleep(1.0)  # the compaction task the trainer sent has had time to look at the tape
+    assert not store.exists(tape_prefix(rid) + COMPACTION_NAME), "lossy tapes are not rewritten"
+    r = api.post(
+        "/api/runs", json={**_body(), "capture": {"every": 1, "mode": "lossy", "lossy_rel_error": 0.5}}
+    )
+    assert r.status_code == 422 and "lossy_rel_error" in r.text
+
+
+def _body() -> dict[str, object]:
+    return {"name": "bad", "model": {"preset": "tiny-cnn"}, "dataset": "synthetic"}

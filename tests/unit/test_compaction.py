@@ -249,3 +249,16 @@ def test_lossy_mode_stores_non_finite_values_exactly_via_keyframes(store: LocalS
     assert np.array_equal(bits(r.read("w", 3)), bits(series[3]))
     for s in (1, 2, 4, 5):
         assert np.allclose(r.read("w", s), series[s], atol=1e-3 * 1.05, rtol=0)
+
+
+def test_capture_config_validates_the_lossy_fields() -> None:
+    from pydantic import ValidationError
+
+    from netlapse.core.schemas import CaptureConfig
+
+    assert CaptureConfig().mode == "lossless"
+    c = CaptureConfig(mode="lossy", lossy_rel_error=1e-2)
+    assert c.lossy_rel_error == 1e-2
+    for bad in ({"mode": "zip"}, {"lossy_rel_error": 0.0}, {"lossy_rel_error": 0.5}):
+        with pytest.raises(ValidationError):
+            CaptureConfig(**bad)  # type: ignore[arg-type]
