@@ -50,6 +50,7 @@ segment) that earlier versions wrote; this reader reads it, the writer no longer
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import logging
@@ -97,6 +98,8 @@ _GRID_LIMIT = float(1 << 29)
 # zstd's multi-threaded mode splits input into jobs of this size (legacy knob; blocks now give parallelism).
 _MT_JOB_BYTES = 1 << 20
 _ROW = 5
+# A cold read fetches compressed chunks in batches of at most this many bytes.
+_FETCH_BYTES = 64 << 20
 
 
 class TapeCorrupt(Exception):
@@ -1290,110 +1293,181 @@ class TapeReader:
         return self._decode_chain(t, j, pos, start)
 
     def _decode_chain(self, t: int, first: int, last: int, start: _State | None) -> _State:
-        """Decode positions first..last of step-major tensor t, continuing from ``start`` (at first-1)."""
+        """Decode positions first..last of step-major tensor t, continuing from ``start`` (at first-1).
+
+        Position by position (blocks in parallel), so memory is a few states plus one batch of compressed
+        chunks (<= _FETCH_BYTES) however wide the tensor and however long the chain. Every decoded state is
+        cached when the whole chain fits a quarter of the cache; otherwise only the last two."""
         lanes = self._lanes[t]
         n = self._n_lanes(t)
+        w = lanes.signed.itemsize
         name = self._tensors[t].name
-        # Fetch each segment's rows for tensor t at the positions needed: one range read per segment.
-        chunks: list[tuple[_Segment, np.ndarray, memoryview, int]] = []  # per position: seg, rows, data, base
+        keep_all = (last - first + 1) * n * w <= self._states.max_bytes // 4
+        m1 = start.m if start is not None else None
+        m2 = start.prev if start is not None else None
+        key64 = start.key64 if start is not None else None
+        q = start.q if start is not None else 0.0
+        state: _State | None = None
+        pool = _read_pool()
         p = first
         while p <= last:
             seg, k0 = self._segment_at(p)
             k1 = min(len(seg.steps) - 1, k0 + (last - p))
             table = self._seg_table(seg)
             base, nb = self._seg_rows(seg, t)
-            r0, r1 = base + k0 * nb, base + (k1 + 1) * nb
-            lo = int(table[r0, 0])
-            hi = int(table[r1 - 1, 0] + table[r1 - 1, 1])
-            data = memoryview(self._get_range(seg, lo, hi - lo))
-            for k in range(k0, k1 + 1):
-                chunks.append((seg, table[base + k * nb : base + (k + 1) * nb], data, lo))
-            p += k1 - k0 + 1
-        count = last - first + 1
-        block_lanes = chunks[0][0].block_lanes
-        slices = _block_slices(n, block_lanes)
-        ms = [np.empty(n, dtype=lanes.signed) for _ in range(count)]
-        modes0 = [int(rows[0, 3]) for _, rows, _, _ in chunks]
-        key_bits: dict[int, np.ndarray] = {
-            i: np.empty(n, dtype=lanes.signed) for i, md in enumerate(modes0) if md == MODE_KEY
-        }
-        params = [float(np.int64(rows[0, 4]).view(np.float64)) for _, rows, _, _ in chunks]
-        lossy = [q > 0 for q in params]
+            slices = _block_slices(n, seg.block_lanes)
 
-        def run(b: int) -> None:
-            sl = slices[b]
-            m1 = start.m[sl] if start is not None else None
-            m2 = start.prev[sl] if start is not None and start.prev is not None else None
-            for i, (seg, rows, data, base) in enumerate(chunks):
-                what = f"tensor {name!r} at step {self._steps[first + i]}"
-                raw = self._check_chunk(seg, rows[b], data, base, what)
-                width = sl.stop - sl.start
-                if len(raw) != width * lanes.signed.itemsize:
-                    raise TapeCorrupt(f"segment {seg.key}: chunk of {what} has the wrong size")
-                mode = int(rows[b, 3])
-                out = ms[i][sl]
-                if mode == MODE_KEY:
-                    bits = _from_planes(raw, lanes.unsigned, width).view(lanes.signed)
-                    key_bits[i][sl] = bits
-                    if lossy[i]:
-                        out[...] = 0
-                    else:
-                        _mono(bits, lanes, out=out)
-                    m1, m2 = out, None
-                    continue
-                if m1 is None or (mode == MODE_D2 and m2 is None):
-                    raise TapeCorrupt(
-                        f"segment {seg.key}: chunk of {what} needs earlier steps the chain lacks"
+            def end_of(k: int, table: np.ndarray = table, base: int = base, nb: int = nb) -> int:
+                row = table[base + (k + 1) * nb - 1]
+                return int(row[0] + row[1])
+
+            k = k0
+            while k <= k1:
+                lo = int(table[base + k * nb, 0])
+                ke = k
+                while ke < k1 and end_of(ke + 1) - lo <= _FETCH_BYTES:
+                    ke += 1
+                data = memoryview(self._get_range(seg, lo, end_of(ke) - lo))
+                for kk in range(k, ke + 1):
+                    pos = seg.first_pos + kk
+                    rows = table[base + kk * nb : base + (kk + 1) * nb]
+                    what = f"tensor {name!r} at step {seg.steps[kk]}"
+                    is_key = int(rows[0, 3]) == MODE_KEY
+                    qk = float(np.int64(rows[0, 4]).view(np.float64))
+                    out = np.empty(n, dtype=lanes.signed)
+                    kb = np.empty(n, dtype=lanes.signed) if is_key else None
+                    if not is_key and m1 is None:
+                        raise TapeCorrupt(
+                            f"segment {seg.key}: chunk of {what} needs earlier steps the chain lacks"
+                        )
+
+                    run = functools.partial(
+                        self._decode_block_into,
+                        seg=seg,
+                        rows=rows,
+                        data=data,
+                        base=lo,
+                        slices=slices,
+                        lanes=lanes,
+                        what=what,
+                        lossy=qk > 0,
+                        out=out,
+                        key_bits=kb,
+                        m1=m1,
+                        m2=m2,
                     )
-                r = _unzigzag(_from_planes(raw, lanes.unsigned, width), lanes)
-                np.add(r, m1, out=out)
-                if mode == MODE_D2:
-                    assert m2 is not None
-                    np.add(out, m1, out=out)
-                    np.subtract(out, m2, out=out)
-                m1, m2 = out, m1
-
-        _parallel(run, len(slices), _read_pool() if len(slices) > 1 else None)
-        prev = start.m if start is not None else None
-        key64 = start.key64 if start is not None else None
-        q = start.q if start is not None else 0.0
-        state: _State | None = None
-        for i in range(count):
-            kb = key_bits.get(i)
-            if kb is not None:
-                prev = None
-                q = params[i]
-                key64 = self._bits_to_f64(kb, t) if q > 0 else None
-            ms[i].setflags(write=False)
-            state = _State(ms[i], prev, kb, key64, q)
-            with self._lock:
-                self._states.put((t, first + i), state, ms[i].nbytes + (kb.nbytes if kb is not None else 0))
-            prev = ms[i]
+                    _parallel(run, len(slices), pool if len(slices) > 1 else None)
+                    if kb is not None:
+                        q = qk
+                        key64 = self._bits_to_f64(kb, t) if qk > 0 else None
+                        prev = None
+                    else:
+                        prev = m1
+                    out.setflags(write=False)
+                    state = _State(out, prev, kb, key64, q)
+                    if keep_all or pos >= last - 1:
+                        with self._lock:
+                            self._states.put(
+                                (t, pos), state, out.nbytes + (kb.nbytes if kb is not None else 0)
+                            )
+                    m1, m2 = out, prev
+                k = ke + 1
+            p = seg.first_pos + k1 + 1
         assert state is not None
         return state
+
+    def _decode_block_into(
+        self,
+        b: int,
+        *,
+        seg: _Segment,
+        rows: np.ndarray,
+        data: memoryview,
+        base: int,
+        slices: list[slice],
+        lanes: _Lanes,
+        what: str,
+        lossy: bool,
+        out: np.ndarray,
+        key_bits: np.ndarray | None,
+        m1: np.ndarray | None,
+        m2: np.ndarray | None,
+    ) -> None:
+        """Decode block b of one step-major position into ``out`` (and ``key_bits`` on a keyframe)."""
+        sl = slices[b]
+        width = sl.stop - sl.start
+        raw = self._check_chunk(seg, rows[b], data, base, what)
+        if len(raw) != width * lanes.signed.itemsize:
+            raise TapeCorrupt(f"segment {seg.key}: chunk of {what} has the wrong size")
+        mode = int(rows[b, 3])
+        o = out[sl]
+        if mode == MODE_KEY:
+            if key_bits is None:
+                raise TapeCorrupt(f"segment {seg.key}: chunk of {what} mixes keyframe and delta blocks")
+            bits = _from_planes(raw, lanes.unsigned, width).view(lanes.signed)
+            key_bits[sl] = bits
+            if lossy:
+                o[...] = 0
+            else:
+                _mono(bits, lanes, out=o)
+            return
+        if m1 is None or (mode == MODE_D2 and m2 is None):
+            raise TapeCorrupt(f"segment {seg.key}: chunk of {what} needs earlier steps the chain lacks")
+        r = _unzigzag(_from_planes(raw, lanes.unsigned, width), lanes)
+        np.add(r, m1[sl], out=o)
+        if mode == MODE_D2:
+            assert m2 is not None
+            np.add(o, m1[sl], out=o)
+            np.subtract(o, m2[sl], out=o)
 
     def _bits_to_f64(self, bits: np.ndarray, t: int) -> np.ndarray:
         return bits.view(np.dtype(self._tensors[t].dtype)).astype(np.float64)
 
-    def _tm_group(self, t: int, unit: _Unit, g: int, upto: int | None = None) -> np.ndarray:
-        """Lanes of tensor t over group g of a time-major unit: [steps in group (or upto+1), lanes] (cached)."""
+    def _tm_group(
+        self, t: int, unit: _Unit, g: int, upto: int | None = None, last_two: bool = False
+    ) -> np.ndarray:
+        """Lanes of tensor t over group g of a time-major unit: [steps in group (or upto+1), lanes], cached.
+
+        ``last_two``: only rows upto-1 and upto ([2, lanes], not cached), for tensors too wide to hold a
+        group of; one part's chunks are in memory at a time either way."""
         g0 = g * unit.group_steps
         gl = min(unit.group_steps, len(unit.steps) - g0)
         need = gl - 1 if upto is None else min(upto, gl - 1)
         ckey = ("tm", unit.parts[0].id, t, g)
-        with self._lock:
-            hit = self._blocks.get(ckey)
-        if hit is not None and hit.shape[0] > need:
-            return hit
+        if not last_two:
+            with self._lock:
+                hit = self._blocks.get(ckey)
+            if hit is not None and hit.shape[0] > need:
+                return hit
         lanes = self._lanes[t]
         n = self._n_lanes(t)
         b0, nbt = self._tm_block0(t, unit.block_lanes), _n_blocks(n, unit.block_lanes)
         slices = _block_slices(n, unit.block_lanes)
-        out = np.empty((need + 1, n), dtype=lanes.signed)
-        # Blocks of tensor t may span parts; one range read per part.
-        jobs: list[tuple[int, _Object, np.ndarray, memoryview, int]] = []
+        out = np.empty((2 if last_two else need + 1, n), dtype=lanes.signed)
+        name = self._tensors[t].name
+        pool = _read_pool()
+        batch: list[tuple[_Object, np.ndarray, memoryview, int, slice]] = []  # per block
+        batch_bytes = 0
+
+        def flush() -> None:
+            nonlocal batch, batch_bytes
+            run = functools.partial(
+                self._tm_decode_blocks,
+                batch=batch,
+                lanes=lanes,
+                steps=gl,
+                need=need,
+                out=out,
+                last_two=last_two,
+                name=name,
+            )
+            per = max(1, -(-len(batch) // (2 * (os.cpu_count() or 2))))  # a few blocks per job
+            n_jobs = -(-len(batch) // per)
+            _parallel(functools.partial(run, per=per), n_jobs, pool if n_jobs > 1 else None)
+            batch, batch_bytes = [], 0
+
         b = 0
-        while b < nbt:
+        while b < nbt:  # the tensor's blocks may span parts: one range read per part
             gb = b0 + b
             part = unit.parts[bisect.bisect_right(unit.part_lo, gb) - 1]
             table = self._tm_table(part)
@@ -1404,35 +1478,50 @@ class TapeReader:
             lo = int(rows[0, 0])
             hi = int(rows[-1, 0] + rows[-1, 1])
             data = memoryview(self._get_range(part, lo, hi - lo))
-            for j in range(take):
-                jobs.append((b + j, part, rows[j], data, lo))
+            batch.extend((part, rows[j], data, lo, slices[b + j]) for j in range(take))
+            batch_bytes += hi - lo
+            if batch_bytes >= _FETCH_BYTES:
+                flush()
             b += take
-        name = self._tensors[t].name
-        n_workers = 2 * (os.cpu_count() or 2)
-        per = -(-len(jobs) // n_workers)
-
-        def run(i: int) -> None:
-            # A few blocks per job: thread hand-offs cost more than one small block's decode.
-            for bb, part, row, data, base in jobs[i * per : (i + 1) * per]:
-                sl = slices[bb]
-                c = data[int(row[0]) - base : int(row[0]) - base + int(row[1])]
-                if zlib.crc32(c) != int(row[2]):
-                    raise TapeCorrupt(f"segment {part.key}: chunk of tensor {name!r} fails its crc32")
-                try:
-                    decode_time_major_chunk(
-                        c, lanes.signed, gl, sl.stop - sl.start, int(row[3]), upto=need, out=out[:, sl]
-                    )
-                except (zstandard.ZstdError, ValueError) as e:
-                    raise TapeCorrupt(
-                        f"segment {part.key}: chunk of tensor {name!r} is unreadable: {e}"
-                    ) from e
-
-        n_jobs = -(-len(jobs) // per) if jobs else 0
-        _parallel(run, n_jobs, _read_pool() if n_jobs > 1 else None)
+        if batch:
+            flush()
         out.setflags(write=False)
-        with self._lock:
-            self._blocks.put(ckey, out, out.nbytes)
+        if not last_two:
+            with self._lock:
+                self._blocks.put(ckey, out, out.nbytes)
         return out
+
+    def _tm_decode_blocks(
+        self,
+        i: int,
+        *,
+        per: int,
+        batch: list[tuple[_Object, np.ndarray, memoryview, int, slice]],
+        lanes: _Lanes,
+        steps: int,
+        need: int,
+        out: np.ndarray,
+        last_two: bool,
+        name: str,
+    ) -> None:
+        """Decode blocks i*per .. of a batch into ``out`` (all rows up to ``need``, or the last two)."""
+        for part, row, data, base, sl in batch[i * per : (i + 1) * per]:
+            c = data[int(row[0]) - base : int(row[0]) - base + int(row[1])]
+            if zlib.crc32(c) != int(row[2]):
+                raise TapeCorrupt(f"segment {part.key}: chunk of tensor {name!r} fails its crc32")
+            try:
+                if last_two:
+                    m = decode_time_major_chunk(
+                        c, lanes.signed, steps, sl.stop - sl.start, int(row[3]), upto=need
+                    )
+                    out[0, sl] = m[max(0, need - 1)]
+                    out[1, sl] = m[need]
+                else:
+                    decode_time_major_chunk(
+                        c, lanes.signed, steps, sl.stop - sl.start, int(row[3]), upto=need, out=out[:, sl]
+                    )
+            except (zstandard.ZstdError, ValueError) as e:
+                raise TapeCorrupt(f"segment {part.key}: chunk of tensor {name!r} is unreadable: {e}") from e
 
     def _tm_block0(self, t: int, block_lanes: int) -> int:
         return sum(_n_blocks(self._n_lanes(u), block_lanes) for u in range(t))
@@ -1444,14 +1533,21 @@ class TapeReader:
     def _tm_state(self, t: int, pos: int, unit: _Unit, need_prev: bool = False) -> _State:
         o = pos - unit.first_pos
         g, j = divmod(o, unit.group_steps)
-        grp = self._tm_group(t, unit, g, upto=j)
-        m = grp[j]
+        gl = min(unit.group_steps, len(unit.steps) - g * unit.group_steps)
+        # A group of a very wide tensor would not fit the cache: decode just the rows asked for.
+        narrow = gl * self._n_lanes(t) * self._lanes[t].signed.itemsize <= self._blocks.max_bytes // 2
+        grp = (
+            self._tm_group(t, unit, g, upto=j)
+            if narrow
+            else self._tm_group(t, unit, g, upto=j, last_two=True)
+        )
+        m = grp[j] if narrow else grp[1]
         if not need_prev:
             prev: np.ndarray | None = None
         elif j > 0:
-            prev = grp[j - 1]
+            prev = grp[j - 1] if narrow else grp[0]
         elif o > 0:
-            prev = self._tm_group(t, unit, g - 1)[-1]
+            prev = self._tm_state(t, pos - 1, unit).m
         elif pos > 0:
             prev = self._state(t, pos - 1).m
         else:

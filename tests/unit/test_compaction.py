@@ -262,3 +262,29 @@ def test_capture_config_validates_the_lossy_fields() -> None:
     for bad in ({"mode": "zip"}, {"lossy_rel_error": 0.0}, {"lossy_rel_error": 0.5}):
         with pytest.raises(ValidationError):
             CaptureConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_tensors_too_wide_for_the_cache_read_back_exactly(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a tiny cache every tensor counts as 'wide': chains keep only their last states, compressed chunks
+    come in small batches, time-major reads decode just the rows asked for."""
+    import netlapse.core.tape as tape
+
+    monkeypatch.setattr(tape, "_FETCH_BYTES", 3_000)
+    steps = list(range(30))
+    snaps = snapshots(steps, seed=21)
+    write(store, snaps)
+    small = TapeReader(store, PREFIX, cache_bytes=4_000)
+    rng = np.random.default_rng(1)
+    order = [(t.name, s) for t in TENSORS for s in steps]
+    for i in rng.permutation(len(order)):
+        name, s = order[i]
+        assert np.array_equal(bits(small.read(name, s)), bits(snaps[s][name])), (name, s)
+    assert small._states.bytes <= 4_000
+    compact_tape(store, PREFIX, **SMALL)  # type: ignore[arg-type]
+    small = TapeReader(store, PREFIX, cache_bytes=4_000)
+    assert small.fully_compacted
+    for i in rng.permutation(len(order)):
+        name, s = order[i]
+        assert np.array_equal(bits(small.read(name, s)), bits(snaps[s][name])), (name, s)
