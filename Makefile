@@ -8,7 +8,7 @@ MNIST := $(DATA_DIR)/datasets/mnist-10k.npz
 UI := frontend/dist/index.html
 UI_SRC := $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.* -type f 2>/dev/null)
 
-.PHONY: setup run test lint unit integration frontend-test e2e screenshots bench bench-analyses report clean
+.PHONY: setup run test lint unit integration frontend-test e2e screenshots bench bench-quick bench-cuda bench-analyses report clean
 
 setup: $(STAMP) $(MNIST) $(UI)
 
@@ -57,6 +57,12 @@ screenshots: setup
 
 bench: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run
+
+bench-quick: setup
+	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run --quick --out bench/results/engine-quick.json
+
+bench-cuda: $(STAMP)
+	$(PY) bench/bench_capture_cuda.py --out bench/results
 
 bench-analyses: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.bench_analyses
