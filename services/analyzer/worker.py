@@ -8,6 +8,7 @@ HTTP status instead of raising, so the api can pass the message on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -85,14 +86,25 @@ def _error(exc: Exception, status: int) -> dict:
     return AnalysisResult(key="", meta={"error": str(exc), "status": status}).model_dump()
 
 
+def _answer(compute: Callable[[], tuple[str, dict[str, Any]]]) -> dict:
+    """Run a model-evaluating analysis; a request it cannot answer becomes ``meta.error`` with an HTTP status."""
+    try:
+        key, meta = compute()
+    except (AnalysisError, UnknownDataset) as exc:
+        return _error(exc, 422)
+    except RunNotFound as exc:
+        return _error(exc, 404)
+    except DatasetUnavailable as exc:  # the analyzer's data dir lacks the files: a deployment problem
+        return _error(exc, 503)
+    return _result(key, meta)
+
+
 @app.task(name=TASK_DIFF)
 def diff(payload: dict) -> dict:
     """Compute value(to) − value(from) of one tensor with summary stats; cached in the store under the request."""
     t = DiffTask.model_validate(payload)
     key, meta = analyses.compute_diff(store(), t.run_id, t.name, t.from_step, t.to_step)
-    return AnalysisResult(
-        key=key, cached=meta.get("cached", False), seconds=meta.get("seconds", 0.0)
-    ).model_dump()
+    return _result(key, meta)
 
 
 @app.task(name=TASK_SCATTER)
@@ -107,30 +119,14 @@ def scatter(payload: dict) -> dict:
 def activations(payload: dict) -> dict:
     """Per-label normalized activations (Eq. 1) of one conv layer at one step; every conv layer is cached at once."""
     t = ActivationTask.model_validate(payload)
-    try:
-        key, meta = compute_activations(store(), settings, t, publish=_publisher(t.run_id))
-    except (AnalysisError, UnknownDataset) as exc:
-        return _error(exc, 422)
-    except RunNotFound as exc:
-        return _error(exc, 404)
-    except DatasetUnavailable as exc:  # the analyzer's data dir lacks the files: a deployment problem
-        return _error(exc, 503)
-    return _result(key, meta)
+    return _answer(lambda: compute_activations(store(), settings, t, publish=_publisher(t.run_id)))
 
 
 @app.task(name=TASK_FEATUREMAPS)
 def featuremaps(payload: dict) -> dict:
     """The feature maps of one input for one conv layer at one step, with label and prediction."""
     t = FeatureMapTask.model_validate(payload)
-    try:
-        key, meta = compute_featuremaps(store(), settings, t)
-    except (AnalysisError, UnknownDataset) as exc:
-        return _error(exc, 422)
-    except RunNotFound as exc:
-        return _error(exc, 404)
-    except DatasetUnavailable as exc:  # the analyzer's data dir lacks the files: a deployment problem
-        return _error(exc, 503)
-    return _result(key, meta)
+    return _answer(lambda: compute_featuremaps(store(), settings, t))
 
 
 @app.task(name=TASK_COMPACT)
