@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import MNIST
+from tests.conftest import requires_mnist
 from tests.integration.helpers import create_run, get_npy, wait_terminal, ws_events
 
 Forward = Callable[[dict[str, torch.Tensor], torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -177,10 +176,7 @@ def test_eq1_matches_an_independent_computation_tiny(api: httpx.Client, tiny_run
     check_eq1_independently(api, tiny_run, tiny_forward, step=0, per_label=3, split="train")
 
 
-@pytest.mark.skipif(
-    not MNIST.exists() and not os.environ.get("NETLAPSE_REQUIRE_MNIST"),
-    reason="mnist-10k not fetched (make setup fetches it; CI requires it)",
-)
+@requires_mnist
 def test_eq1_matches_an_independent_computation_paper_cnn_mnist(api: httpx.Client) -> None:
     run = create_run(
         api,

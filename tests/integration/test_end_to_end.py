@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
 
 import httpx
 import numpy as np
-import pytest
 
-from tests.conftest import MNIST
+from tests.conftest import requires_mnist
 from tests.integration.helpers import create_run, get_npy, wait_terminal, ws_events
 
 
@@ -108,10 +106,7 @@ def test_cancel_stops_a_running_run(api: httpx.Client) -> None:
     assert api.post(f"/api/runs/{rid}/cancel").status_code == 409
 
 
-@pytest.mark.skipif(
-    not MNIST.exists() and not os.environ.get("NETLAPSE_REQUIRE_MNIST"),
-    reason="mnist-10k not fetched (make setup fetches it; CI requires it)",
-)
+@requires_mnist
 def test_readme_sequence_paper_cnn_on_mnist(api: httpx.Client) -> None:
     """The README's curl sequence: paper-cnn on mnist-10k, 1 epoch, batch 128, SGD 0.01 momentum 0.9, seed 0."""
     run = create_run(
