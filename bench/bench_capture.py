@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from netlapse.analyzer.compaction import compact_tape
+from netlapse.core.capture import CapturePipeline, capturable_tensors
 from netlapse.core.datasets import load_dataset
 from netlapse.core.modelspec import PRESETS, build_model
 from netlapse.core.schemas import TrainingConfig
 from netlapse.core.settings import Settings
 from netlapse.core.store import LocalStore, Store
 from netlapse.core.tape import TapeReader, TapeWriter
-from netlapse.trainer.capture import CapturePipeline, capturable_tensors
 from netlapse.trainer.training import make_optimizer
 
 SGD = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9}

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / ".pkg"))  # the device's netlapse shim, if any
 
+from netlapse.core.capture import CapturePipeline, capturable_tensors  # noqa: E402
 from netlapse.core.modelspec import PRESETS, build_model  # noqa: E402
 from netlapse.core.store import LocalStore  # noqa: E402
 from netlapse.core.tape import TapeWriter  # noqa: E402
-from netlapse.trainer.capture import CapturePipeline, capturable_tensors  # noqa: E402
 
 
 def data(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from netlapse.core.capture import CapturePipeline, capturable_tensors
 from netlapse.core.datasets import LoadedDataset, load_dataset
 from netlapse.core.events import EventStream
 from netlapse.core.modelspec import build_model
@@ -20,7 +21,6 @@ from netlapse.core.schemas import CompactTask, RunRecord, TrainingConfig, metric
 from netlapse.core.settings import Settings
 from netlapse.core.store import Store
 from netlapse.core.tape import TapeWriter
-from netlapse.trainer.capture import CapturePipeline, capturable_tensors
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events a second; every step still lands in metrics

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from netlapse.core.capture import CapturePipeline, capturable_tensors
 from netlapse.core.store import LocalStore, Store
 from netlapse.core.tape import TapeReader, TapeWriter
-from netlapse.trainer.capture import CapturePipeline, capturable_tensors
 from tests.integration.conftest_s3 import S3Server, s3_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration

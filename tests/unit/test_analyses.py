@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from netlapse.analyzer import activations as act
 from netlapse.analyzer.analyses import compute_scatter, diff_stats, scatter_data
+from netlapse.core.capture import capturable_tensors
 from netlapse.core.datasets import load_dataset
 from netlapse.core.modelspec import PRESETS, ModelSpec, build_model
 from netlapse.core.results import npy_load
@@ -27,7 +28,6 @@ from netlapse.core.schemas import (
 from netlapse.core.settings import Settings
 from netlapse.core.store import LocalStore
 from netlapse.core.tape import TapeWriter
-from netlapse.trainer.capture import capturable_tensors
 
 
 def test_diff_stats_counts_signs_and_per_filter_l2() -> None:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+from netlapse.core.capture import CaptureError, CapturePipeline, capturable_tensors
 from netlapse.core.store import LocalStore
 from netlapse.core.tape import TapeReader, TapeWriter, TensorInfo
-from netlapse.trainer.capture import CaptureError, CapturePipeline, capturable_tensors
 
 
 def small_model() -> nn.Module:
