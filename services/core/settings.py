@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from netlapse.core.tape.options import TapeOptions
+
 
 class Settings(BaseSettings):
     """Configuration shared by api, trainer and analyzer. Every field maps to ``NETLAPSE_<FIELD>``."""
@@ -37,12 +39,12 @@ class Settings(BaseSettings):
     analysis_timeout_s: float = Field(default=120.0, gt=0, description="api waits this long for the analyzer")
 
     # Tape tuning.
-    segment_target_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
-    segment_max_steps: int = Field(default=256, ge=1)
+    segment_target_bytes: int = Field(default=TapeOptions.segment_target_bytes, ge=64 * 1024)
+    segment_max_steps: int = Field(default=TapeOptions.segment_max_steps, ge=1)
     capture_buffers: int = Field(default=4, ge=1, description="snapshots in flight between loop and writer")
-    zstd_level: int = Field(default=1, ge=-5, le=19)
+    zstd_level: int = Field(default=TapeOptions.zstd_level, ge=-5, le=19)
     keyframe_interval: int = Field(
-        default=16, ge=1, le=4096, description="tape: every N-th captured step is stored whole"
+        default=TapeOptions.keyframe_interval, ge=1, le=4096, description="tape: every N-th captured step is stored whole"
     )
     capture_threads: int = Field(
         default=0, ge=0, le=64, description="encoder threads per run; 0 = 1 on CPU, up to 8 on CUDA"

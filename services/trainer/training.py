@@ -20,7 +20,7 @@ from netlapse.core.runs import RunRepository
 from netlapse.core.schemas import CompactTask, RunRecord, TrainingConfig, metrics_key, tape_prefix, utcnow
 from netlapse.core.settings import Settings
 from netlapse.core.store import Store
-from netlapse.core.tape import TapeWriter
+from netlapse.core.tape import TapeOptions, TapeWriter
 
 log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.05  # at most ~20 progress events a second; every step still lands in metrics
@@ -134,18 +134,11 @@ class Trainer:
             committed[0] = s
             self.publish("snapshot", {"step": s})
 
+        options = TapeOptions.from_settings(
+            self.settings, rec.capture, threads=capture_threads(self.settings, model)
+        )
         writer = TapeWriter(
-            self.store,
-            tape_prefix(rec.id),
-            capturable_tensors(model),
-            segment_target_bytes=self.settings.segment_target_bytes,
-            segment_max_steps=self.settings.segment_max_steps,
-            zstd_level=self.settings.zstd_level,
-            on_commit=on_commit,
-            keyframe_interval=self.settings.keyframe_interval,
-            threads=capture_threads(self.settings, model),
-            thread_nice=self.settings.capture_nice,
-            lossy_rel_error=rec.capture.lossy_rel_error if rec.capture.mode == "lossy" else None,
+            self.store, tape_prefix(rec.id), capturable_tensors(model), options, on_commit=on_commit
         )
         capture = CapturePipeline(
             model, writer, buffers=self.settings.capture_buffers, nice=self.settings.capture_nice

@@ -269,9 +269,9 @@ def test_tensors_too_wide_for_the_cache_read_back_exactly(
 ) -> None:
     """With a tiny cache every tensor counts as 'wide': chains keep only their last states, compressed chunks
     come in small batches, time-major reads decode just the rows asked for."""
-    import netlapse.core.tape as tape
+    import netlapse.core.tape.reader as tape_reader
 
-    monkeypatch.setattr(tape, "_FETCH_BYTES", 3_000)
+    monkeypatch.setattr(tape_reader, "_FETCH_BYTES", 3_000)
     steps = list(range(30))
     snaps = snapshots(steps, seed=21)
     write(store, snaps)

@@ -1,0 +1,991 @@
+"""Random access to a tape: any tensor at any committed step, and element trajectories, from step-major
+segments, time-major compaction parts and legacy tensor-major segments alike."""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import json
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from netlapse.core.store import ObjectNotFound, Store
+from netlapse.core.tape import legacy
+from netlapse.core.tape.container import (
+    _ROW,
+    _SUPPORTED_KINDS,
+    _TRAILER,
+    _TRAILER_MAGIC,
+    CODEC_LOSSY,
+    COMPACTION_NAME,
+    FORMAT,
+    KIND_STEP_MAJOR,
+    KIND_TENSOR_MAJOR,
+    MANIFEST_NAME,
+    StepNotCaptured,
+    TapeCorrupt,
+    TensorInfo,
+    UnknownTensor,
+    _SegmentGone,
+)
+from netlapse.core.tape.lanes import (
+    MODE_D2,
+    MODE_KEY,
+    _from_planes,
+    _Lanes,
+    _lanes_of,
+    _mono,
+    _unmono,
+    _unzigzag,
+)
+from netlapse.core.tape.options import TapeOptions
+from netlapse.core.tape.timemajor import decode_time_major_chunk, decode_time_major_lanes
+from netlapse.core.tape.util import (
+    _block_slices,
+    _ByteLRU,
+    _dctx,
+    _describe_steps,
+    _n_blocks,
+    _norm_prefix,
+    _parallel,
+    _read_pool,
+)
+
+# A cold read fetches compressed chunks in batches of at most this many bytes.
+_FETCH_BYTES = 64 << 20
+DEFAULT_BLOCK_LANES = TapeOptions.block_lanes
+
+
+class _Object:
+    """A listed object (segment or time-major part): its entry and, once loaded, its table."""
+
+    def __init__(self, entry: Mapping[str, Any], prefix: str, obj_id: int) -> None:
+        self.entry = entry
+        self.id = obj_id
+        self.key = prefix + str(entry["key"])
+        self.size = int(entry["size"])
+        self.sha256 = str(entry.get("sha256", ""))
+        self.table: np.ndarray | None = None
+        self.header: dict[str, Any] = {}
+
+
+class _Segment(_Object):
+    """A step-major or legacy segment of manifest.json."""
+
+    def __init__(self, entry: Mapping[str, Any], prefix: str, obj_id: int, first_pos: int) -> None:
+        super().__init__(entry, prefix, obj_id)
+        self.kind = str(entry.get("kind", KIND_TENSOR_MAJOR))
+        self.steps: list[int] = [int(s) for s in entry["steps"]]
+        self.first_pos = first_pos
+        self.block_lanes = int(entry.get("block_lanes", DEFAULT_BLOCK_LANES))
+        self.lossy = str(entry.get("codec", "")) == CODEC_LOSSY
+
+
+class _Unit:
+    """A time-major compaction unit of compaction.json: whole replaced segments, in parts along blocks."""
+
+    def __init__(
+        self, entry: Mapping[str, Any], prefix: str, ids: Callable[[Mapping[str, Any]], int]
+    ) -> None:
+        self.entry = entry
+        self.steps: list[int] = [int(s) for s in entry["steps"]]
+        self.replaces: list[str] = [str(k) for k in entry["replaces"]]
+        self.group_steps = int(entry["group_steps"])
+        self.block_lanes = int(entry["block_lanes"])
+        self.first_pos = 0
+        self.parts = [_Object(p, prefix, ids(p)) for p in entry["parts"]]
+        self.part_lo = [int(p["block_lo"]) for p in entry["parts"]]
+        self.size = sum(p.size for p in self.parts)
+
+    @property
+    def n_groups(self) -> int:
+        return -(-len(self.steps) // self.group_steps)
+
+
+@dataclass
+class _State:
+    """Decoded lanes of one tensor at one position (read-only), with what decoding the next one needs."""
+
+    m: np.ndarray
+    prev: np.ndarray | None  # lanes one position earlier in the same chain (None right after a keyframe)
+    key_bits: np.ndarray | None = None  # set on keyframes: the exact stored bits
+    key64: np.ndarray | None = None  # lossy: keyframe values as float64
+    q: float = 0.0
+
+
+class TapeReader:
+    """Random access to a tape: any tensor at any committed step, and element trajectories.
+
+    Safe to share between threads. Decoded states are kept in a byte-bounded LRU (``cache_bytes``), so
+    reading the same tensor at nearby steps is cheap; decoding uses a process-wide thread pool."""
+
+    def __init__(self, store: Store, prefix: str, *, cache_bytes: int = 384 << 20) -> None:
+        """Open the tape at ``prefix``; ObjectNotFound if it has no manifest."""
+        self.store = store
+        self.prefix = _norm_prefix(prefix)
+        self._lock = threading.RLock()
+        self._states = _ByteLRU(cache_bytes // 2)
+        self._blocks = _ByteLRU(cache_bytes // 2)  # decoded time-major groups and legacy states
+        self._obj_ids: dict[tuple[str, str], int] = {}
+        self.complete = False
+        self.manifest: dict[str, Any] = {}
+        self.compaction: dict[str, Any] = {}
+        self._checked_at = 0.0
+        self.refresh()
+
+    # -- indexes
+
+    def _obj_id(self, e: Mapping[str, Any]) -> int:
+        ident = (str(e["key"]), str(e.get("sha256", "")))
+        with self._lock:
+            return self._obj_ids.setdefault(ident, len(self._obj_ids))
+
+    def refresh(self) -> None:
+        """Re-read the manifest and the compaction index, e.g. to see segments a live run committed since."""
+        where = f"{self.store.url}/{self.prefix}{MANIFEST_NAME}"
+        m = self.store.get_json(self.prefix + MANIFEST_NAME)
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            fmt = m.get("format") if isinstance(m, dict) else None
+            raise TapeCorrupt(f"{where}: unsupported tape format {fmt!r} (this reader knows format {FORMAT})")
+        try:
+            comp = self.store.get_json(self.prefix + COMPACTION_NAME)
+        except ObjectNotFound:
+            comp = {}
+        try:
+            tensors = [TensorInfo.from_json(t) for t in m["tensors"]]
+            segments: list[_Segment] = []
+            pos = 0
+            for e in m["segments"]:
+                seg = _Segment(e, self.prefix, self._obj_id(e), pos)
+                segments.append(seg)
+                pos += len(seg.steps)
+            units = [_Unit(u, self.prefix, self._obj_id) for u in comp.get("units", [])]
+        except (KeyError, TypeError, ValueError) as e:
+            raise TapeCorrupt(f"{where}: malformed manifest or compaction index: {e!r}") from e
+        for s in segments:
+            if s.kind not in _SUPPORTED_KINDS:
+                raise TapeCorrupt(f"segment {s.key}: kind {s.kind!r} is not supported by this reader")
+        steps: list[int] = [st for s in segments for st in s.steps]
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise TapeCorrupt(f"{where}: steps are not strictly increasing")
+        by_key = {str(s.entry["key"]): s for s in segments}
+        covered: dict[int, _Unit] = {}  # position -> unit
+        for u in units:
+            reps = [by_key.get(k) for k in u.replaces]
+            if any(r is None for r in reps):
+                continue  # replaces segments this manifest does not list: not for this tape's view
+            rsteps = [st for r in reps if r is not None for st in r.steps]
+            if rsteps != u.steps:
+                raise TapeCorrupt(
+                    f"{self.prefix}{COMPACTION_NAME}: a unit's steps differ from the segments it replaces"
+                )
+            u.first_pos = reps[0].first_pos if reps[0] is not None else 0
+            for p in range(u.first_pos, u.first_pos + len(u.steps)):
+                covered[p] = u
+        with self._lock:
+            # Objects already loaded keep their table: same key and sha256 means same bytes.
+            old = {o.id: o for o in self._all_objects()}
+            for o in [*segments, *(p for u in units for p in u.parts)]:
+                if o.id in old:
+                    o.table, o.header = old[o.id].table, old[o.id].header
+            self.manifest = m
+            self.compaction = comp
+            self._tensors = tensors
+            self._tensor_index = {t.name: i for i, t in enumerate(tensors)}
+            self._lanes = [_lanes_of(t.dtype) for t in tensors]
+            self._segments = segments
+            self._units = units
+            self._covered = covered
+            self._steps = steps
+            self._pos_of = {s: i for i, s in enumerate(steps)}
+            self._seg_first = [s.first_pos for s in segments]
+            self.complete = bool(m.get("complete", False))
+            self._checked_at = time.monotonic()
+
+    def _all_objects(self) -> list[_Object]:
+        segs: list[_Object] = list(getattr(self, "_segments", []))
+        return segs + [p for u in getattr(self, "_units", []) for p in u.parts]
+
+    def _maybe_refresh(self, max_age_s: float = 2.0) -> None:
+        """A complete tape only changes by compaction; look for it now and then."""
+        if self.complete and time.monotonic() - self._checked_at > max_age_s and not self.fully_compacted:
+            self.refresh()
+
+    @property
+    def fully_compacted(self) -> bool:
+        """Whether every committed step is served from time-major parts."""
+        return bool(self._steps) and len(self._covered) == len(self._steps)
+
+    def steps(self) -> list[int]:
+        """Every committed step, ascending."""
+        return list(self._steps)
+
+    def tensors(self) -> list[TensorInfo]:
+        """The tape's tensors in capture (state_dict) order."""
+        return list(self._tensors)
+
+    def tensor(self, name: str) -> TensorInfo:
+        """The TensorInfo of ``name``; UnknownTensor (a KeyError) if the tape has no such tensor."""
+        i = self._tensor_index.get(name)
+        if i is None:
+            raise UnknownTensor(f"unknown tensor {name!r}; the tape holds: {', '.join(self._tensor_index)}")
+        return self._tensors[i]
+
+    @property
+    def raw_bytes(self) -> int:
+        """Raw size of every committed snapshot."""
+        return int(self.manifest.get("raw_bytes", 0))
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the objects that serve the tape now (time-major parts replace the segments they cover)."""
+        replaced = {k for u in self._units if u.first_pos in self._covered for k in u.replaces}
+        seg = sum(s.size for s in self._segments if str(s.entry["key"]) not in replaced)
+        tm = sum(u.size for u in set(self._covered.values()))
+        return seg + tm
+
+    @property
+    def lossy(self) -> bool:
+        """Whether any segment was written in lossy mode."""
+        return any(s.lossy for s in self._segments)
+
+    # -- object access
+
+    def _get_range(self, obj: _Object, off: int, length: int) -> bytes:
+        try:
+            data = self.store.get_range(obj.key, off, length)
+        except ObjectNotFound as e:
+            raise _SegmentGone(obj.key) from e
+        if len(data) != length:
+            raise TapeCorrupt(f"segment {obj.key}: short read (truncated object?)")
+        return data
+
+    def _load_table(self, obj: _Object, n_cols: int) -> np.ndarray:
+        if obj.table is not None:
+            return obj.table
+        try:
+            actual = self.store.size(obj.key)
+        except ObjectNotFound as e:
+            raise _SegmentGone(obj.key) from e
+        if actual != obj.size:
+            raise TapeCorrupt(f"segment {obj.key} is {actual} bytes, the manifest says {obj.size}")
+        ent = obj.entry
+        if "index_offset" in ent:
+            off, length, crc = int(ent["index_offset"]), int(ent["index_length"]), int(ent["index_crc32"])
+        else:  # e.g. a segment written by a tool that only fills the trailer
+            tr = self._get_range(obj, obj.size - _TRAILER.size, _TRAILER.size)
+            magic, off, length, crc, _ = _TRAILER.unpack(tr)
+            if magic != _TRAILER_MAGIC:
+                raise TapeCorrupt(f"segment {obj.key}: bad trailer magic {magic!r}")
+        if off + length + _TRAILER.size != obj.size:
+            raise TapeCorrupt(f"segment {obj.key}: index position disagrees with the segment size")
+        raw = self._get_range(obj, off, length)
+        if zlib.crc32(raw) != crc:
+            raise TapeCorrupt(f"segment {obj.key}: index fails its crc32")
+        try:
+            body = _dctx().decompress(raw)
+            (hlen,) = struct.unpack_from("<I", body, 0)
+            header = json.loads(body[4 : 4 + hlen])
+            table = np.frombuffer(body, dtype="<i8", offset=4 + hlen).reshape(-1, n_cols)
+        except (zstandard.ZstdError, ValueError, struct.error) as ex:
+            raise TapeCorrupt(f"segment {obj.key}: unreadable index: {ex}") from ex
+        if header.get("tensors") != [t.name for t in self._tensors]:
+            raise TapeCorrupt(f"segment {obj.key}: its index disagrees with the manifest (tensors)")
+        if isinstance(obj, _Segment) and header.get("steps") != obj.steps:
+            raise TapeCorrupt(f"segment {obj.key}: its index disagrees with the manifest (steps or tensors)")
+        ends = table[:, 0] + table[:, 1]
+        if table.size and (table[:, 0].min() < 0 or ends.max() > off):
+            raise TapeCorrupt(f"segment {obj.key}: index points outside the chunk area")
+        obj.header, obj.table = header, table
+        return table
+
+    def _seg_table(self, seg: _Segment) -> np.ndarray:
+        if seg.kind == KIND_TENSOR_MAJOR:
+            t = self._load_table(seg, 3)
+            return t
+        table = self._load_table(seg, _ROW)
+        want = sum(_n_blocks(self._n_lanes(t), seg.block_lanes) for t in range(len(self._tensors))) * len(
+            seg.steps
+        )
+        if table.shape[0] != want:
+            raise TapeCorrupt(f"segment {seg.key}: index has {table.shape[0]} chunks, expected {want}")
+        return table
+
+    def _n_lanes(self, t: int) -> int:
+        return self._tensors[t].numel * self._lanes[t].per_elem
+
+    def _seg_rows(self, seg: _Segment, t: int) -> tuple[int, int]:
+        """(first row of tensor t in seg, blocks per step)."""
+        base = 0
+        for u in range(t):
+            base += _n_blocks(self._n_lanes(u), seg.block_lanes) * len(seg.steps)
+        return base, _n_blocks(self._n_lanes(t), seg.block_lanes)
+
+    def _check_chunk(self, obj: _Object, row: np.ndarray, data: memoryview, base: int, what: str) -> bytes:
+        off, length, crc = int(row[0]), int(row[1]), int(row[2])
+        c = data[off - base : off - base + length]
+        if zlib.crc32(c) != crc:
+            raise TapeCorrupt(f"segment {obj.key}: chunk of {what} fails its crc32")
+        try:
+            return _dctx().decompress(c)
+        except zstandard.ZstdError as e:
+            raise TapeCorrupt(f"segment {obj.key}: chunk of {what} does not decompress") from e
+
+    # -- positions
+
+    def _locate(self, step: int) -> int:
+        if isinstance(step, bool) or not isinstance(step, int | np.integer):
+            raise TypeError(f"step must be an int, got {type(step).__name__}")
+        with self._lock:
+            pos = self._pos_of.get(int(step))
+            steps = self._steps
+        if pos is None:
+            raise StepNotCaptured(f"step {int(step)} is not on the tape: {_describe_steps(steps)}")
+        return pos
+
+    def _segment_at(self, pos: int) -> tuple[_Segment, int]:
+        i = bisect.bisect_right(self._seg_first, pos) - 1
+        seg = self._segments[i]
+        return seg, pos - seg.first_pos
+
+    # -- decoding states
+
+    def _state(self, t: int, pos: int) -> _State:
+        """Decoded lanes of tensor t at a position (cached)."""
+        with self._lock:
+            hit = self._states.get((t, pos))
+        if hit is not None:
+            return hit
+        unit = self._covered.get(pos)
+        if unit is not None:
+            return self._tm_state(t, pos, unit)
+        seg, _ = self._segment_at(pos)
+        if seg.kind == KIND_TENSOR_MAJOR:
+            raise AssertionError("legacy segments are decoded elsewhere")
+        # Walk back to a cached state, a time-major position or a keyframe; then decode forward.
+        j = pos
+        start: _State | None = None
+        while True:
+            with self._lock:
+                hit = self._states.get((t, j))
+            if hit is not None and j < pos:
+                start = hit
+                j += 1
+                break
+            if j in self._covered and j < pos:
+                start = self._tm_state(t, j, self._covered[j], need_prev=True)
+                j += 1
+                break
+            s, k = self._segment_at(j)
+            if s.kind != KIND_STEP_MAJOR:
+                raise TapeCorrupt(f"segment {s.key}: a delta chain reaches a segment of kind {s.kind!r}")
+            base, nb = self._seg_rows(s, t)
+            if int(self._seg_table(s)[base + k * nb, 3]) == MODE_KEY:
+                break
+            if j == 0:
+                raise TapeCorrupt(
+                    f"segment {s.key}: tensor {self._tensors[t].name!r} has no keyframe to start from"
+                )
+            j -= 1
+        return self._decode_chain(t, j, pos, start)
+
+    def _decode_chain(self, t: int, first: int, last: int, start: _State | None) -> _State:
+        """Decode positions first..last of step-major tensor t, continuing from ``start`` (at first-1).
+
+        Position by position (blocks in parallel), so memory is a few states plus one batch of compressed
+        chunks (<= _FETCH_BYTES) however wide the tensor and however long the chain. Every decoded state is
+        cached when the whole chain fits a quarter of the cache; otherwise only the last two."""
+        lanes = self._lanes[t]
+        n = self._n_lanes(t)
+        w = lanes.signed.itemsize
+        name = self._tensors[t].name
+        keep_all = (last - first + 1) * n * w <= self._states.max_bytes // 4
+        m1 = start.m if start is not None else None
+        m2 = start.prev if start is not None else None
+        key64 = start.key64 if start is not None else None
+        q = start.q if start is not None else 0.0
+        state: _State | None = None
+        pool = _read_pool()
+        p = first
+        while p <= last:
+            seg, k0 = self._segment_at(p)
+            k1 = min(len(seg.steps) - 1, k0 + (last - p))
+            table = self._seg_table(seg)
+            base, nb = self._seg_rows(seg, t)
+            slices = _block_slices(n, seg.block_lanes)
+
+            def end_of(k: int, table: np.ndarray = table, base: int = base, nb: int = nb) -> int:
+                row = table[base + (k + 1) * nb - 1]
+                return int(row[0] + row[1])
+
+            k = k0
+            while k <= k1:
+                lo = int(table[base + k * nb, 0])
+                ke = k
+                while ke < k1 and end_of(ke + 1) - lo <= _FETCH_BYTES:
+                    ke += 1
+                data = memoryview(self._get_range(seg, lo, end_of(ke) - lo))
+                for kk in range(k, ke + 1):
+                    pos = seg.first_pos + kk
+                    rows = table[base + kk * nb : base + (kk + 1) * nb]
+                    what = f"tensor {name!r} at step {seg.steps[kk]}"
+                    is_key = int(rows[0, 3]) == MODE_KEY
+                    qk = float(np.int64(rows[0, 4]).view(np.float64))
+                    out = np.empty(n, dtype=lanes.signed)
+                    kb = np.empty(n, dtype=lanes.signed) if is_key else None
+                    if not is_key and m1 is None:
+                        raise TapeCorrupt(
+                            f"segment {seg.key}: chunk of {what} needs earlier steps the chain lacks"
+                        )
+
+                    run = functools.partial(
+                        self._decode_block_into,
+                        seg=seg,
+                        rows=rows,
+                        data=data,
+                        base=lo,
+                        slices=slices,
+                        lanes=lanes,
+                        what=what,
+                        lossy=qk > 0,
+                        out=out,
+                        key_bits=kb,
+                        m1=m1,
+                        m2=m2,
+                    )
+                    _parallel(run, len(slices), pool if len(slices) > 1 else None)
+                    if kb is not None:
+                        q = qk
+                        key64 = self._bits_to_f64(kb, t) if qk > 0 else None
+                        prev = None
+                    else:
+                        prev = m1
+                    out.setflags(write=False)
+                    state = _State(out, prev, kb, key64, q)
+                    if keep_all or pos >= last - 1:
+                        with self._lock:
+                            self._states.put(
+                                (t, pos), state, out.nbytes + (kb.nbytes if kb is not None else 0)
+                            )
+                    m1, m2 = out, prev
+                k = ke + 1
+            p = seg.first_pos + k1 + 1
+        assert state is not None
+        return state
+
+    def _decode_block_into(
+        self,
+        b: int,
+        *,
+        seg: _Segment,
+        rows: np.ndarray,
+        data: memoryview,
+        base: int,
+        slices: list[slice],
+        lanes: _Lanes,
+        what: str,
+        lossy: bool,
+        out: np.ndarray,
+        key_bits: np.ndarray | None,
+        m1: np.ndarray | None,
+        m2: np.ndarray | None,
+    ) -> None:
+        """Decode block b of one step-major position into ``out`` (and ``key_bits`` on a keyframe)."""
+        sl = slices[b]
+        width = sl.stop - sl.start
+        raw = self._check_chunk(seg, rows[b], data, base, what)
+        if len(raw) != width * lanes.signed.itemsize:
+            raise TapeCorrupt(f"segment {seg.key}: chunk of {what} has the wrong size")
+        mode = int(rows[b, 3])
+        o = out[sl]
+        if mode == MODE_KEY:
+            if key_bits is None:
+                raise TapeCorrupt(f"segment {seg.key}: chunk of {what} mixes keyframe and delta blocks")
+            bits = _from_planes(raw, lanes.unsigned, width).view(lanes.signed)
+            key_bits[sl] = bits
+            if lossy:
+                o[...] = 0
+            else:
+                _mono(bits, lanes, out=o)
+            return
+        if m1 is None or (mode == MODE_D2 and m2 is None):
+            raise TapeCorrupt(f"segment {seg.key}: chunk of {what} needs earlier steps the chain lacks")
+        r = _unzigzag(_from_planes(raw, lanes.unsigned, width), lanes)
+        np.add(r, m1[sl], out=o)
+        if mode == MODE_D2:
+            assert m2 is not None
+            np.add(o, m1[sl], out=o)
+            np.subtract(o, m2[sl], out=o)
+
+    def _bits_to_f64(self, bits: np.ndarray, t: int) -> np.ndarray:
+        return bits.view(np.dtype(self._tensors[t].dtype)).astype(np.float64)
+
+    def _tm_group(
+        self, t: int, unit: _Unit, g: int, upto: int | None = None, last_two: bool = False
+    ) -> np.ndarray:
+        """Lanes of tensor t over group g of a time-major unit: [steps in group (or upto+1), lanes], cached.
+
+        ``last_two``: only rows upto-1 and upto ([2, lanes], not cached), for tensors too wide to hold a
+        group of; one part's chunks are in memory at a time either way."""
+        g0 = g * unit.group_steps
+        gl = min(unit.group_steps, len(unit.steps) - g0)
+        need = gl - 1 if upto is None else min(upto, gl - 1)
+        ckey = ("tm", unit.parts[0].id, t, g)
+        if not last_two:
+            with self._lock:
+                hit = self._blocks.get(ckey)
+            if hit is not None and hit.shape[0] > need:
+                return hit
+        lanes = self._lanes[t]
+        n = self._n_lanes(t)
+        b0, nbt = self._tm_block0(t, unit.block_lanes), _n_blocks(n, unit.block_lanes)
+        slices = _block_slices(n, unit.block_lanes)
+        out = np.empty((2 if last_two else need + 1, n), dtype=lanes.signed)
+        name = self._tensors[t].name
+        pool = _read_pool()
+        batch: list[tuple[_Object, np.ndarray, memoryview, int, slice]] = []  # per block
+        batch_bytes = 0
+
+        def flush() -> None:
+            nonlocal batch, batch_bytes
+            run = functools.partial(
+                self._tm_decode_blocks,
+                batch=batch,
+                lanes=lanes,
+                steps=gl,
+                need=need,
+                out=out,
+                last_two=last_two,
+                name=name,
+            )
+            per = max(1, -(-len(batch) // (2 * (os.cpu_count() or 2))))  # a few blocks per job
+            n_jobs = -(-len(batch) // per)
+            _parallel(functools.partial(run, per=per), n_jobs, pool if n_jobs > 1 else None)
+            batch, batch_bytes = [], 0
+
+        b = 0
+        while b < nbt:  # the tensor's blocks may span parts: one range read per part
+            gb = b0 + b
+            part = unit.parts[bisect.bisect_right(unit.part_lo, gb) - 1]
+            table = self._tm_table(part)
+            lo_block, hi_block = int(part.entry["block_lo"]), int(part.entry["block_hi"])
+            take = min(nbt - b, hi_block - gb)
+            r0 = g * (hi_block - lo_block) + (gb - lo_block)
+            rows = table[r0 : r0 + take]
+            lo = int(rows[0, 0])
+            hi = int(rows[-1, 0] + rows[-1, 1])
+            data = memoryview(self._get_range(part, lo, hi - lo))
+            batch.extend((part, rows[j], data, lo, slices[b + j]) for j in range(take))
+            batch_bytes += hi - lo
+            if batch_bytes >= _FETCH_BYTES:
+                flush()
+            b += take
+        if batch:
+            flush()
+        out.setflags(write=False)
+        if not last_two:
+            with self._lock:
+                self._blocks.put(ckey, out, out.nbytes)
+        return out
+
+    def _tm_decode_blocks(
+        self,
+        i: int,
+        *,
+        per: int,
+        batch: list[tuple[_Object, np.ndarray, memoryview, int, slice]],
+        lanes: _Lanes,
+        steps: int,
+        need: int,
+        out: np.ndarray,
+        last_two: bool,
+        name: str,
+    ) -> None:
+        """Decode blocks i*per .. of a batch into ``out`` (all rows up to ``need``, or the last two)."""
+        for part, row, data, base, sl in batch[i * per : (i + 1) * per]:
+            c = data[int(row[0]) - base : int(row[0]) - base + int(row[1])]
+            if zlib.crc32(c) != int(row[2]):
+                raise TapeCorrupt(f"segment {part.key}: chunk of tensor {name!r} fails its crc32")
+            try:
+                if last_two:
+                    m = decode_time_major_chunk(
+                        c, lanes.signed, steps, sl.stop - sl.start, int(row[3]), upto=need
+                    )
+                    out[0, sl] = m[max(0, need - 1)]
+                    out[1, sl] = m[need]
+                else:
+                    decode_time_major_chunk(
+                        c, lanes.signed, steps, sl.stop - sl.start, int(row[3]), upto=need, out=out[:, sl]
+                    )
+            except (zstandard.ZstdError, ValueError) as e:
+                raise TapeCorrupt(f"segment {part.key}: chunk of tensor {name!r} is unreadable: {e}") from e
+
+    def _tm_block0(self, t: int, block_lanes: int) -> int:
+        return sum(_n_blocks(self._n_lanes(u), block_lanes) for u in range(t))
+
+    def _tm_table(self, part: _Object) -> np.ndarray:
+        table = self._load_table(part, _ROW)
+        return table
+
+    def _tm_state(self, t: int, pos: int, unit: _Unit, need_prev: bool = False) -> _State:
+        o = pos - unit.first_pos
+        g, j = divmod(o, unit.group_steps)
+        gl = min(unit.group_steps, len(unit.steps) - g * unit.group_steps)
+        # A group of a very wide tensor would not fit the cache: decode just the rows asked for.
+        narrow = gl * self._n_lanes(t) * self._lanes[t].signed.itemsize <= self._blocks.max_bytes // 2
+        grp = (
+            self._tm_group(t, unit, g, upto=j)
+            if narrow
+            else self._tm_group(t, unit, g, upto=j, last_two=True)
+        )
+        m = grp[j] if narrow else grp[1]
+        if not need_prev:
+            prev: np.ndarray | None = None
+        elif j > 0:
+            prev = grp[j - 1] if narrow else grp[0]
+        elif o > 0:
+            prev = self._tm_state(t, pos - 1, unit).m
+        elif pos > 0:
+            prev = self._state(t, pos - 1).m
+        else:
+            prev = None
+        return _State(m, prev)
+
+    # -- public reads
+
+    def _with_retry(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except _SegmentGone:
+            # Compaction may have replaced it since our indexes were read: look again, once.
+            self.refresh()
+            try:
+                return fn()
+            except _SegmentGone as e:
+                raise TapeCorrupt(
+                    f"segment {e.key} is listed in the manifest but missing from the store"
+                ) from None
+
+    def read(self, name: str, step: int) -> np.ndarray:
+        """Tensor ``name`` at ``step``, bit-exact (or within the lossy bound), as a new writable array."""
+        info = self.tensor(name)
+        t = self._tensor_index[name]
+        pos = self._locate(step)
+        return self._with_retry(lambda: self._read(t, info, pos))  # type: ignore[no-any-return]
+
+    def _read(self, t: int, info: TensorInfo, pos: int) -> np.ndarray:
+        if pos not in self._covered and self._segment_at(pos)[0].kind == KIND_TENSOR_MAJOR:
+            return legacy.read(self, t, info, pos)
+        st = self._state(t, pos)
+        return self._values(t, info, st)
+
+    def _values(self, t: int, info: TensorInfo, st: _State) -> np.ndarray:
+        dt = np.dtype(info.dtype)
+        lanes = self._lanes[t]
+        if st.key_bits is not None:
+            return st.key_bits.copy().view(dt).reshape(info.shape)
+        if st.q > 0:
+            assert st.key64 is not None
+            v = st.m.astype(np.float64)
+            np.multiply(v, st.q, out=v)
+            np.add(v, st.key64, out=v)
+            return v.astype(dt).reshape(info.shape)
+        return _unmono(st.m, lanes).view(dt).reshape(info.shape)
+
+    def trajectory(self, name: str, flat_indices: Sequence[int]) -> tuple[list[int], np.ndarray]:
+        """Values of the chosen elements (indices into the flattened tensor) at every committed step:
+        ``(steps, values)`` with values of shape [len(steps), len(flat_indices)]."""
+        info = self.tensor(name)
+        t = self._tensor_index[name]
+        idx = np.asarray(flat_indices, dtype=np.int64).reshape(-1)
+        n = info.numel
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = idx[(idx < 0) | (idx >= n)][0]
+            raise IndexError(
+                f"index {int(bad)} is out of range for tensor {name!r} with {n} elements (0..{n - 1})"
+            )
+        self._maybe_refresh()
+        return self._with_retry(lambda: self._trajectory(t, info, idx))  # type: ignore[no-any-return]
+
+    def _trajectory(self, t: int, info: TensorInfo, idx: np.ndarray) -> tuple[list[int], np.ndarray]:
+        dt = np.dtype(info.dtype)
+        lanes = self._lanes[t]
+        pe = lanes.per_elem
+        lane_idx = (idx[:, None] * pe + np.arange(pe)[None, :]).reshape(-1)
+        with self._lock:
+            steps = list(self._steps)
+            covered = dict(self._covered)
+        rows: list[np.ndarray] = []  # values per position, [len(idx)] of dt
+        # Running selected-lane state for step-major chains: (m1, m2, key_bits_sel, key64_sel, q).
+        m1: np.ndarray | None = None
+        m2: np.ndarray | None = None
+        key64: np.ndarray | None = None
+        q = 0.0
+        pos = 0
+        done_units: set[int] = set()
+        while pos < len(steps):
+            unit = covered.get(pos)
+            if unit is not None:
+                if id(unit) not in done_units:
+                    vals = self._tm_trajectory(t, unit, lane_idx)  # [steps, lanes]
+                    for r in vals:
+                        rows.append(_unmono(r, lanes).view(dt) if pe == 1 else _unmono(r, lanes).view(dt))
+                    m1 = vals[-1]
+                    m2 = vals[-2] if len(vals) > 1 else None
+                    key64, q = None, 0.0
+                    done_units.add(id(unit))
+                pos = unit.first_pos + len(unit.steps)
+                continue
+            seg, _ = self._segment_at(pos)
+            if seg.kind == KIND_TENSOR_MAJOR:
+                rows.extend(legacy.trajectory(self, seg, t, info, idx))
+                m1 = m2 = None
+            else:
+                m1, m2, key64, q = self._sm_trajectory(seg, t, lane_idx, rows, m1, m2, key64, q)
+            pos = seg.first_pos + len(seg.steps)
+        values = np.stack([r.reshape(-1) for r in rows]) if rows else np.empty((0, idx.size), dtype=dt)
+        return steps, values.reshape(len(steps), idx.size)
+
+    def _sm_trajectory(
+        self,
+        seg: _Segment,
+        t: int,
+        lane_idx: np.ndarray,
+        rows: list[np.ndarray],
+        m1: np.ndarray | None,
+        m2: np.ndarray | None,
+        key64: np.ndarray | None,
+        q: float,
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]:
+        """Append the selected lanes' values at every step of a step-major segment; returns the running state."""
+        info = self._tensors[t]
+        dt = np.dtype(info.dtype)
+        lanes = self._lanes[t]
+        w = lanes.signed.itemsize
+        n = self._n_lanes(t)
+        table = self._seg_table(seg)
+        base, nb = self._seg_rows(seg, t)
+        ks = len(seg.steps)
+        lo = int(table[base, 0])
+        last = base + ks * nb - 1
+        hi = int(table[last, 0] + table[last, 1])
+        data = memoryview(self._get_range(seg, lo, hi - lo))
+        blocks = lane_idx // seg.block_lanes
+        ub = np.unique(blocks)
+        slices = _block_slices(n, seg.block_lanes)
+
+        def decode(job: int) -> bytes:
+            k, bi = divmod(job, len(ub))
+            b = int(ub[bi])
+            return self._check_chunk(
+                seg, table[base + k * nb + b], data, lo, f"tensor {info.name!r} at step {seg.steps[k]}"
+            )
+
+        raws = _parallel(decode, ks * len(ub), _read_pool() if ks * len(ub) > 2 else None)
+        for k in range(ks):
+            sel_u = np.empty(lane_idx.size, dtype=lanes.unsigned)
+            for bi, b in enumerate(ub):
+                raw = np.frombuffer(raws[k * len(ub) + bi], dtype=np.uint8)
+                width = slices[int(b)].stop - slices[int(b)].start
+                if raw.size != width * w:
+                    raise TapeCorrupt(f"segment {seg.key}: chunk of {info.name!r} has the wrong size")
+                mask = blocks == b
+                local = lane_idx[mask] - int(b) * seg.block_lanes
+                planes = raw.reshape(w, width)[:, local]  # [w, m]
+                sel_u[mask] = np.ascontiguousarray(planes.T).view(lanes.unsigned).reshape(-1)
+            row0 = table[base + k * nb]
+            mode = int(row0[3])
+            if mode == MODE_KEY:
+                bits = sel_u.view(lanes.signed)
+                q = float(np.int64(row0[4]).view(np.float64))
+                if q > 0:
+                    key64 = (
+                        bits.copy().view(np.dtype(dt.str)).astype(np.float64) if lanes.per_elem == 1 else None
+                    )
+                    cur = np.zeros(lane_idx.size, dtype=lanes.signed)
+                else:
+                    key64 = None
+                    cur = _mono(bits, lanes)
+                rows.append(bits.copy().view(dt))
+                m1, m2 = cur, None
+                continue
+            r = _unzigzag(sel_u, lanes)
+            modes = np.array([int(table[base + k * nb + int(b), 3]) for b in blocks])
+            if m1 is None:
+                raise TapeCorrupt(
+                    f"segment {seg.key}: a delta of {info.name!r} needs earlier steps the chain lacks"
+                )
+            cur = r + m1
+            d2 = modes == MODE_D2
+            if d2.any():
+                if m2 is None:
+                    raise TapeCorrupt(
+                        f"segment {seg.key}: a delta of {info.name!r} needs earlier steps the chain lacks"
+                    )
+                cur[d2] += m1[d2] - m2[d2]
+            if q > 0 and key64 is not None:
+                rows.append((key64 + cur.astype(np.float64) * q).astype(dt))
+            else:
+                rows.append(_unmono(cur, lanes).view(dt))
+            m1, m2 = cur, m1
+        return m1, m2, key64, q
+
+    def _tm_trajectory(self, t: int, unit: _Unit, lane_idx: np.ndarray) -> np.ndarray:
+        """Selected lanes of tensor t over every step of a unit: [steps, lanes] (a few small reads)."""
+        lanes = self._lanes[t]
+        n = self._n_lanes(t)
+        bl = unit.block_lanes
+        b0 = self._tm_block0(t, bl)
+        slices = _block_slices(n, bl)
+        blocks = lane_idx // bl
+        ub = np.unique(blocks)
+        out = np.empty((len(unit.steps), lane_idx.size), dtype=lanes.signed)
+        jobs = [(g, int(b)) for g in range(unit.n_groups) for b in ub]
+
+        def run(i: int) -> None:
+            g, b = jobs[i]
+            gb = b0 + b
+            part = unit.parts[bisect.bisect_right(unit.part_lo, gb) - 1]
+            table = self._tm_table(part)
+            nb_part = int(part.entry["block_hi"]) - int(part.entry["block_lo"])
+            row = table[g * nb_part + gb - int(part.entry["block_lo"])]
+            c = self._get_range(part, int(row[0]), int(row[1]))
+            if zlib.crc32(c) != int(row[2]):
+                raise TapeCorrupt(
+                    f"segment {part.key}: chunk of tensor {self._tensors[t].name!r} fails its crc32"
+                )
+            g0 = g * unit.group_steps
+            gl = min(unit.group_steps, len(unit.steps) - g0)
+            sl = slices[b]
+            mask = blocks == b
+            try:
+                out[g0 : g0 + gl, mask] = decode_time_major_lanes(
+                    c, lanes.signed, gl, sl.stop - sl.start, int(row[3]), lane_idx[mask] - b * bl
+                )
+            except (zstandard.ZstdError, ValueError) as e:
+                raise TapeCorrupt(f"segment {part.key}: unreadable chunk: {e}") from e
+
+        _parallel(run, len(jobs), _read_pool() if len(jobs) > 8 else None)
+        return out
+
+    # -- compaction support
+
+    def uncovered_segments(self) -> list[dict[str, Any]]:
+        """Listed segments not yet replaced by time-major parts, in order: key, kind, steps, first position,
+        raw and stored bytes, block_lanes, whether lossy."""
+        with self._lock:
+            return [
+                {
+                    "key": str(s.entry["key"]),
+                    "kind": s.kind,
+                    "steps": list(s.steps),
+                    "first_pos": s.first_pos,
+                    "raw_bytes": int(s.entry.get("raw_bytes", 0)),
+                    "size": s.size,
+                    "block_lanes": s.block_lanes,
+                    "lossy": s.lossy,
+                }
+                for s in self._segments
+                if s.first_pos not in self._covered
+            ]
+
+    def lanes_layout(self, name: str) -> tuple[np.dtype[Any], int]:
+        """(signed integer lane dtype, number of lanes) of a tensor."""
+        t = self._tensor_index[self.tensor(name).name]
+        return self._lanes[t].signed, self._n_lanes(t)
+
+    def step_major_block(self, name: str, block: int, first_pos: int, last_pos: int) -> np.ndarray:
+        """Lanes of one step-major block of a tensor at positions first..last: [positions, block lanes].
+
+        Memory stays at one block per position however wide the tensor (what compaction needs)."""
+        t = self._tensor_index[self.tensor(name).name]
+        return self._with_retry(lambda: self._step_major_block(t, block, first_pos, last_pos))  # type: ignore[no-any-return]
+
+    def _step_major_block(self, t: int, block: int, first: int, last: int) -> np.ndarray:
+        lanes = self._lanes[t]
+        n = self._n_lanes(t)
+        seg, k = self._segment_at(first)
+        sl = _block_slices(n, seg.block_lanes)[block]
+        width = sl.stop - sl.start
+        out = np.empty((last - first + 1, width), dtype=lanes.signed)
+        base, nb = self._seg_rows(seg, t)
+        m1: np.ndarray | None = None
+        m2: np.ndarray | None = None
+        if int(self._seg_table(seg)[base + k * nb, 3]) != MODE_KEY:
+            st = self._state(t, first - 1)
+            if st.prev is None and (first - 1) in self._covered:
+                st = self._tm_state(t, first - 1, self._covered[first - 1], need_prev=True)
+            m1 = st.m[sl]
+            m2 = st.prev[sl] if st.prev is not None else None
+        name = self._tensors[t].name
+        for i, p in enumerate(range(first, last + 1)):
+            seg, k = self._segment_at(p)
+            if seg.kind != KIND_STEP_MAJOR or seg.lossy:
+                raise ValueError(f"segment {seg.key} is not a lossless step-major segment")
+            if _block_slices(n, seg.block_lanes)[block] != sl:
+                raise ValueError(f"segment {seg.key} cuts tensor {name!r} into different blocks")
+            table = self._seg_table(seg)
+            base, nb = self._seg_rows(seg, t)
+            row = table[base + k * nb + block]
+            data = memoryview(self._get_range(seg, int(row[0]), int(row[1])))
+            raw = self._check_chunk(seg, row, data, int(row[0]), f"tensor {name!r} at step {seg.steps[k]}")
+            if len(raw) != width * lanes.signed.itemsize:
+                raise TapeCorrupt(f"segment {seg.key}: chunk of {name!r} has the wrong size")
+            mode = int(row[3])
+            cur = out[i]
+            if mode == MODE_KEY:
+                _mono(_from_planes(raw, lanes.unsigned, width).view(lanes.signed), lanes, out=cur)
+                m1, m2 = cur, None
+                continue
+            if m1 is None or (mode == MODE_D2 and m2 is None):
+                raise TapeCorrupt(
+                    f"segment {seg.key}: a delta of {name!r} needs earlier steps the chain lacks"
+                )
+            r = _unzigzag(_from_planes(raw, lanes.unsigned, width), lanes)
+            np.add(r, m1, out=cur)
+            if mode == MODE_D2:
+                assert m2 is not None
+                np.add(cur, m1, out=cur)
+                np.subtract(cur, m2, out=cur)
+            m1, m2 = cur, m1
+        return out
+
+    # -- integrity
+
+    def verify(self) -> None:
+        """Download every object serving the tape and check its size, sha256, index and every chunk's crc32.
+
+        Raises TapeCorrupt naming the first bad object."""
+        with self._lock:
+            replaced = {k for u in self._units if u.first_pos in self._covered for k in u.replaces}
+            segments = [s for s in self._segments if str(s.entry["key"]) not in replaced]
+            parts = [p for u in set(self._covered.values()) for p in u.parts]
+        for obj in [*segments, *parts]:
+            try:
+                data = self.store.get(obj.key)
+            except ObjectNotFound as e:
+                raise TapeCorrupt(f"segment {obj.key} is listed in the manifest but missing") from e
+            if len(data) != obj.size:
+                raise TapeCorrupt(f"segment {obj.key} is {len(data)} bytes, the manifest says {obj.size}")
+            if obj.sha256 and hashlib.sha256(data).hexdigest() != obj.sha256:
+                raise TapeCorrupt(f"segment {obj.key} fails its sha256")
+            table = self._seg_table(obj) if isinstance(obj, _Segment) else self._tm_table(obj)
+            mv = memoryview(data)
+            for row in table:
+                self._check_chunk(obj, row, mv, 0, "a tensor")
+
+    def clear_cache(self) -> None:
+        """Drop cached decoded data (object tables are kept)."""
+        with self._lock:
+            self._states.clear()
+            self._blocks.clear()

@@ -1,0 +1,456 @@
+"""The step-major writer: what training calls once per captured step.
+
+A segment holds consecutive captured steps. Each (tensor, step) is cut into blocks of at most
+``block_lanes`` lanes, each block one zstd frame ("chunk"), laid out tensor-major then step then block, so
+one tensor over a run of steps is one range read. A chunk is either a keyframe (the raw bits, byte-shuffled)
+or a delta: the residual ``m_t - p`` against a prediction ``p = m_{t-1}`` (mode D1) or
+``p = 2 m_{t-1} - m_{t-2}`` (D2, linear extrapolation, which suits momentum optimizers), zigzag-mapped and
+split into byte planes. Keyframes come every ``keyframe_interval`` captured steps for all tensors,
+independent of segment boundaries: deltas chain across segments.
+
+Lossy mode (opt-in): keyframes stay lossless; later steps of a float tensor are stored as the integer grid
+index ``K = round((x - key) / q)`` with ``q = 2 * rel_error * max|key|``, ``key`` the tensor at its last
+keyframe, so a quantization error never accumulates. The ``K`` lanes then take the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from netlapse.core.store import Store
+from netlapse.core.tape.container import (
+    _ROW,
+    CODEC,
+    CODEC_LOSSY,
+    COMPACT_DIR,
+    COMPACTION_NAME,
+    FORMAT,
+    KIND_STEP_MAJOR,
+    MANIFEST_NAME,
+    SEGMENTS_DIR,
+    TapeCorrupt,
+    TensorInfo,
+    _check_tensor_infos,
+    pack_object,
+)
+from netlapse.core.tape.lanes import (
+    MODE_KEY,
+    _choose_mode,
+    _lanes_of,
+    _lanes_view,
+    _mono,
+    _residual,
+    _shuffle_into,
+    _zigzag,
+    shuffle_bytes,
+)
+from netlapse.core.tape.options import TapeOptions
+from netlapse.core.tape.util import _block_slices, _norm_prefix, _parallel, _set_thread_nice
+
+log = logging.getLogger(__name__)
+
+# Lossy grid indexes beyond this fall back to a keyframe (int32 lanes with headroom for the predictor).
+_GRID_LIMIT = float(1 << 29)
+# zstd's multi-threaded mode splits input into jobs of this size.
+_MT_JOB_BYTES = 1 << 20
+
+
+@dataclass
+class _TensorState:
+    """What the writer remembers of one tensor: lanes of the last two steps and, in lossy mode, the key."""
+
+    m1: np.ndarray | None = None
+    m2: np.ndarray | None = None
+    key64: np.ndarray | None = None  # lossy: the keyframe's values as float64
+    q: float = 0.0  # lossy: grid step; 0 = lossless
+
+
+class TapeWriter:
+    """Encodes snapshots into step-major segments and uploads them; the manifest is rewritten after each upload.
+
+    ``raw_bytes`` counts every appended snapshot; ``stored_bytes`` counts uploaded segments plus the
+    compressed bytes of the open one. ``last_committed_step`` is the last step a reader can see.
+    ``encode_seconds`` is the wall time spent in append() (encoding), ``commit_seconds`` in uploads.
+    Not thread-safe: one thread appends (the capture pipeline's writer thread); ``threads`` > 1 encodes the
+    blocks of each snapshot on that many helper threads."""
+
+    def __init__(
+        self,
+        store: Store,
+        prefix: str,
+        tensors: Sequence[TensorInfo],
+        options: TapeOptions | None = None,
+        *,
+        on_commit: Callable[[int], None] | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        **overrides: Any,
+    ) -> None:
+        """Start a tape at ``prefix`` encoded as ``options`` says (TapeOptions' defaults if None; keyword
+        ``overrides`` change single fields, e.g. ``segment_max_steps=4``). An existing tape there is an error
+        unless ``resume`` (append after its last committed step, same tensors required; the first appended
+        step is a keyframe) or ``overwrite`` (delete it first). ``on_commit(last step)`` runs after each
+        segment is listed."""
+        opts = (options or TapeOptions()).with_(**overrides)
+        self.options = opts
+        self.store = store
+        self.prefix = _norm_prefix(prefix)
+        self.tensors = _check_tensor_infos(tensors)
+        self.segment_target_bytes = opts.segment_target_bytes
+        self.segment_max_steps = opts.segment_max_steps
+        self.zstd_level = opts.zstd_level
+        self.keyframe_interval = opts.effective_keyframe_interval
+        self.block_lanes = opts.block_lanes
+        self.lossy_rel_error = opts.lossy_rel_error
+        self.on_commit = on_commit
+        self._dtypes = [np.dtype(t.dtype) for t in self.tensors]
+        self._lanes = [_lanes_of(dt) for dt in self._dtypes]
+        self._n_lanes = [t.numel * ln.per_elem for t, ln in zip(self.tensors, self._lanes, strict=True)]
+        self._slices = [_block_slices(n, self.block_lanes) for n in self._n_lanes]
+        self._local = threading.local()
+        self.zstd_threads = opts.zstd_threads
+        self._cctx_mt: zstandard.ZstdCompressor | None = None
+        if self.zstd_threads > 0:
+            params = zstandard.ZstdCompressionParameters.from_level(
+                self.zstd_level, threads=self.zstd_threads, job_size=_MT_JOB_BYTES, write_content_size=1
+            )
+            self._cctx_mt = zstandard.ZstdCompressor(compression_params=params)
+        self.threads = max(1, opts.threads)
+        self.thread_nice = opts.thread_nice
+        self._pool: ThreadPoolExecutor | None = None
+        if self.threads > 1:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.threads,
+                thread_name_prefix="tape-encode",
+                initializer=_set_thread_nice,
+                initargs=(self.thread_nice,),
+            )
+
+        self._segments: list[dict[str, Any]] = []
+        self._committed_raw = 0
+        self._committed_stored = 0
+        self.raw_bytes = 0
+        self.stored_bytes = 0
+        self.encode_seconds = 0.0
+        self.commit_seconds = 0.0
+        self.last_committed_step: int | None = None
+        self._last_step: int | None = None
+        self._position = 0  # captured steps appended over the tape's life
+        self._closed = False
+        self._state = [_TensorState() for _ in self.tensors]
+        # Reused per-tensor buffers: lanes of three steps in rotation, residuals, byte planes.
+        self._ring: list[list[np.ndarray]] = [[] for _ in self.tensors]
+        self._scratch: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.tensors)
+        self._reset_open_segment()
+
+        manifest_key = self.prefix + MANIFEST_NAME
+        if store.exists(manifest_key):
+            if resume:
+                self._load_for_resume(store.get_json(manifest_key))
+            elif overwrite:
+                # An empty prefix would mean the whole store; then only the tape's own objects go.
+                if self.prefix:
+                    store.delete_prefix(self.prefix)
+                else:
+                    for p in (SEGMENTS_DIR, COMPACT_DIR, COMPACTION_NAME):
+                        if store.list(p):
+                            store.delete_prefix(p)
+            else:
+                raise FileExistsError(
+                    f"a tape already exists at {store.url}/{self.prefix}; pass resume=True or overwrite=True"
+                )
+        # An empty manifest up front lets readers list tensors of a live run before its first segment.
+        self._write_manifest(complete=False)
+
+    def _cctx(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._local, "cctx", None)
+        if c is None:
+            c = self._local.cctx = zstandard.ZstdCompressor(level=self.zstd_level, write_content_size=True)
+        return c
+
+    def _reset_open_segment(self) -> None:
+        self._open_steps: list[int] = []
+        self._open_chunks: list[list[list[bytes]]] = [[] for _ in self.tensors]  # [t][k][block]
+        self._open_rows: list[list[np.ndarray]] = [[] for _ in self.tensors]  # [t][k] -> [blocks, 5]
+        self._open_keyframes: list[int] = []
+        self._open_bytes = 0
+        self._open_raw = 0
+
+    def _load_for_resume(self, m: Mapping[str, Any]) -> None:
+        if m.get("format") != FORMAT:
+            raise TapeCorrupt(
+                f"cannot resume tape at {self.prefix!r}: unsupported format {m.get('format')!r}"
+            )
+        theirs = [TensorInfo.from_json(t) for t in m.get("tensors", [])]
+        if theirs != self.tensors:
+            raise ValueError(f"cannot resume tape at {self.prefix!r}: its tensors differ from the ones given")
+        self._segments = list(m.get("segments", []))
+        self._committed_raw = int(m.get("raw_bytes", 0))
+        self._committed_stored = int(m.get("stored_bytes", 0))
+        self.raw_bytes, self.stored_bytes = self._committed_raw, self._committed_stored
+        self._position = sum(len(s["steps"]) for s in self._segments)
+        if self._segments:
+            self.last_committed_step = int(self._segments[-1]["last_step"])
+            self._last_step = self.last_committed_step
+
+    # -- appending
+
+    def _check(self, step: int, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if self._closed:
+            raise RuntimeError("append on a closed TapeWriter")
+        if isinstance(step, bool) or not isinstance(step, int | np.integer):
+            raise TypeError(f"step must be an int, got {type(step).__name__}")
+        step = int(step)
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(f"steps must strictly increase: got step {step} after step {self._last_step}")
+        names = [t.name for t in self.tensors]
+        missing = [n for n in names if n not in arrays]
+        extra = sorted(set(arrays) - set(names))
+        if missing or extra:
+            raise ValueError(
+                f"snapshot at step {step} must hold exactly the tape's tensors; "
+                f"missing: {missing or 'none'}, unexpected: {extra or 'none'}"
+            )
+        checked: list[np.ndarray] = []
+        for info, dt in zip(self.tensors, self._dtypes, strict=True):
+            a = arrays[info.name]
+            if isinstance(a, np.generic):  # numpy arithmetic on 0-d arrays returns scalars
+                a = np.asarray(a)
+            if not isinstance(a, np.ndarray):
+                raise TypeError(
+                    f"tensor {info.name!r} at step {step}: expected a numpy array, got {type(a).__name__}"
+                )
+            if a.shape != info.shape or a.dtype != dt:
+                raise ValueError(
+                    f"tensor {info.name!r} at step {step}: expected shape {info.shape} dtype {info.dtype}, "
+                    f"got shape {a.shape} dtype {a.dtype}"
+                )
+            checked.append(a)
+        return checked
+
+    def append(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Add the snapshot at ``step`` (strictly after the previous one). ``arrays`` maps every tensor name
+        to an array of its shape and dtype; they may be views into a buffer reused after this returns."""
+        checked = self._check(step, arrays)
+        t0 = time.perf_counter()
+        step = int(step)
+        key_step = self._position % self.keyframe_interval == 0 or any(s.m1 is None for s in self._state)
+        jobs: list[tuple[int, int]] = []
+        plans: list[tuple[bool, np.ndarray, np.ndarray | None]] = []
+        for i, a in enumerate(checked):
+            is_key, m, key_bits = self._plan(i, a, key_step)
+            plans.append((is_key, m, key_bits))
+            jobs.extend((i, b) for b in range(len(self._slices[i])))
+
+        def run(j: int) -> tuple[bytes, int, float]:
+            i, b = jobs[j]
+            return self._encode_block(i, b, plans[i])
+
+        results = _parallel(run, len(jobs), self._pool)
+        for i in range(len(self.tensors)):
+            self._open_chunks[i].append([])
+            self._open_rows[i].append(np.zeros((len(self._slices[i]), _ROW), dtype=np.int64))
+        for (i, b), (chunk, mode, param) in zip(jobs, results, strict=True):
+            self._open_chunks[i][-1].append(chunk)
+            row = self._open_rows[i][-1][b]
+            row[3] = mode
+            row[4] = np.float64(param).view(np.int64)
+            self._open_bytes += len(chunk)
+        for i, (is_key, m, _) in enumerate(plans):
+            st = self._state[i]
+            st.m2, st.m1 = (None, m) if is_key else (st.m1, m)
+            self._open_raw += checked[i].nbytes
+        if all(p[0] for p in plans):
+            self._open_keyframes.append(step)
+        self._open_steps.append(step)
+        self._last_step = step
+        self._position += 1
+        self.raw_bytes = self._committed_raw + self._open_raw
+        self.stored_bytes = self._committed_stored + self._open_bytes
+        self.encode_seconds += time.perf_counter() - t0
+        if self._open_bytes >= self.segment_target_bytes or len(self._open_steps) >= self.segment_max_steps:
+            self.commit()
+
+    def _plan(self, i: int, a: np.ndarray, key_step: bool) -> tuple[bool, np.ndarray, np.ndarray | None]:
+        """Decide keyframe or delta for tensor i; returns (is_key, new lanes state, raw bits if key)."""
+        lanes, st = self._lanes[i], self._state[i]
+        bits = _lanes_view(a, lanes)
+        lossy = self.lossy_rel_error is not None and lanes.lossy_ok
+        if lossy and not key_step and st.key64 is not None:
+            x = np.ascontiguousarray(a).reshape(-1).astype(np.float64)
+            grid = np.subtract(x, st.key64)
+            np.divide(grid, st.q, out=grid)
+            np.rint(grid, out=grid)
+            if bool(np.isfinite(grid).all()) and (grid.size == 0 or float(np.abs(grid).max()) < _GRID_LIMIT):
+                return False, grid.astype(lanes.signed), None
+            key_step = True  # diverged or non-finite: store it whole, exactly
+        if key_step:
+            if lossy:
+                x = np.ascontiguousarray(a).reshape(-1).astype(np.float64)
+                finite = x[np.isfinite(x)]
+                scale = float(np.abs(finite).max()) if finite.size else 0.0
+                assert self.lossy_rel_error is not None
+                # Slightly under 2*eps so the float rounding of key + K*q stays inside the bound.
+                st.q = 2.0 * self.lossy_rel_error * (scale if scale > 0 else 1.0) * (1 - 2.0**-10)
+                st.key64 = x
+                return True, np.zeros(bits.size, dtype=lanes.signed), bits
+            return True, _mono(bits, lanes, out=self._slot(i), tmp=self._bufs(i)[0]), bits
+        return False, _mono(bits, lanes, out=self._slot(i), tmp=self._bufs(i)[0]), None
+
+    def _slot(self, i: int) -> np.ndarray:
+        """A lanes buffer for tensor i that holds neither of the two remembered steps."""
+        st, ring = self._state[i], self._ring[i]
+        for a in ring:
+            if a is not st.m1 and a is not st.m2:
+                return a
+        a = np.empty(self._n_lanes[i], dtype=self._lanes[i].signed)
+        ring.append(a)
+        return a
+
+    def _bufs(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(residual lanes, byte planes) scratch of tensor i; blocks use disjoint slices."""
+        b = self._scratch[i]
+        if b is None:
+            n, lanes = self._n_lanes[i], self._lanes[i]
+            b = self._scratch[i] = (np.empty(n, lanes.signed), np.empty(n * lanes.signed.itemsize, np.uint8))
+        return b
+
+    def _encode_block(
+        self, i: int, b: int, plan: tuple[bool, np.ndarray, np.ndarray | None]
+    ) -> tuple[bytes, int, float]:
+        is_key, m, key_bits = plan
+        sl = self._slices[i][b]
+        lanes, st = self._lanes[i], self._state[i]
+        if is_key:
+            assert key_bits is not None
+            payload = shuffle_bytes(key_bits[sl])  # a private copy: the caller's buffer may be reused
+            mode = MODE_KEY
+        else:
+            assert st.m1 is not None
+            mb, m1 = m[sl], st.m1[sl]
+            m2 = st.m2[sl] if st.m2 is not None else None
+            mode = _choose_mode(mb, m1, m2)
+            res, planes = self._bufs(i)
+            r = _residual(mb, m1, m2, mode, res[sl])
+            w = lanes.signed.itemsize
+            payload = _shuffle_into(_zigzag(r, lanes), planes[sl.start * w : sl.stop * w])
+        cctx = (
+            self._cctx_mt
+            if self._cctx_mt is not None and payload.nbytes >= 2 * _MT_JOB_BYTES
+            else self._cctx()
+        )
+        q = st.q if (self.lossy_rel_error is not None and lanes.lossy_ok) else 0.0
+        return cctx.compress(payload.data), mode, q
+
+    # -- committing
+
+    def _build_segment(self) -> tuple[bytes, dict[str, Any]]:
+        steps = self._open_steps
+        chunks: list[bytes] = []
+        rows: list[np.ndarray] = []
+        for t in range(len(self.tensors)):
+            for k in range(len(steps)):
+                chunks.extend(self._open_chunks[t][k])
+                rows.append(self._open_rows[t][k])
+        table = np.concatenate(rows).astype(np.int64)
+        codec = CODEC_LOSSY if self.lossy_rel_error is not None else CODEC
+        header = {
+            "kind": KIND_STEP_MAJOR,
+            "codec": codec,
+            "steps": steps,
+            "tensors": [t.name for t in self.tensors],
+            "block_lanes": self.block_lanes,
+        }
+        data, info = pack_object(chunks, table, header)
+        first, last = steps[0], steps[-1]
+        entry = {
+            "key": f"{SEGMENTS_DIR}{first:012d}-{last:012d}.seg",
+            "kind": KIND_STEP_MAJOR,
+            "codec": codec,
+            "first_step": first,
+            "last_step": last,
+            "steps": list(steps),
+            "keyframes": list(self._open_keyframes),
+            "block_lanes": self.block_lanes,
+            **info,
+            "raw_bytes": self._open_raw,
+            "stored_bytes": info["size"],
+        }
+        return data, entry
+
+    def _manifest(self, complete: bool, segments: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "tensors": [t.to_json() for t in self.tensors],
+            "segments": segments,
+            "complete": complete,
+            "raw_bytes": sum(int(s.get("raw_bytes", 0)) for s in segments),
+            "stored_bytes": sum(int(s["size"]) for s in segments),
+            "steps_count": sum(len(s["steps"]) for s in segments),
+            "last_step": segments[-1]["last_step"] if segments else None,
+            "writer": {
+                "codec": CODEC_LOSSY if self.lossy_rel_error is not None else CODEC,
+                **self.options.describe(),
+            },
+            "updated_at": time.time(),
+        }
+
+    def _write_manifest(self, complete: bool, segments: list[dict[str, Any]] | None = None) -> None:
+        self.store.put_json(self.prefix + MANIFEST_NAME, self._manifest(complete, segments or self._segments))
+
+    def commit(self) -> None:
+        """Upload the open segment (if any), then rewrite the manifest; calls on_commit(last committed step).
+
+        On an upload failure the open segment is kept, so a later commit() retries it."""
+        if self._closed:
+            return
+        t0 = time.perf_counter()
+        try:
+            if not self._open_steps:
+                self._write_manifest(complete=False)
+                return
+            data, entry = self._build_segment()
+            self.store.put(self.prefix + entry["key"], data)
+            segments = [*self._segments, entry]
+            self._write_manifest(
+                complete=False, segments=segments
+            )  # only now does the segment exist for readers
+        finally:
+            self.commit_seconds += time.perf_counter() - t0
+        self._segments = segments
+        self._committed_raw += self._open_raw
+        self._committed_stored += len(data)
+        self.last_committed_step = entry["last_step"]
+        self._reset_open_segment()
+        self.raw_bytes, self.stored_bytes = self._committed_raw, self._committed_stored
+        if self.on_commit is not None:
+            try:
+                self.on_commit(entry["last_step"])
+            except Exception:  # a notification failure must not lose or stall the tape itself
+                log.exception("on_commit callback failed for step %s", entry["last_step"])
+
+    def close(self, complete: bool = True) -> None:
+        """Commit what is open and mark the tape complete (or not). A second close does nothing."""
+        if self._closed:
+            return
+        self.commit()
+        self._write_manifest(complete=complete)
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    @property
+    def closed(self) -> bool:
+        """Whether close() has finished."""
+        return self._closed
