@@ -100,18 +100,46 @@ class RunSummary(BaseModel):
     val_accuracy: float | None = None
 
 
+RunSource = Literal["server", "sdk"]
+
+
+class SdkInfo(BaseModel):
+    """What the SDK reports about a run recorded in the user's own training process (docs/sdk.md)."""
+
+    config: dict[str, Any] = {}
+    modules: dict[str, str] = Field(
+        default_factory=dict, description="module path -> class name (e.g. Conv2d), in model order"
+    )
+    buffers: bool = Field(False, description="buffers (BatchNorm running statistics) are captured too")
+    torch_version: str = ""
+    host: str = ""
+    program: bool = Field(False, description="runs/{id}/sdk/program.bin (torch.export) was uploaded")
+    eval_data: bool = Field(False, description="runs/{id}/sdk/eval_inputs.npy and eval_labels.npy exist")
+    offline: bool = Field(False, description="recorded to a local directory and pushed later")
+    heartbeat_at: datetime | None = None
+
+
+class NoLayerSpec(ValueError):
+    """A run recorded by the SDK from the user's own model: it has no declarative layer spec or dataset."""
+
+
 class RunRecord(BaseModel):
-    """The run record (runs/{id}/run.json): the source of truth for a run."""
+    """The run record (runs/{id}/run.json): the source of truth for a run.
+
+    ``source`` says who trains it: the server's trainer (``model``, ``dataset`` and ``training`` set) or the
+    SDK in the user's own process (those are None; ``sdk`` describes the run instead)."""
 
     id: str
     name: str
     owner: str = "local"
     status: RunStatus = "queued"
+    source: RunSource = "server"
     preset: str | None = None
-    model: ModelSpec
-    dataset: str
-    training: TrainingConfig
-    capture: CaptureConfig
+    model: ModelSpec | None = None
+    dataset: str | None = None
+    training: TrainingConfig | None = None
+    capture: CaptureConfig = CaptureConfig()
+    sdk: SdkInfo | None = None
     progress: Progress = Progress()
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
@@ -120,6 +148,26 @@ class RunRecord(BaseModel):
     error: str | None = None
     summary: RunSummary = RunSummary()
     tape_complete: bool = False
+
+    def layer_spec(self) -> ModelSpec:
+        """The declarative model of a server run; NoLayerSpec for an SDK run (the user's own model)."""
+        if self.model is None:
+            raise NoLayerSpec(
+                f"run {self.id} was recorded by the SDK from its own model; it has no layer spec"
+            )
+        return self.model
+
+    def dataset_name(self) -> str:
+        """The built-in dataset of a server run; NoLayerSpec for an SDK run (its data is the user's)."""
+        if self.dataset is None:
+            raise NoLayerSpec(f"run {self.id} was recorded by the SDK; it has no built-in dataset")
+        return self.dataset
+
+    def training_config(self) -> TrainingConfig:
+        """The training settings of a server run; NoLayerSpec for an SDK run (it trains in its own loop)."""
+        if self.training is None:
+            raise NoLayerSpec(f"run {self.id} was recorded by the SDK; the server did not train it")
+        return self.training
 
 
 class RunPublic(RunRecord):

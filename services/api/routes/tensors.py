@@ -63,10 +63,20 @@ def tensors(run_id: str, rec: RunDep, store: StoreDep) -> dict[str, Any]:
     """Captured tensors: name, shape, dtype and the layer they belong to."""
     out = []
     for t in load_tape(store, rec).tensors():
-        out.append(
-            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, **tensor_kind(rec.model, t.name)}
-        )
+        kind = tensor_kind(rec.model, t.name) if rec.model is not None else module_kind(rec, t.name)
+        out.append({"name": t.name, "shape": list(t.shape), "dtype": t.dtype, **kind})
     return {"tensors": out}
+
+
+_MODULE_KINDS = {"Conv2d": "conv2d", "Linear": "linear"}
+
+
+def module_kind(rec: RunRecord, name: str) -> dict[str, str]:
+    """An SDK run's tensor: its module path (``block.conv``), the module's kind and the tensor's role."""
+    layer, _, role = name.rpartition(".")
+    cls = (rec.sdk.modules if rec.sdk else {}).get(layer, "")
+    kind = _MODULE_KINDS.get(cls) or ("batchnorm" if cls.startswith("BatchNorm") else cls.lower() or "other")
+    return {"layer": layer, "kind": kind, "role": role}
 
 
 @router.get("/runs/{run_id}/tensors/{name}")
