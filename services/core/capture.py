@@ -41,11 +41,15 @@ class CaptureError(RuntimeError):
     """The background tape writer failed; the original error is the ``__cause__``."""
 
 
-def capturable_tensors(model: torch.nn.Module) -> list[TensorInfo]:
-    """Every floating-point tensor of ``model.state_dict()`` in state_dict order (weights, biases, BN stats)."""
+def capturable_tensors(model: torch.nn.Module, include_buffers: bool = True) -> list[TensorInfo]:
+    """Every floating-point tensor of ``model.state_dict()`` in state_dict order, i.e. module paths in the
+    model's order (weights, biases and, with ``include_buffers``, buffers such as BatchNorm running stats)."""
+    params = None if include_buffers else {n for n, _ in model.named_parameters(remove_duplicate=False)}
     out: list[TensorInfo] = []
     for name, t in model.state_dict().items():
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            continue
+        if params is not None and name not in params:
             continue
         np_name = _TORCH_TO_NUMPY.get(t.dtype)
         if np_name is None:
@@ -88,24 +92,34 @@ class CapturePipeline:
     manager or call close(); an exception inside the ``with`` closes the tape as incomplete."""
 
     def __init__(
-        self, model: torch.nn.Module, writer: TapeWriter, *, buffers: int = 4, nice: int = 0
+        self,
+        model: torch.nn.Module,
+        writer: TapeWriter,
+        *,
+        buffers: int = 4,
+        nice: int = 0,
+        include_buffers: bool = True,
     ) -> None:
         """Allocate the buffer pool for ``model``'s capturable tensors and start the writer thread
-        (``nice`` > 0 lowers its CPU priority on Linux)."""
+        (``nice`` > 0 lowers its CPU priority on Linux). ``buffers`` is the pool size (snapshots in flight);
+        ``include_buffers`` False captures parameters only, not module buffers (BatchNorm statistics)."""
         if buffers < 1:
             raise ValueError(f"buffers must be >= 1, got {buffers}")
         self.model = model
         self.writer = writer
-        self.infos = capturable_tensors(model)
+        self.infos = capturable_tensors(model, include_buffers)
         if [(t.name, t.shape, t.dtype) for t in self.infos] != [
             (t.name, t.shape, t.dtype) for t in writer.tensors
         ]:
             raise ValueError(
-                "the writer's tensors differ from the model's; build it with capturable_tensors(model)"
+                "the writer's tensors differ from the model's; build it with "
+                f"capturable_tensors(model, include_buffers={include_buffers})"
             )
         sources = self._sources()
         self.cuda = any(s.is_cuda for s in sources)
-        self.device = next((s.device for s in sources if s.is_cuda), torch.device("cpu"))
+        # Parameters may sit on several GPUs: each device gets its own copy stream.
+        self.devices = sorted({s.device for s in sources if s.is_cuda}, key=lambda d: d.index or 0)
+        self.device = self.devices[0] if self.devices else torch.device("cpu")
 
         offsets, off = [], 0
         for t in self.infos:
@@ -117,7 +131,7 @@ class CapturePipeline:
         for _ in range(buffers):
             self._pool.put(self._new_slot())
         self._queue: queue.Queue[tuple[int, _Slot, Any] | None] = queue.Queue()
-        self._stream: Any = torch.cuda.Stream(device=self.device) if self.cuda else None
+        self._streams: dict[torch.device, Any] = {d: torch.cuda.Stream(device=d) for d in self.devices}
 
         self.stats = CaptureStats()
         self._error: BaseException | None = None
@@ -207,24 +221,26 @@ class CapturePipeline:
         self._queue.put((step, slot, event))
 
     def _copy(self, slot: _Slot, sources: list[torch.Tensor]) -> Any:
-        """Copy sources into the slot; returns an event the writer must synchronize, or None (CPU)."""
+        """Copy sources into the slot; returns the events the writer must synchronize (empty on CPU)."""
+        events: list[Any] = []
         with torch.no_grad():
-            if not self.cuda:
-                for dst, src in zip(slot.dst, sources, strict=True):
+            for dst, src in zip(slot.dst, sources, strict=True):
+                if not src.is_cuda:
                     dst.copy_(src)
-                return None
-            current = torch.cuda.current_stream(self.device)
-            stream = self._stream
-            # The side stream must see the optimizer step that was just queued on the current stream.
-            stream.wait_stream(current)
-            with torch.cuda.stream(stream):
-                for dst, src in zip(slot.dst, sources, strict=True):
-                    dst.copy_(src, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record(stream)
-            # The next optimizer step writes these tensors in place; it must not start before the copy ends.
-            current.wait_event(event)
-            return event
+            for device, stream in self._streams.items():
+                current = torch.cuda.current_stream(device)
+                # The side stream must see the optimizer step that was just queued on the current stream.
+                stream.wait_stream(current)
+                with torch.cuda.device(device), torch.cuda.stream(stream):
+                    for dst, src in zip(slot.dst, sources, strict=True):
+                        if src.is_cuda and src.device == device:
+                            dst.copy_(src, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record(stream)
+                # The next optimizer step writes these tensors in place; it must not start before the copy ends.
+                current.wait_event(event)
+                events.append(event)
+        return events
 
     # -- writer thread
 
@@ -241,8 +257,8 @@ class CapturePipeline:
             step, slot, event = item
             try:
                 if self._error is None:
-                    if event is not None:
-                        event.synchronize()
+                    for ev in event:
+                        ev.synchronize()
                     self.writer.append(step, slot.arrays)
                     self.stats.steps += 1
                     self._sync_writer_stats()

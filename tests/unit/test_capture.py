@@ -257,3 +257,30 @@ def test_low_priority_multithreaded_writer_is_exact_and_reports_its_own_cost(sto
     for step, snap in expected.items():
         for name, want in snap.items():
             assert_same_bits(r.read(name, step), want)
+
+
+def test_parameters_only_leaves_buffers_out(store: LocalStore) -> None:
+    """include_buffers=False: every parameter (frozen ones too) in module order, no BatchNorm statistics."""
+    model = small_model()
+    model[0].bias.requires_grad_(False)  # frozen: still captured, and never changes
+    names = [t.name for t in capturable_tensors(model, include_buffers=False)]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"]
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    gen = torch.Generator().manual_seed(3)
+    writer = TapeWriter(store, "t/", capturable_tensors(model, include_buffers=False))
+    with pytest.raises(ValueError, match="include_buffers=True"):
+        CapturePipeline(model, writer)
+    expected = {}
+    with CapturePipeline(model, writer, include_buffers=False) as pipe:
+        for step in range(4):
+            if step:
+                train_step(model, opt, gen)
+            expected[step] = {k: v for k, v in float_state(model).items() if k in names}
+            pipe.capture(step)
+    r = TapeReader(store, "t/")
+    assert [t.name for t in r.tensors()] == names
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), want)
+    assert np.array_equal(r.read("0.bias", 3), r.read("0.bias", 0))
+    assert not np.array_equal(r.read("0.weight", 3), r.read("0.weight", 0))
