@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         default=False, description="require a bearer token; off = every request is 'local'"
     )
 
+    # SDK runs (docs/sdk.md): recorded in the user's own process, uploaded through /api/ingest.
+    sdk_heartbeat_timeout_s: float = Field(
+        default=90.0, gt=0, description="an SDK run silent this long is marked failed (training process lost)"
+    )
+    sdk_reaper_interval_s: float = Field(
+        default=10.0, gt=0, description="how often the api looks for SDK runs whose heartbeats stopped"
+    )
+    ingest_max_object_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024 * 1024, description="largest segment, program or eval upload"
+    )
+
     def resolved_store_url(self) -> str:
         """The store URL actually used: S3 when an endpoint is set, else the explicit URL, else a local dir."""
         if self.store_url:
