@@ -39,8 +39,11 @@ __all__ = [
     "Program",
     "ProgramError",
     "ProgramModule",
+    "eval_inputs_key",
+    "eval_labels_key",
     "export_program",
     "load_program",
+    "program_key",
 ]
 
 FORMAT = "netlapse-program"
@@ -50,6 +53,21 @@ MAX_CONSTANT_BYTES = 16 * 1024 * 1024  # inline tensors (lifted constants, non-p
 MAX_NODES = 200_000
 
 FeaturePoint = Literal["post", "pre"]
+
+
+def program_key(run_id: str) -> str:
+    """Store key of an SDK run's program (what :func:`export_program` returns)."""
+    return f"runs/{run_id}/sdk/program.bin"
+
+
+def eval_inputs_key(run_id: str) -> str:
+    """Store key of an SDK run's evaluation inputs: ``.npy`` [N, ...] written without pickle."""
+    return f"runs/{run_id}/sdk/eval_inputs.npy"
+
+
+def eval_labels_key(run_id: str) -> str:
+    """Store key of an SDK run's evaluation labels: ``.npy`` [N] integers written without pickle."""
+    return f"runs/{run_id}/sdk/eval_labels.npy"
 
 
 class ProgramError(ValueError):
@@ -634,6 +652,16 @@ class Program:
         self.conv_layers = self._find_conv_layers()
 
     # -- structure
+
+    @property
+    def logits_width(self) -> int | None:
+        """The last dimension of the first output (a classifier's number of classes), when it is static."""
+        for r in self._output_refs:
+            node = self._by_name.get(r)
+            if node is not None and node.shape and isinstance(node.shape[-1], int):
+                return node.shape[-1]
+            return None
+        return None
 
     def _only_user(self, name: str) -> _Node | None:
         users = self._users.get(name, [])
