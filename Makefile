@@ -8,14 +8,15 @@ MNIST := $(DATA_DIR)/datasets/mnist-10k.npz
 UI := frontend/dist/index.html
 UI_SRC := $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.* -type f 2>/dev/null)
 
-.PHONY: setup run test lint unit integration frontend-test e2e screenshots bench bench-quick bench-cuda bench-analyses report clean
+.PHONY: setup lock audit run test lint unit integration frontend-test e2e screenshots bench bench-quick bench-cuda bench-analyses report clean
 
 setup: $(STAMP) $(MNIST) $(UI)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# Installs exactly the locked, hash-checked versions (requirements*.lock, made by `make lock`).
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 
@@ -27,6 +28,18 @@ frontend/node_modules/.package-lock.json: frontend/package-lock.json
 
 $(UI): frontend/node_modules/.package-lock.json $(UI_SRC)
 	cd frontend && npm run build
+
+# After editing requirements.txt / requirements-dev.txt: re-lock (keeps every other pin; needs PyPI), then
+# `make setup`. Upgrade one package: make lock LOCK_ARGS='--upgrade-package fastapi'.
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet $(LOCK_ARGS)
+lock:
+	@test -x $(VENV)/bin/uv || $(PY) -m pip install -q uv==0.13.9
+	$(VENV)/bin/uv pip compile requirements.txt $(LOCK_FLAGS) -o requirements.lock
+	$(VENV)/bin/uv pip compile requirements.txt requirements-dev.txt $(LOCK_FLAGS) -c requirements.lock -o requirements-dev.lock
+
+# Known vulnerabilities in the locked dependencies (pip-audit; docs/security.md says what it needs to reach).
+audit: $(STAMP)
+	$(PY) deploy/audit.py requirements-dev.lock
 
 run: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(VENV)/bin/netlapse up --quiet
@@ -48,7 +61,7 @@ frontend-test: frontend/node_modules/.package-lock.json
 e2e: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/e2e
 
-test: setup lint
+test: setup lint audit
 	cd frontend && npm test
 	NETLAPSE_REQUIRE_MNIST=1 NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/unit tests/integration tests/e2e
 
