@@ -369,6 +369,7 @@ def _serialize(
         elif kind == "PARAMETER" or (kind == "BUFFER" and spec.target in persistent):
             entry["kind"] = "state"
             entry["target"] = spec.target
+            entry["role"] = "parameter" if kind == "PARAMETER" else "buffer"
         elif kind in ("BUFFER", "CONSTANT_TENSOR"):
             value = ep.constants.get(spec.target)
             if value is None and kind == "BUFFER":
@@ -567,6 +568,7 @@ class Program:
         self.input_shapes: list[list[int | None] | None] = []
         self.state: dict[str, str] = {}  # placeholder → state_dict name
         self.state_dtypes: dict[str, torch.dtype] = {}
+        self.buffers: set[str] = set()  # state_dict names of the buffers among the state
         self.constants: dict[str, torch.Tensor] = {}
         known: set[str] = set()
         raw_inputs = doc.get("inputs")
@@ -592,6 +594,8 @@ class Program:
                 if dtype is None:
                     raise ProgramError(f"input {name!r}: dtype {e.get('dtype')!r} is not allowed")
                 self.state_dtypes[name] = dtype
+                if e.get("role") == "buffer":
+                    self.buffers.add(self.state[name])
             elif kind == "constant":
                 self.constants[name] = _decode_tensor(e.get("value"))
             else:

@@ -128,6 +128,7 @@ def test_missing_state_is_named(exported: tuple[ResNet, bytes]) -> None:
         "block.b_bn.running_mean",
         "block.b_bn.running_var",
     ]
+    assert prog.buffers == {k for k in m.state_dict() if "_bn.running" in k or "num_batches" in k}
     with pytest.raises(ProgramError, match="block.a_bn.running_mean"):
         prog.module(params_only)
 
