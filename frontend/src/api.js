@@ -96,7 +96,8 @@ export function createApi({
     }
     const token = getToken();
     const headers = { Accept: accept ?? "application/json", ...authHeaders(token) };
-    if (body !== undefined) headers["Content-Type"] = "application/json";
+    // The server takes POST/PUT/PATCH only as JSON (its guard against cross-site requests), body or not.
+    if (body !== undefined || ["POST", "PUT", "PATCH"].includes(method)) headers["Content-Type"] = "application/json";
     const started = Date.now();
     // Analyzer-backed endpoints may answer 202 while they compute; poll until the result is there.
     for (let attempt = 0; ; attempt++) {
@@ -139,8 +140,31 @@ export function createApi({
   }
 
   const enc = encodeURIComponent;
+  let catalog = null;
+  /** Any analysis the server registers (GET /api/analyses), by name: path fields filled from `params`, the rest
+   * sent as the query (GET) or the JSON body (POST). Field names or their aliases ("from") both work. */
+  async function analysis(name, params = {}, o = {}) {
+    catalog ??= request("GET", "analyses").then(
+      (r) => Object.fromEntries(r.analyses.map((a) => [a.name, a])),
+      (e) => {
+        catalog = null; // a failed look-up is retried on the next call
+        throw e;
+      },
+    );
+    const a = (await catalog)[name];
+    if (!a) throw new ApiError(`unknown analysis ${name}`, { status: 404 });
+    const rest = {};
+    for (const [k, v] of Object.entries(params)) rest[a.aliases?.[k] ?? k] = v;
+    const path = a.path.replace(/\{(\w+)\}/g, (_, f) => {
+      const v = rest[f];
+      delete rest[f];
+      return enc(String(v));
+    });
+    return a.method === "POST" ? request("POST", path, { ...o, body: rest }) : request("GET", path, { ...o, query: rest });
+  }
   return {
     request,
+    analysis,
     /** Report a 401 seen outside fetch (the WebSocket's 4401 close) like one from a request. */
     unauthorized: (message) => onUnauthorized(new ApiError(message, { status: 401 }), getToken()),
     health: (o) => request("GET", "health", o),

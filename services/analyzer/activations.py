@@ -26,12 +26,33 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from netlapse.core.datasets import load_dataset
+from netlapse.analyzer.registry import (
+    Analysis,
+    AnalysisError,
+    AnalysisRequest,
+    Answer,
+    Context,
+    Result,
+    Stored,
+    array_json,
+    ensure,
+    invalid,
+    require_step,
+)
+from netlapse.core.datasets import list_datasets, load_dataset
 from netlapse.core.modelspec import Conv2dLayer, SpecNet, build_model, conv_layers
-from netlapse.core.results import npy_bytes, open_tape, request_key
-from netlapse.core.runs import RunRepository
-from netlapse.core.schemas import ActivationTask, FeatureMapTask, RunRecord
+from netlapse.core.results import open_tape
+from netlapse.core.schemas import (
+    ActivationCompareRequest,
+    ActivationRequest,
+    ActivationTask,
+    FeatureMapTask,
+    FeaturePointName,
+    RunRecord,
+    SplitName,
+)
 from netlapse.core.settings import Settings
 from netlapse.core.store import Store
 from netlapse.core.tape import StepNotCaptured
@@ -45,10 +66,7 @@ _ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "none": lambda t: t,
 }
 Publish = Callable[[dict[str, Any]], None]
-
-
-class AnalysisError(ValueError):
-    """A request the analyzer cannot answer (unknown layer, step not on the tape, …); the message says why."""
+__all__ = ["AnalysisError", "compute_activations", "compute_featuremaps", "model_at", "labelled_pass"]
 
 
 # --- the model at a step -----------------------------------------------------------------------------------
@@ -320,79 +338,183 @@ def activation_result(
     }
 
 
-def activation_key(t: ActivationTask) -> str:
-    """Store key (without extension) of one activation result."""
-    return request_key(t.run_id, "activations", t.cache_params())
+def _activations(ctx: Context, t: ActivationTask) -> Result:
+    """Eq. 1 for the requested layer and point; the same forward pass yields every conv layer at both points,
+    so all of them are stored together (siblings) for this (step, per_label, split)."""
+    t0 = time.perf_counter()
+    rec = ctx.run(t.run_id)
+    check_layer(rec, t.layer)
+    if t.point not in POINTS:
+        raise AnalysisError(f"point must be one of {', '.join(POINTS)}, got {t.point!r}")
+    event = {"kind": "activations", "step": t.step, "layer": t.layer, "split": t.split}
+    ctx.emit(t.run_id, {**event, "state": "started"})
+    p = labelled_pass(ctx.store, ctx.settings, rec, t.step, t.split)
+    p.extend(t.per_label)
+    siblings: list[tuple[Any, Result]] = []
+    for layer in conv_layers(rec.model):
+        for point in POINTS:
+            sibling = t.model_copy(update={"layer": layer, "point": point})
+            siblings.append((sibling, Result(activation_result(p, rec, sibling, layer, point))))
+    seconds = round(time.perf_counter() - t0, 4)
+    ctx.emit(t.run_id, {**event, "state": "finished", "seconds": seconds, "evaluated": p.evaluated})
+    return Result(activation_result(p, rec, t, t.layer, t.point), siblings=siblings)
+
+
+def require_conv_layer(rec: RunRecord, layer: str, loc: list[str | int]) -> None:
+    """422 listing the model's conv layers when ``layer`` is not one of them."""
+    convs = conv_layers(rec.model)
+    if layer in convs:
+        return
+    if not convs:
+        raise invalid(
+            loc, f"this run's model has no conv layers, so {layer!r} cannot be analysed per feature map"
+        )
+    raise invalid(
+        loc,
+        f"layer {layer!r} is not a conv layer of this model; conv layers: {', '.join(convs)}",
+        choices=convs,
+    )
+
+
+def _check_activations(ctx: Context, t: ActivationTask) -> None:
+    tape = ctx.tape(t.run_id)
+    require_conv_layer(ctx.run(t.run_id), t.layer, ["body", "layer"])
+    require_step(tape, t.step, ["body", "step"])
+
+
+def _cached_answer(stored: Stored, _: Any) -> Answer:
+    return Answer({**stored.meta, "cached": stored.cached})
+
+
+ACTIVATIONS = Analysis(
+    name="activations",
+    request=ActivationTask,
+    compute=_activations,
+    summary="Per-label normalized activations (the paper's Eq. 1) of one conv layer at one captured step.\n\n"
+    "For each label c the first `per_label` inputs of the split (dataset order) that the model at that step "
+    "predicts correctly as c; activation[f][c] = mean sum(FM_f(x)) / mean sum(x) over them. The result names "
+    "the inputs used (`sample_indices`) and says in `note` which labels had fewer than requested.",
+    path="/runs/{run_id}/activations",
+    method="POST",
+    body=ActivationRequest,
+    check=_check_activations,
+    respond=_cached_answer,
+)
 
 
 def compute_activations(
     store: Store, settings: Settings, t: ActivationTask, publish: Publish | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """Eq. 1 for the requested layer and point, cached in the store.
+    """Eq. 1 of a task payload through the registry's cache; ``(key, {cached, seconds})``."""
+    ctx = Context(store, settings, publish=(lambda _rid, d: publish(d)) if publish else None)
+    s = ensure(ACTIVATIONS, ctx, t)
+    return s.key, {"cached": s.cached, "seconds": s.seconds}
 
-    The same forward pass yields every conv layer at both points, so all of them are cached together for
-    this (step, per_label, split): a second layer of the same step is then a store read.
-    """
-    key = activation_key(t)
-    if store.exists(key + ".json"):
-        return key, {"cached": True}
-    t0 = time.perf_counter()
-    rec = RunRepository(store).get(t.run_id)
-    check_layer(rec, t.layer)
-    if t.point not in POINTS:
-        raise AnalysisError(f"point must be one of {', '.join(POINTS)}, got {t.point!r}")
-    if publish is not None:
-        publish(
-            {"kind": "activations", "state": "started", "step": t.step, "layer": t.layer, "split": t.split}
+
+class ActivationCompareTask(AnalysisRequest):
+    run_id: str
+    layer: str
+    from_step: int = Field(..., alias="from")
+    to_step: int = Field(..., alias="to")
+    per_label: int = 100
+    point: FeaturePointName = "post"
+    split: SplitName = "test"
+
+
+def nan_difference(a: list[list[float | None]], b: list[list[float | None]]) -> list[list[float | None]]:
+    """b − a element-wise over two Eq. 1 matrices, null where either is null."""
+    d = np.array(b, dtype=np.float64) - np.array(a, dtype=np.float64)  # None → nan
+    return [[None if v != v else v for v in row] for row in d.tolist()]  # v != v: NaN
+
+
+def _compare(ctx: Context, c: ActivationCompareTask) -> Result:
+    common = {"layer": c.layer, "per_label": c.per_label, "point": c.point, "split": c.split}
+    t_from = ActivationTask(run_id=c.run_id, step=c.from_step, **common)
+    t_to = ActivationTask(run_id=c.run_id, step=c.to_step, **common)
+    a, b = (
+        ctx.ensure_all(ACTIVATIONS, [t_from, t_to])
+        if t_to != t_from
+        else [ctx.ensure(ACTIVATIONS, t_from)] * 2
+    )
+    ra, rb = {**a.meta, "cached": a.cached}, {**b.meta, "cached": b.cached}
+    meta = {
+        **{k: v for k, v in common.items()},
+        "from": ra,
+        "to": rb,
+        "difference": nan_difference(ra["activation"], rb["activation"]),
+    }
+    return Result(meta)
+
+
+def _check_compare(ctx: Context, c: ActivationCompareTask) -> None:
+    tape = ctx.tape(c.run_id)
+    require_conv_layer(ctx.run(c.run_id), c.layer, ["body", "layer"])
+    require_step(tape, c.from_step, ["body", "from"])
+    require_step(tape, c.to_step, ["body", "to"])
+
+
+COMPARE_ACTIVATIONS = Analysis(
+    name="activations_compare",
+    request=ActivationCompareTask,
+    compute=_compare,
+    summary="One layer's Eq. 1 matrix at two steps and their difference (to − from), e.g. step 0 vs the last, "
+    "to show filters specialising. Each step selects its own correctly predicted inputs; both come from the "
+    "activations cache.",
+    path="/runs/{run_id}/activations/compare",
+    method="POST",
+    body=ActivationCompareRequest,
+    check=_check_compare,
+    inline=True,
+    cache=False,
+)
+
+
+class FeatureMapRequest(AnalysisRequest):
+    run_id: str
+    step: int = Field(..., ge=0, description="a captured step")
+    layer: str = Field(..., min_length=1, max_length=64, description="a conv layer")
+    index: int = Field(..., ge=0, description="index of the input in the split")
+    split: SplitName = Field("test", description="dataset split")
+    point: FeaturePointName = Field("post", description="after (post) or before (pre) the activation")
+
+
+def split_size(settings: Settings, dataset: str, split: str) -> int | None:
+    """Number of inputs of a split of a known dataset (from its catalog entry; no files are read)."""
+    for info in list_datasets(settings):
+        if info.name == dataset:
+            return info.train_size if split == "train" else info.test_size
+    return None
+
+
+def _check_featuremaps(ctx: Context, t: FeatureMapRequest) -> None:
+    tape = ctx.tape(t.run_id)
+    rec = ctx.run(t.run_id)
+    require_conv_layer(rec, t.layer, ["query", "layer"])
+    require_step(tape, t.step, ["query", "step"])
+    n = split_size(ctx.settings, rec.dataset, t.split)
+    if n is not None and t.index >= n:
+        raise invalid(
+            ["query", "index"],
+            f"index {t.index} is out of range: the {t.split} split of {rec.dataset} has indices 0..{n - 1}",
+            min=0,
+            max=n - 1,
         )
-    p = labelled_pass(store, settings, rec, t.step, t.split)
-    p.extend(t.per_label)
-    for layer in conv_layers(rec.model):
-        for point in POINTS:
-            sibling = t.model_copy(update={"layer": layer, "point": point})
-            skey = activation_key(sibling)
-            if skey != key:
-                store.put_json(skey + ".json", activation_result(p, rec, sibling, layer, point))
-    store.put_json(key + ".json", activation_result(p, rec, t, t.layer, t.point))
-    seconds = time.perf_counter() - t0
-    if publish is not None:
-        publish(
-            {
-                "kind": "activations",
-                "state": "finished",
-                "step": t.step,
-                "layer": t.layer,
-                "split": t.split,
-                "seconds": round(seconds, 4),
-                "evaluated": p.evaluated,
-            }
-        )
-    return key, {"cached": False, "seconds": seconds, "evaluated": p.evaluated}
 
 
-def featuremap_key(t: FeatureMapTask) -> str:
-    """Store key (without extension) of one input's feature maps."""
-    return request_key(t.run_id, "featuremaps", t.cache_params())
+def _featuremaps(ctx: Context, t: FeatureMapRequest) -> Result:
+    """One input's maps of one conv layer at one step, with its label and the model's prediction.
 
-
-def compute_featuremaps(store: Store, settings: Settings, t: FeatureMapTask) -> tuple[str, dict[str, Any]]:
-    """One input's maps of one conv layer at one step, with its label and the model's prediction; cached.
-
-    ``{key}.maps.npy`` = [F, H, W] float32, ``{key}.input.npy`` = the input [C, H, W], ``{key}.json`` the rest.
+    ``maps`` = [F, H, W] float32, ``input`` = the input [C, H, W], the JSON the rest.
     """
-    key = featuremap_key(t)
-    if store.exists(key + ".json"):
-        return key, {"cached": True}
-    t0 = time.perf_counter()
-    rec = RunRepository(store).get(t.run_id)
+    rec = ctx.run(t.run_id)
     check_layer(rec, t.layer)
-    data = load_dataset(rec.dataset, settings)
+    data = load_dataset(rec.dataset, ctx.settings)
     x, y = data.split(t.split)
     if not 0 <= t.index < int(x.shape[0]):
         raise AnalysisError(
             f"index {t.index} is out of range: the {t.split} split has indices 0..{x.shape[0] - 1}"
         )
-    model = model_at(store, rec, t.step)
+    model = model_at(ctx.store, rec, t.step)
     xb = x[t.index : t.index + 1]
     with torch.inference_mode():
         maps = model.feature_maps(xb, t.layer, t.point)[0].numpy()
@@ -410,7 +532,32 @@ def compute_featuremaps(store: Store, settings: Settings, t: FeatureMapTask) -> 
         "map_sums": [float(v) for v in maps.astype(np.float64).sum(axis=(1, 2))],
         "input_sum": float(xb.numpy().astype(np.float64).sum()),
     }
-    store.put(key + ".maps.npy", npy_bytes(maps))
-    store.put(key + ".input.npy", npy_bytes(xb[0].numpy()))
-    store.put_json(key + ".json", meta)  # written last: its presence marks the result complete
-    return key, {"cached": False, "seconds": time.perf_counter() - t0}
+    return Result(meta, {"maps": maps, "input": xb[0].numpy()})
+
+
+def _featuremaps_answer(stored: Stored, _: Any) -> Answer:
+    return Answer(
+        {**stored.meta, "input": array_json(stored.array("input")), "maps": array_json(stored.array("maps"))}
+    )
+
+
+FEATUREMAPS = Analysis(
+    name="featuremaps",
+    request=FeatureMapRequest,
+    compute=_featuremaps,
+    summary="The maps [F, H, W] of one input for one conv layer at one step, with the input, its label and "
+    "the model's prediction.",
+    path="/runs/{run_id}/featuremaps",
+    check=_check_featuremaps,
+    respond=_featuremaps_answer,
+    artifacts=("maps", "input"),
+)
+
+
+def compute_featuremaps(store: Store, settings: Settings, t: FeatureMapTask) -> tuple[str, dict[str, Any]]:
+    """The feature maps of a task payload through the registry's cache; ``(key, {cached, seconds})``."""
+    s = ensure(FEATUREMAPS, Context(store, settings), FeatureMapRequest.model_validate(t.model_dump()))
+    return s.key, {"cached": s.cached, "seconds": s.seconds}
+
+
+ANALYSES = (ACTIVATIONS, COMPARE_ACTIVATIONS, FEATUREMAPS)

@@ -1,20 +1,35 @@
-"""The method's parameter analyses, computed from the tape; pure functions of (store, request) so they are testable.
+"""The method's parameter analyses, read from the tape: diff, initial value vs change, trajectories.
 
-Every result is cached in the store under ``request_key(run_id, kind, params)``: array payloads first
-(``.npy``), the JSON metadata last, so the JSON's presence marks a complete result.
+Each is one descriptor in ``ANALYSES`` (see :mod:`netlapse.analyzer.registry`); the functions are pure
+functions of arrays so they are testable alone.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
-from netlapse.core.results import npy_bytes, open_tape, request_key
+from netlapse.analyzer.registry import (
+    Analysis,
+    AnalysisRequest,
+    Answer,
+    Context,
+    Result,
+    Stored,
+    ensure,
+    invalid,
+    require_captured,
+    require_tensor,
+)
 from netlapse.core.schemas import ScatterTask
+from netlapse.core.settings import Settings
 from netlapse.core.store import Store
+
+MAX_TRAJECTORY_INDICES = 1000
+MAX_SCATTER_POINTS = 200_000
 
 
 def diff_stats(d: np.ndarray, kind: str | None = None) -> dict[str, Any]:
@@ -36,28 +51,6 @@ def diff_stats(d: np.ndarray, kind: str | None = None) -> dict[str, Any]:
         stats["per_filter_l2"] = [float(v) for v in per]
         stats["top_filters"] = [int(i) for i in np.argsort(-per, kind="stable")[:8]]
     return stats
-
-
-def compute_diff(store: Store, run_id: str, name: str, a: int, b: int) -> tuple[str, dict[str, Any]]:
-    """value(b) − value(a) in the tensor's dtype (bit-exact with any client's own subtraction), cached."""
-    key = request_key(run_id, "diff", {"name": name, "from": a, "to": b})
-    if store.exists(key + ".json"):
-        return key, {"cached": True}
-    t0 = time.perf_counter()
-    reader = open_tape(store, run_id)
-    va, vb = reader.read(name, a), reader.read(name, b)
-    d = vb - va
-    meta = {
-        "name": name,
-        "from": a,
-        "to": b,
-        "shape": list(d.shape),
-        "dtype": str(d.dtype),
-        "stats": diff_stats(d),
-    }
-    store.put(key + ".npy", npy_bytes(d))
-    store.put_json(key + ".json", meta)  # written last: its presence marks the result complete
-    return key, {"cached": False, "seconds": time.perf_counter() - t0}
 
 
 # --- initial value vs change --------------------------------------------------------------------------------
@@ -125,29 +118,191 @@ def scatter_data(x: np.ndarray, y: np.ndarray, max_points: int, bins: int, seed:
     }
 
 
-def compute_scatter(store: Store, t: ScatterTask) -> tuple[str, dict[str, Any]]:
-    """Scatter data of one tensor between two steps, cached: ``{key}.npy`` = [2, m] (x; y), ``{key}.json`` the rest."""
-    key = request_key(t.run_id, "scatter", t.cache_params())
-    if store.exists(key + ".json"):
-        return key, {"cached": True}
-    t0 = time.perf_counter()
-    reader = open_tape(store, t.run_id)
-    va, vb = reader.read(t.name, t.from_step), reader.read(t.name, t.to_step)
-    data = scatter_data(va, vb - va, t.max_points, t.bins, t.seed)
+# --- descriptors -----------------------------------------------------------------------------------------------
+
+
+def check_step_pair(ctx: Context, run_id: str, name: str, from_: int, to: int) -> None:
+    """``from <= to`` (422), the tensor and both steps captured (404, as for every tensor read)."""
+    if from_ > to:
+        raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
+    tape = ctx.tape(run_id)
+    require_tensor(tape, name)
+    require_captured(tape, from_, "from")
+    require_captured(tape, to, "to")
+
+
+class DiffRequest(AnalysisRequest):
+    run_id: str
+    name: str = Field(..., description="a captured tensor (state_dict name)")
+    from_step: int = Field(..., alias="from", ge=0, description="a captured step")
+    to_step: int = Field(..., alias="to", ge=0, description="a captured step")
+
+
+def _diff(ctx: Context, r: DiffRequest) -> Result:
+    tape = ctx.tape(r.run_id)
+    d = tape.read(r.name, r.to_step) - tape.read(r.name, r.from_step)
+    meta = {
+        "name": r.name,
+        "from": r.from_step,
+        "to": r.to_step,
+        "shape": list(d.shape),
+        "dtype": str(d.dtype),
+        "stats": diff_stats(d),
+    }
+    return Result(meta, {"": d})
+
+
+def tensor_answer(stored: Stored, _: Any) -> Answer:
+    """``{**meta, shape, dtype, data}`` or the array as ``.npy``: how a tensor-valued result goes out."""
+    a = np.ascontiguousarray(stored.array(""))
+    return Answer({**stored.meta, "shape": list(a.shape), "dtype": str(a.dtype), "data": a.reshape(-1)}, a)
+
+
+DIFF = Analysis(
+    name="diff",
+    request=DiffRequest,
+    compute=_diff,
+    summary="value(to) − value(from) of one tensor, in its dtype (bit-exact with a client's own subtraction), "
+    "with summary stats (min, max, mean, mean |Δ|, L2, sign counts; per-filter L2 and top filters for conv "
+    "weights). JSON or, with Accept: application/x-npy, .npy.",
+    path="/runs/{run_id}/diff/{name}",
+    check=lambda ctx, r: check_step_pair(ctx, r.run_id, r.name, r.from_step, r.to_step),
+    respond=tensor_answer,
+    artifacts=("",),
+    tags=("tensors",),
+)
+
+
+class ScatterRequest(AnalysisRequest):
+    run_id: str
+    name: str = Field(..., description="a captured tensor")
+    from_step: int = Field(0, alias="from", ge=0, description="step of the initial value (x)")
+    to_step: int = Field(..., alias="to", ge=0, description="step the change (y) is measured to")
+    max_points: int = Field(
+        20_000, ge=1, le=MAX_SCATTER_POINTS, description="at most this many sampled points"
+    )
+    bins: int = Field(64, ge=2, le=512, description="bins per axis of the exact 2-D histogram")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of the point sample")
+
+
+def scatter_result(va: np.ndarray, vb: np.ndarray, r: ScatterRequest) -> Result:
+    """Scatter of x = ``va``, y = ``vb − va``: ``""`` = [2, m] (x; y) of the sample, the JSON the rest."""
+    data = scatter_data(va, vb - va, r.max_points, r.bins, r.seed)
     xy = np.stack([data.pop("x"), data.pop("y")])
     idx = data.pop("sample_indices")
     meta = {
-        "name": t.name,
-        "from": t.from_step,
-        "to": t.to_step,
+        "name": r.name,
+        "from": r.from_step,
+        "to": r.to_step,
         "shape": list(va.shape),
         "dtype": str(va.dtype),
-        "max_points": t.max_points,
-        "bins": t.bins,
-        "seed": t.seed,
+        "max_points": r.max_points,
+        "bins": r.bins,
+        "seed": r.seed,
         "sample_indices": [int(i) for i in idx],
         **data,
     }
-    store.put(key + ".npy", npy_bytes(xy))
-    store.put_json(key + ".json", meta)  # written last: its presence marks the result complete
-    return key, {"cached": False, "seconds": time.perf_counter() - t0}
+    return Result(meta, {"": xy})
+
+
+def _scatter(ctx: Context, r: ScatterRequest) -> Result:
+    tape = ctx.tape(r.run_id)
+    return scatter_result(tape.read(r.name, r.from_step), tape.read(r.name, r.to_step), r)
+
+
+def scatter_answer(stored: Stored, _: Any) -> Answer:
+    xy = stored.array("")
+    return Answer({**stored.meta, "x": xy[0], "y": xy[1]})
+
+
+SCATTER = Analysis(
+    name="scatter",
+    request=ScatterRequest,
+    compute=_scatter,
+    summary="Initial value vs change: x = value at `from`, y = value(to) − value(from). A seeded sample of "
+    "points, an exact 2-D histogram of all elements (counts[x_bin][y_bin]), Pearson r, and the fractions of "
+    "positive values that grew and negative values that shrank.",
+    path="/runs/{run_id}/scatter/{name}",
+    check=lambda ctx, r: check_step_pair(ctx, r.run_id, r.name, r.from_step, r.to_step),
+    respond=scatter_answer,
+    artifacts=("",),
+)
+
+
+def compute_scatter(store: Store, t: ScatterTask) -> tuple[str, dict[str, Any]]:
+    """The scatter of a task payload through the registry's cache (``{key}.npy`` = [2, m], ``{key}.json``)."""
+    s = ensure(SCATTER, Context(store, Settings()), ScatterRequest.model_validate(t.model_dump()))
+    return s.key, {"cached": s.cached, "seconds": s.seconds}
+
+
+def parse_indices(raw: str, field: str, limit: int) -> list[int]:
+    """Comma-separated non-negative ints, 1..limit of them, or a 422 naming ``field``."""
+    try:
+        idx = [int(s) for s in raw.split(",") if s.strip()]
+    except ValueError:
+        raise invalid(["query", field], f"{field} must be comma-separated integers, e.g. 0,1,2") from None
+    if not idx or len(idx) > limit:
+        raise invalid(["query", field], f"give between 1 and {limit} indices (got {len(idx)})")
+    return idx
+
+
+class TrajectoryRequest(AnalysisRequest):
+    run_id: str
+    name: str = Field(..., description="a captured tensor")
+    index: str = Field(
+        ...,
+        description=f"flat row-major element indices, comma-separated, at most {MAX_TRAJECTORY_INDICES}",
+    )
+
+
+def _trajectory_indices(ctx: Context, r: TrajectoryRequest) -> list[int]:
+    tape = ctx.tape(r.run_id)
+    require_tensor(tape, r.name)
+    idx = parse_indices(r.index, "index", MAX_TRAJECTORY_INDICES)
+    info = tape.tensor(r.name)
+    bad = [i for i in idx if not 0 <= i < info.numel]
+    if bad:
+        raise invalid(
+            ["query", "index"],
+            f"index {bad[0]} is out of range for {r.name} with shape {list(info.shape)}: "
+            f"valid flat indices are 0..{info.numel - 1}",
+            min=0,
+            max=info.numel - 1,
+        )
+    return idx
+
+
+def _trajectory(ctx: Context, r: TrajectoryRequest) -> Result:
+    idx = _trajectory_indices(ctx, r)
+    steps, values = ctx.tape(r.run_id).trajectory(r.name, idx)
+    meta = {"name": r.name, "shape": [len(steps), len(idx)], "dtype": str(values.dtype)}
+    return Result({**meta, "steps": steps, "indices": idx}, {"values": values})
+
+
+def trajectory_answer(stored: Stored, _: Any) -> Answer:
+    values, steps = stored.array("values"), stored.meta["steps"]
+    # Steps and indices stay out of the headers (they can be long); the JSON form carries them.
+    headers = {
+        "X-Netlapse-Name": stored.meta["name"],
+        "X-Netlapse-First-Step": str(steps[0]) if steps else "",
+        "X-Netlapse-Last-Step": str(steps[-1]) if steps else "",
+        "X-Netlapse-Steps-Count": str(len(steps)),
+    }
+    return Answer({**stored.meta, "values": values}, values, headers)
+
+
+TRAJECTORY = Analysis(
+    name="trajectory",
+    request=TrajectoryRequest,
+    compute=_trajectory,
+    summary="Values of chosen elements of one tensor at every captured step: values[step_i][index_j]. Read "
+    "by the api straight from the tape (time-major after compaction), not cached.",
+    path="/runs/{run_id}/trajectory/{name}",
+    check=_trajectory_indices,
+    respond=trajectory_answer,
+    artifacts=("values",),
+    inline=True,
+    cache=False,
+)
+
+ANALYSES = (DIFF, SCATTER, TRAJECTORY)

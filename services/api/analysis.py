@@ -1,4 +1,8 @@
-"""Running an analysis on the analyzer worker from the api: send the task by name, wait, map its errors to HTTP."""
+"""Serving registered analyses from the api: check, find the cached result or send the task and wait, answer.
+
+Every error on the way goes through :func:`netlapse.analyzer.registry.failure_of` (the one mapping, see
+docs/architecture.md "Analyses"), so a run deleted mid-analysis answers 404, never 500.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,30 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from fastapi import HTTPException
+from pydantic import BaseModel
 
+from netlapse.analyzer.registry import (
+    Analysis,
+    AnalysisFailure,
+    Context,
+    Stored,
+    describe_steps,
+    ensure,
+    failure_of,
+    load,
+)
 from netlapse.core.queue import ANALYZE_QUEUE
 from netlapse.core.settings import Settings
 
+__all__ = ["describe_steps", "http_error", "run_analysis", "serve", "wait_analysis"]
 
-def describe_steps(steps: list[int]) -> str:
-    """A short description of the captured steps, for messages: ``0..63 (every step, 64 steps)``."""
-    if not steps:
-        return "no steps are captured yet"
-    if len(steps) == 1:
-        return f"the only captured step is {steps[0]}"
-    gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
-    if gaps == {1}:
-        return f"captured steps are {steps[0]}..{steps[-1]} (every step)"
-    if len(gaps) == 1:
-        return f"captured steps are {steps[0]}..{steps[-1]} every {gaps.pop()}"
-    inner = {b - a for a, b in zip(steps[:-1], steps[1:-1], strict=False)}
-    if len(inner) == 1:  # capture.every = N: the last step is always kept, so only the last gap differs
-        return f"captured steps are {steps[0]}..{steps[-1]} every {inner.pop()} (and the last)"
-    return f"{len(steps)} captured steps between {steps[0]} and {steps[-1]}"
+
+def http_error(exc: BaseException) -> HTTPException | None:
+    """The HTTP error for what an analysis raised (None: not an analysis failure, let it propagate)."""
+    f = failure_of(exc)
+    if f is None:
+        return None
+    return HTTPException(f.status, detail=f.detail())
 
 
 def run_analysis(celery: Celery, settings: Settings, task: str, payload: dict[str, Any]) -> str:
@@ -36,7 +44,7 @@ def run_analysis(celery: Celery, settings: Settings, task: str, payload: dict[st
 
 
 def wait_analysis(res: Any, settings: Settings) -> str:
-    """Wait for a sent analysis task; its own error (e.g. a 422) becomes the HTTP error."""
+    """Wait for a sent analysis task; its own error (e.g. a 422, a 404) becomes the HTTP error."""
     try:
         out = res.get(timeout=settings.analysis_timeout_s)
     except CeleryTimeout:
@@ -48,5 +56,38 @@ def wait_analysis(res: Any, settings: Settings) -> str:
         raise HTTPException(500, detail=f"the analysis failed: {type(exc).__name__}: {exc}") from None
     meta = out.get("meta") or {}
     if meta.get("error"):
-        raise HTTPException(int(meta.get("status", 422)), detail=str(meta["error"]))
+        raise AnalysisFailure.from_meta(meta)
     return str(out["key"])
+
+
+def dispatcher(celery: Celery, settings: Settings, ctx: Context) -> Any:
+    """``Context.dispatch`` for the api: send every request to the worker at once, then wait for each."""
+
+    def dispatch(a: Analysis, reqs: list[BaseModel]) -> list[Stored]:
+        sent = [
+            celery.send_task(a.task_name, args=[r.model_dump(mode="json")], queue=ANALYZE_QUEUE) for r in reqs
+        ]
+        return [load(ctx, wait_analysis(s, settings), False) for s in sent]
+
+    return dispatch
+
+
+def serve(a: Analysis, req: BaseModel, ctx: Context, celery: Celery) -> Stored:
+    """The result of ``req``: checked, then from the store, computed here (``inline``) or by the analyzer."""
+    try:
+        if a.check is not None:
+            a.check(ctx, req)
+        if a.inline or not a.cache:
+            return ensure(a, ctx, req)
+        key = a.key(req)
+        cached = ctx.store.exists(key + ".json")
+        if not cached:
+            key = run_analysis(celery, ctx.settings, a.task_name, req.model_dump(mode="json"))
+        return load(ctx, key, cached)
+    except HTTPException:
+        raise
+    except Exception as exc:
+        err = http_error(exc)
+        if err is None:
+            raise
+        raise err from None

@@ -19,16 +19,24 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import time
 from typing import Any
 
 import httpx
 import numpy as np
 
-__all__ = ["ApiError", "Client"]
+__all__ = ["ApiError", "Client", "server_url"]
 
 NPY = "application/x-npy"
 TERMINAL = ("succeeded", "failed", "cancelled")
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def server_url(url: str | None = None, default: str = DEFAULT_SERVER) -> str:
+    """The server to talk to: ``url``, else ``$NETLAPSE_URL``, else ``$NETLAPSE_SERVER`` (its older alias), else
+    ``default``. The SDK, this client and every CLI command read the same variable."""
+    return url or os.environ.get("NETLAPSE_URL") or os.environ.get("NETLAPSE_SERVER") or default
 
 
 class ApiError(RuntimeError):
@@ -58,23 +66,24 @@ def _load_npy(content: bytes) -> np.ndarray:
 
 
 class Client:
-    """netlapse over HTTP. ``base_url`` is the server (``http://host:port``), with or without ``/api``;
-    ``token`` (default ``$NETLAPSE_TOKEN``) is sent as ``Authorization: Bearer``."""
+    """netlapse over HTTP. ``base_url`` is the server (``http://host:port``, with or without ``/api``; default
+    :func:`server_url`); ``token`` (default ``$NETLAPSE_TOKEN``) is sent as ``Authorization: Bearer``."""
 
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8000",
+        base_url: str | None = None,
         *,
         token: str | None = None,
         timeout: float = 300.0,
         http: httpx.Client | None = None,
     ) -> None:
-        base = base_url.rstrip("/")
+        base = server_url(base_url).rstrip("/")
         self.base_url = base if base.endswith("/api") else base + "/api"
         token = token or os.environ.get("NETLAPSE_TOKEN") or None
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = http or httpx.Client(timeout=timeout)
         self._own_http = http is None
+        self._catalog: dict[str, dict[str, Any]] | None = None
 
     def close(self) -> None:
         """Close the underlying connection pool (if this client created it)."""
@@ -93,6 +102,8 @@ class Client:
         """One request to ``/api/<path>``; raises :class:`ApiError` on a 4xx/5xx."""
         url = f"{self.base_url}/{path.lstrip('/')}"
         kw["headers"] = {**self._auth, **kw.get("headers", {})}
+        if method in ("POST", "PUT", "PATCH") and not ({"json", "content", "data", "files"} & set(kw)):
+            kw["json"] = {}  # the server takes state-changing requests only as JSON (a CSRF guard)
         if npy:
             kw["headers"]["Accept"] = NPY
         r = self.http.request(method, url, **kw)
@@ -266,6 +277,27 @@ class Client:
                 "split": split,
             },
         )
+
+    def analyses(self) -> dict[str, dict[str, Any]]:
+        """The server's analyses by name (``GET /api/analyses``): method, path, request schema."""
+        if self._catalog is None:
+            self._catalog = {a["name"]: a for a in self.get("analyses")["analyses"]}
+        return self._catalog
+
+    def analysis(self, kind: str, /, *, npy: bool = False, **params: Any) -> Any:
+        """Call any analysis the server registers, by name: path fields (``run_id``, ``name``, …) and the rest
+        as query parameters or JSON body, by field name or alias (``from_step=0`` or ``**{"from": 0}``).
+        Returns the JSON answer, or the array when ``npy`` is set."""
+        entries = self.analyses()
+        if kind not in entries:
+            raise ValueError(f"unknown analysis {kind!r}; this server has: {', '.join(sorted(entries))}")
+        a = entries[kind]
+        params = {a.get("aliases", {}).get(k, k): v for k, v in params.items() if v is not None}
+        path = re.sub(r"\{(\w+)\}", lambda m: str(params.pop(m.group(1))), a["path"])
+        if a["method"] == "POST":
+            return self.post(path, params)
+        r = self.request("GET", path, npy=npy, params=params)
+        return _load_npy(r.content) if npy else r.json()
 
     def featuremaps(
         self, run_id: str, step: int, layer: str, index: int, split: str = "test", point: str = "post"

@@ -61,10 +61,38 @@ class Settings(BaseSettings):
 
     max_epochs: int = Field(default=100, ge=1)
 
+    # Durability (docs/durability.md): resume after a crash, leases, the reaper.
+    max_run_attempts: int = Field(
+        default=5, ge=1, description="a run whose trainer died this many times is marked failed"
+    )
+    resume_interval_s: float = Field(
+        default=30.0, ge=0, description="at most one resume checkpoint per this long; 0 = at each segment"
+    )
+    run_lease_s: float = Field(
+        default=60.0, ge=5, description="a trainer that did not renew its run's lease this long is dead"
+    )
+    cuda_trainers: bool = Field(
+        default=False, description="GPU trainers consume train-gpu; off = training.device 'cuda' is a 422"
+    )
+    reaper_interval_s: float = Field(
+        default=30.0, gt=0, description="how often each trainer worker looks for runs nobody is working on"
+    )
+
     # Multi-user: when on, every /api route but health, presets and datasets needs a token
     # (`netlapse user add NAME`), and each user sees only their own runs.
     auth_required: bool = Field(
         default=False, description="require a bearer token; off = every request is 'local'"
+    )
+
+    # Cross-site and LAN protections of the api (docs/security.md).
+    allowed_hosts: str = Field(
+        default="",
+        description="comma-separated Host names the api answers (else 400); empty = api_host, localhost, "
+        "127.0.0.1; * = any",
+    )
+    allowed_origins: str = Field(
+        default="",
+        description="comma-separated origins (scheme://host:port) allowed to call the api besides its own",
     )
 
     # SDK runs (docs/sdk.md): recorded in the user's own process, uploaded through /api/ingest.

@@ -54,7 +54,7 @@ def test_create_run_rejects_bad_input(
     r = api.post("/api/runs", json=body(**patch))
     if field is None:  # paper-cnn on synthetic is valid (same input shape): the control case
         assert r.status_code == 201, r.text
-        api.post(f"/api/runs/{r.json()['id']}/cancel")
+        api.post(f"/api/runs/{r.json()['id']}/cancel", json={})
         return
     assert r.status_code == 422, r.text
     text = detail_text(r)

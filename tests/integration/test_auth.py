@@ -125,7 +125,7 @@ def test_runs_are_private_to_their_owner(auth_stack: AuthStack, alice_run: dict[
             ("GET", f"/diff/conv1.weight?from=0&to={steps[-1]}", None),
             ("GET", "/metrics", None),
             ("POST", "/activations", {"step": 0, "layer": "conv1", "per_label": 1}),
-            ("POST", "/cancel", None),
+            ("POST", "/cancel", {}),
             ("DELETE", "", None),
         ):
             r = bob.request(method, f"/api/runs/{rid}{path}", json=body)

@@ -96,14 +96,14 @@ def test_cancel_stops_a_running_run(api: httpx.Client) -> None:
     for e in ws_events(api, rid, timeout=5):
         if e["type"] == "progress":
             break
-    r = api.post(f"/api/runs/{rid}/cancel")
+    r = api.post(f"/api/runs/{rid}/cancel", json={})
     assert r.status_code == 200, r.text
     run = wait_terminal(api, rid, timeout=60)
     assert run["status"] == "cancelled"
     assert run["progress"]["step"] < run["progress"]["total_steps"]
     steps = api.get(f"/api/runs/{rid}/steps").json()["steps"]
     assert steps[0] == 0 and steps[-1] == run["progress"]["step"]
-    assert api.post(f"/api/runs/{rid}/cancel").status_code == 409
+    assert api.post(f"/api/runs/{rid}/cancel", json={}).status_code == 409
 
 
 @requires_mnist

@@ -179,7 +179,7 @@ def served(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], RunRepo
     repo.save(_run("bbbbbbbb0001", "bob"))
     app = create_app()
     app.dependency_overrides[get_settings] = lambda: settings
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # an allowed Host (NETLAPSE_ALLOWED_HOSTS)
         yield client, tokens, repo
 
 
@@ -230,15 +230,19 @@ def test_another_users_run_is_not_found(served: tuple[TestClient, dict[str, str]
         ("DELETE", ""),
     ):
         r = client.request(
-            method, f"/api/runs/bbbbbbbb0001/{path}".rstrip("/"), headers=auth(tokens["alice"])
+            method,
+            f"/api/runs/bbbbbbbb0001/{path}".rstrip("/"),
+            headers={**auth(tokens["alice"]), "content-type": "application/json"},
         )
         assert r.status_code == 404, (method, path, r.text)
     listed = client.get("/api/runs", headers=auth(tokens["alice"])).json()
     assert [r["id"] for r in listed["runs"]] == ["aaaaaaaa0001"] and listed["total"] == 1
-    with client.websocket_connect("/api/runs/bbbbbbbb0001/events", headers=auth(tokens["alice"])) as ws:
+    with client.websocket_connect(
+        "ws://127.0.0.1/api/runs/bbbbbbbb0001/events", headers=auth(tokens["alice"])
+    ) as ws:
         assert ws.receive_json()["data"]["detail"] == "run 'bbbbbbbb0001' not found"
         assert ws.receive()["code"] == 4404
-    with client.websocket_connect("/api/runs/aaaaaaaa0001/events?token=wrong") as ws:
+    with client.websocket_connect("ws://127.0.0.1/api/runs/aaaaaaaa0001/events?token=wrong") as ws:
         assert "not valid" in ws.receive_json()["data"]["detail"]
         assert ws.receive()["code"] == 4401
 

@@ -1,4 +1,4 @@
-"""Captured tensors and steps of a run, and diffs between two steps (computed by the analyzer)."""
+"""Captured tensors and steps of a run (diffs between two steps are an analysis: routes/analyses.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from netlapse.api.analysis import describe_steps, run_analysis
-from netlapse.api.deps import CeleryDep, RunDep, SettingsDep, StoreDep
-from netlapse.api.errors import invalid, not_found
+from netlapse.api.analysis import describe_steps
+from netlapse.api.deps import RunDep, StoreDep
+from netlapse.api.errors import not_found
 from netlapse.api.responses import tensor_response
 from netlapse.core.modelspec import tensor_kind
-from netlapse.core.queue import TASK_DIFF
-from netlapse.core.results import npy_load, open_tape, request_key
-from netlapse.core.schemas import DiffTask, RunRecord
+from netlapse.core.results import open_tape
+from netlapse.core.schemas import RunRecord
 from netlapse.core.store import ObjectNotFound, Store
 from netlapse.core.tape import TapeReader
 
@@ -39,17 +38,6 @@ def check_step(tape: TapeReader, step: int, field: str) -> None:
     steps = tape.steps()
     if step not in set(steps):
         raise not_found(f"{field}={step} was not captured; {describe_steps(steps)}")
-
-
-def check_step_pair(store: Store, rec: RunRecord, name: str, from_: int, to: int) -> TapeReader:
-    """The tape, after checking ``from <= to``, the tensor name and that both steps were captured."""
-    if from_ > to:
-        raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
-    tape = load_tape(store, rec)
-    check_tensor(tape, name)
-    check_step(tape, from_, "from")
-    check_step(tape, to, "to")
-    return tape
 
 
 @router.get("/runs/{run_id}/steps")
@@ -88,25 +76,3 @@ def tensor(
     check_tensor(tape, name)
     check_step(tape, step, "step")
     return tensor_response(request, {"name": name, "step": step}, tape.read(name, step))
-
-
-@router.get("/runs/{run_id}/diff/{name}")
-def diff(
-    run_id: str,
-    name: str,
-    request: Request,
-    rec: RunDep,
-    store: StoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
-    from_: int = Query(..., alias="from", ge=0),
-    to: int = Query(..., ge=0),
-) -> Response:
-    """value(to) − value(from) with summary stats, computed by the analyzer worker and cached in the store."""
-    check_step_pair(store, rec, name, from_, to)
-    key = request_key(run_id, "diff", {"name": name, "from": from_, "to": to})
-    if not store.exists(key + ".json"):
-        task = DiffTask(run_id=run_id, name=name, from_step=from_, to_step=to)
-        key = run_analysis(celery, settings, TASK_DIFF, task.model_dump())
-    meta = store.get_json(key + ".json")
-    return tensor_response(request, meta, npy_load(store.get(key + ".npy")))
