@@ -10,10 +10,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from netlapse.api.deps import current_user, visible_run
-from netlapse.api.limits import MAX_BODY_BYTES, RequestGuard
+from netlapse.api.limits import MAX_BODY_BYTES, BodySizeLimit, RequestGuard
 from netlapse.api.routes import analyses, catalog, events, health, runs, tensors, users
-from netlapse.api.routes.ingest import UploadBodyLimit, heartbeat_checks
-from netlapse.api.routes.ingest import router as ingest_router
 from netlapse.core.settings import get_settings
 from netlapse.core.tape import TapeCorrupt
 
@@ -30,20 +28,14 @@ def create_app() -> FastAPI:
     so a new route is protected without doing anything. The WebSocket authenticates itself (close codes).
     """
     settings = get_settings()
-    app = FastAPI(
-        title="netlapse",
-        version="0.1.0",
-        description="Every parameter after every batch.",
-        lifespan=heartbeat_checks,  # SDK runs whose training process died are marked failed
-    )
-    app.add_middleware(UploadBodyLimit, limit=MAX_BODY_BYTES, upload_limit=settings.ingest_max_object_bytes)
+    app = FastAPI(title="netlapse", version="0.1.0", description="Every parameter after every batch.")
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: Host, Origin, Content-Type first
     for public in (health.router, catalog.router):  # GET /api/health, /api/presets, /api/datasets
         app.include_router(public, prefix="/api")
     guarded = [Depends(current_user), Depends(visible_run)]
     for router in (users.router, catalog.samples_router, runs.router, tensors.router, analyses.router):
         app.include_router(router, prefix="/api", dependencies=guarded)
-    app.include_router(ingest_router, prefix="/api", dependencies=guarded)
     app.include_router(events.router, prefix="/api")
 
     @app.exception_handler(TapeCorrupt)
