@@ -7,7 +7,14 @@ import os
 import sys
 from pathlib import Path
 
+from netlapse.cli.offline import add_commands as add_offline_commands
 from netlapse.core.settings import get_settings
+
+
+def local_server() -> str:
+    """Where ``netlapse up`` with these settings serves: the CLI's server when $NETLAPSE_URL is not set."""
+    settings = get_settings()
+    return f"http://{settings.api_host}:{settings.api_port}"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -78,12 +85,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     import httpx
 
     from netlapse.cli.report import make_report, summary_lines
-    from netlapse.client import ApiError, Client
+    from netlapse.client import ApiError, Client, server_url
 
-    settings = get_settings()
-    server = (
-        args.server or os.environ.get("NETLAPSE_SERVER") or f"http://{settings.api_host}:{settings.api_port}"
-    )
+    server = server_url(args.server, default=local_server())
     layers = [s for s in args.layers.split(",") if s] if args.layers else None
     try:
         with Client(server, token=args.token) as client:
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("run_id")
     rep.add_argument("--out", required=True, help="directory for the PNG/SVG figures and report.json")
     rep.add_argument(
-        "--server", default=None, help="netlapse server URL (default $NETLAPSE_SERVER or the api settings)"
+        "--server", default=None, help="netlapse server URL (default $NETLAPSE_URL, alias $NETLAPSE_SERVER)"
     )
     rep.add_argument(
         "--from", dest="from_step", type=int, default=None, help="first step (default: the first captured)"
@@ -157,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     rev = usr_sub.add_parser("revoke", help="delete every token of a user (the user and its runs stay)")
     rev.add_argument("name")
     usr.set_defaults(func=cmd_user)
+    add_offline_commands(sub)  # push, serve
+    from netlapse.cli.runs import add_parser as add_runs_parser
+
+    add_runs_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
