@@ -212,3 +212,30 @@ def pool_maxabs(w: np.ndarray, rows: int, cols: int) -> Pooled:
         min=float(finite_lo.min()) if finite_lo.size else 0.0,
         max=float(finite_hi.max()) if finite_hi.size else 0.0,
     )
+
+
+# A tensor this large is not decoded whole for a small window: its elements' trajectories are read instead
+# (a few lanes of the time-major frames once compacted), which costs a hover tens of milliseconds, not seconds.
+WHOLE_READ_LIMIT = 1 << 22
+
+
+def read_window(
+    tape: Any, name: str, steps: list[int], window: tuple[int, int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact values of the window's cells at each of ``steps``: ``(values [len(steps), h, w] (gaps NaN),
+    flat indices [h, w] (-1 = gap))``. ``tape`` is a ``TapeReader``; the bits are the tape's, as ``read`` gives."""
+    info = tape.tensor(name)
+    view = view_of(info.shape)
+    r0, c0, r1, c1 = window
+    idx = view.flat_indices(r0, c0, r1, c1)
+    out = np.full((len(steps), *idx.shape), np.nan, dtype=np.dtype(info.dtype))
+    valid = idx >= 0
+    if info.numel <= WHOLE_READ_LIMIT or len(tape.steps()) * int(valid.sum()) > WHOLE_READ_LIMIT:
+        for k, s in enumerate(steps):
+            out[k][valid] = tape.read(name, s).reshape(-1)[idx[valid]]
+        return out, idx
+    captured, values = tape.trajectory(name, idx[valid].tolist())
+    pos = {s: i for i, s in enumerate(captured)}
+    for k, s in enumerate(steps):
+        out[k][valid] = values[pos[s]]
+    return out, idx

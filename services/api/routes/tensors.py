@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from netlapse.api.analysis import describe_steps
 from netlapse.api.deps import RunDep, StoreDep
-from netlapse.api.errors import not_found
+from netlapse.api.errors import invalid, not_found
 from netlapse.api.responses import tensor_response
+from netlapse.api.windows import window_response
 from netlapse.core.modelspec import tensor_kind
 from netlapse.core.results import open_tape
 from netlapse.core.schemas import RunRecord
@@ -69,10 +70,31 @@ def module_kind(rec: RunRecord, name: str) -> dict[str, str]:
 
 @router.get("/runs/{run_id}/tensors/{name}")
 def tensor(
-    run_id: str, name: str, request: Request, rec: RunDep, store: StoreDep, step: int = Query(..., ge=0)
+    run_id: str,
+    name: str,
+    request: Request,
+    rec: RunDep,
+    store: StoreDep,
+    step: int | None = Query(None, ge=0, description="a captured step"),
+    from_: int | None = Query(None, alias="from", ge=0, description="with window: values at from and to"),
+    to: int | None = Query(None, ge=0, description="with window: the difference to − from as well"),
+    window: str | None = Query(None, description="r0,c0,r1,c1 of the tensor's 2-D view: exact values there"),
 ) -> Response:
-    """One tensor at one captured step, bit-exact."""
+    """One tensor at one captured step, bit-exact; with ``window``, only that region of its 2-D view (the view the
+    explorer draws), at ``step`` or at ``from`` and ``to`` with their difference (see netlapse.api.windows)."""
     tape = load_tape(store, rec)
     check_tensor(tape, name)
+    pair = from_ is not None and to is not None
+    if window is not None and step is None and pair:
+        assert from_ is not None and to is not None
+        if from_ > to:
+            raise invalid(["query", "from"], f"from ({from_}) must not be greater than to ({to})")
+        check_step(tape, from_, "from")
+        check_step(tape, to, "to")
+        return window_response(request, tape, name, window, None, (from_, to))
+    if step is None or from_ is not None or to is not None:
+        raise invalid(["query", "step"], "give step (or, with window, both from and to instead of step)")
     check_step(tape, step, "step")
+    if window is not None:
+        return window_response(request, tape, name, window, step, None)
     return tensor_response(request, {"name": name, "step": step}, tape.read(name, step))

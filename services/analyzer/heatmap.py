@@ -1,0 +1,197 @@
+"""Heatmap tiles: a tensor's 2-D view (or a window of it) pooled into at most 2048 x 2048 cells, so the explorer
+shows a 25 M-element layer from a few hundred kB instead of the whole tensor.
+
+Each cell is the signed value of largest magnitude in its block (an isolated large change is never averaged
+away) and the block's mean; the view and the pooling are ``netlapse.core.tensorview``. Values at a step come
+from the tape (time-major after compaction); a difference from the cached ``diff`` result, whose rows a window
+of a matrix reads by byte range instead of loading the whole array.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from netlapse.analyzer.registry import (
+    Analysis,
+    AnalysisRequest,
+    Answer,
+    Context,
+    Result,
+    Stored,
+    artifact_key,
+    invalid,
+    require_captured,
+    require_tensor,
+)
+from netlapse.core.store import Store
+from netlapse.core.tensorview import MAX_GRID, TensorView, parse_window, pool_maxabs, view_of
+
+
+class HeatmapRequest(AnalysisRequest):
+    run_id: str
+    name: str = Field(..., description="a captured tensor (state_dict name)")
+    step: int | None = Field(None, ge=0, description="values at this captured step (or give from and to)")
+    from_step: int | None = Field(None, alias="from", ge=0, description="difference: value(to) − value(from)")
+    to_step: int | None = Field(None, alias="to", ge=0, description="difference: value(to) − value(from)")
+    rows: int = Field(512, ge=1, le=MAX_GRID, description=f"output rows (at most {MAX_GRID})")
+    cols: int = Field(512, ge=1, le=MAX_GRID, description=f"output columns (at most {MAX_GRID})")
+    window: str | None = Field(
+        None,
+        description="r0,c0,r1,c1: the region [r0, r1) x [c0, c1) of the tensor's 2-D view (default: all of it)",
+    )
+    mean: bool = Field(True, description="also the mean of every block (the .npy is then [2, rows, cols])")
+
+
+def _mode(r: HeatmapRequest) -> str:
+    """``values`` or ``diff``; a 422 unless exactly one of step / (from, to) is given."""
+    if r.step is not None and r.from_step is None and r.to_step is None:
+        return "values"
+    if r.step is None and r.from_step is not None and r.to_step is not None:
+        if r.from_step > r.to_step:
+            raise invalid(
+                ["query", "from"], f"from ({r.from_step}) must not be greater than to ({r.to_step})"
+            )
+        return "diff"
+    raise invalid(["query", "step"], "give either step (values) or both from and to (difference), not both")
+
+
+def _check(ctx: Context, r: HeatmapRequest) -> tuple[str, TensorView, tuple[int, int, int, int]]:
+    mode = _mode(r)
+    tape = ctx.tape(r.run_id)
+    require_tensor(tape, r.name)
+    if mode == "values":
+        assert r.step is not None
+        require_captured(tape, r.step, "step")
+    else:
+        assert r.from_step is not None and r.to_step is not None
+        require_captured(tape, r.from_step, "from")
+        require_captured(tape, r.to_step, "to")
+    view = view_of(tape.tensor(r.name).shape)
+    try:
+        win = parse_window(r.window, view)
+    except ValueError as exc:
+        raise invalid(["query", "window"], str(exc), rows=view.rows, cols=view.cols) from None
+    return mode, view, win
+
+
+def _validate(ctx: Context, r: HeatmapRequest) -> None:
+    _check(ctx, r)
+
+
+def npy_rows(store: Store, key: str, r0: int, r1: int) -> np.ndarray:
+    """Rows [r0, r1) of a stored 2-D C-order .npy, read by byte range (not the whole object)."""
+    head = store.get_range(key, 0, min(store.size(key), 4096))
+    f = io.BytesIO(head)
+    major, _ = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if fortran or len(shape) != 2:
+        raise ValueError(f"{key}: expected a C-order 2-D array, got shape {shape}")
+    row = shape[1] * dtype.itemsize
+    raw = store.get_range(key, f.tell() + r0 * row, (r1 - r0) * row)
+    return np.frombuffer(raw, dtype=dtype).reshape(r1 - r0, shape[1])
+
+
+def _diff_window(
+    ctx: Context, r: HeatmapRequest, view: TensorView, win: tuple[int, int, int, int]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The window of value(to) − value(from) and the diff's stats, through the cached ``diff`` analysis."""
+    from netlapse.analyzer.analyses import DiffRequest  # one analysis module builds on another's result
+
+    dreq = DiffRequest(run_id=r.run_id, name=r.name, **{"from": r.from_step, "to": r.to_step})
+    stored = ctx.ensure("diff", dreq)
+    meta = stored.meta or ctx.store.get_json(stored.key + ".json")
+    r0, c0, r1, c1 = win
+    if "" in stored.arrays:  # computed just now: already in memory
+        d = stored.arrays[""]
+    elif view.kind == "matrix" and not view.has_gaps and len(view.shape) >= 2:
+        return npy_rows(ctx.store, artifact_key(stored.key, ""), r0, r1)[:, c0:c1], meta["stats"]
+    else:
+        d = stored.array("")
+    return view.window(d, r0, c0, r1, c1), meta["stats"]
+
+
+def _short_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """The diff's stats without the per-filter list (it can be thousands long); the top filters keep their L2."""
+    out = {k: v for k, v in stats.items() if k != "per_filter_l2"}
+    per = stats.get("per_filter_l2")
+    if per is not None and "top_filters" in stats:
+        out["top_filters_l2"] = [per[i] for i in stats["top_filters"]]
+    return out
+
+
+def _heatmap(ctx: Context, r: HeatmapRequest) -> Result:
+    mode, view, win = _check(ctx, r)
+    r0, c0, r1, c1 = win
+    tape = ctx.tape(r.run_id)
+    info = tape.tensor(r.name)
+    meta: dict[str, Any] = {"name": r.name, "mode": mode}
+    if mode == "values":
+        assert r.step is not None
+        w = view.window(tape.read(r.name, r.step), r0, c0, r1, c1)
+        meta["step"] = r.step
+    else:
+        w, stats = _diff_window(ctx, r, view, win)
+        meta.update({"from": r.from_step, "to": r.to_step, "stats": _short_stats(stats)})
+    p = pool_maxabs(w, r.rows, r.cols)
+    meta.update(
+        {
+            "shape": list(info.shape),
+            "dtype": info.dtype,
+            "view": view.to_json(),
+            "window": [r0, c0, r1, c1],
+            "rows": int(p.values.shape[0]),
+            "cols": int(p.values.shape[1]),
+            "row_edges": [int(v) + r0 for v in p.row_edges],
+            "col_edges": [int(v) + c0 for v in p.col_edges],
+            "min": p.min,
+            "max": p.max,
+            "scale": p.scale,
+        }
+    )
+    arrays = {"": np.ascontiguousarray(p.values)}
+    if r.mean:
+        arrays["mean"] = p.means.astype(p.values.dtype)
+    return Result(meta, arrays)
+
+
+_EDGES = ("row_edges", "col_edges")
+
+
+def heatmap_answer(stored: Stored, r: HeatmapRequest) -> Answer:
+    """JSON with ``values`` (and ``means``) flat row-major; ``.npy`` = values [rows, cols] or [2, rows, cols]
+    with the means, the rest of the metadata as JSON in the ``X-Netlapse-Meta`` header."""
+    values = stored.array("")
+    content: dict[str, Any] = {**stored.meta, "values": values.reshape(-1)}
+    npy = values
+    if r.mean:
+        means = stored.array("mean")
+        content["means"] = means.reshape(-1)
+        npy = np.stack([values, means])
+    small = {k: v for k, v in stored.meta.items() if k not in _EDGES}
+    headers = {"X-Netlapse-Meta": json.dumps({**small, "cached": stored.cached}, separators=(",", ":"))}
+    return Answer(content, npy, headers)
+
+
+HEATMAP = Analysis(
+    name="heatmap",
+    request=HeatmapRequest,
+    compute=_heatmap,
+    summary="Heatmap tiles of one tensor at a step (step=k) or of a difference (from=a&to=b): its 2-D view (conv "
+    "weights as filter tiles, as the explorer draws them), or a window r0,c0,r1,c1 of it, pooled into rows x "
+    "cols blocks (each at most 2048). Each cell is the signed value of largest magnitude in its block (on a tie "
+    "the positive one; NaN ignored) and, with mean=true, the block's mean; min, max and scale (max |value|) of "
+    "the window. JSON or, with Accept: application/x-npy, .npy with the metadata in X-Netlapse-Meta.",
+    path="/runs/{run_id}/heatmap/{name}",
+    check=_validate,
+    respond=heatmap_answer,
+    artifacts=("", "mean"),
+    tags=("tensors",),
+)
+
+ANALYSES = (HEATMAP,)
