@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from netlapse.analyzer import sdk_runs
 from netlapse.analyzer.registry import (
     Analysis,
     AnalysisError,
@@ -43,6 +44,7 @@ from netlapse.analyzer.registry import (
 )
 from netlapse.core.datasets import list_datasets, load_dataset
 from netlapse.core.modelspec import Conv2dLayer, SpecNet, build_model, conv_layers
+from netlapse.core.program import ProgramModule
 from netlapse.core.results import open_tape
 from netlapse.core.schemas import (
     ActivationCompareRequest,
@@ -100,8 +102,11 @@ def clear_caches() -> None:
         _PASSES.clear()
 
 
-def model_at(store: Store, rec: RunRecord, step: int) -> SpecNet:
-    """``build_model(rec.model)`` holding the tape's tensors at ``step``, in eval mode (kept in a small LRU)."""
+def model_at(store: Store, rec: RunRecord, step: int) -> SpecNet | ProgramModule:
+    """``build_model(rec.model)`` holding the tape's tensors at ``step``, in eval mode (kept in a small LRU);
+    for an SDK run, its exported program with those tensors (:mod:`netlapse.analyzer.sdk_runs`)."""
+    if sdk_runs.is_sdk(rec):
+        return sdk_runs.model_at(store, rec, step)
     key = (store.url, rec.id, step)
     model = _lru_get(_MODELS, key)
     if model is not None:
@@ -111,7 +116,7 @@ def model_at(store: Store, rec: RunRecord, step: int) -> SpecNet:
         state = {t.name: torch.from_numpy(reader.read(t.name, step)) for t in reader.tensors()}
     except StepNotCaptured as exc:
         raise AnalysisError(str(exc)) from None
-    model = build_model(rec.model)
+    model = build_model(rec.layer_spec())
     expected = model.state_dict()
     unexpected = [k for k in state if k not in expected]
     missing = [k for k, v in expected.items() if k not in state and v.is_floating_point()]
@@ -133,9 +138,14 @@ def _conv_specs(spec: Any) -> list[Conv2dLayer]:
     return [layer for layer in spec.layers if isinstance(layer, Conv2dLayer)]
 
 
-def check_layer(rec: RunRecord, layer: str) -> None:
+def run_conv_layers(store: Store, rec: RunRecord) -> list[str]:
+    """The layers Eq. 1 and feature maps accept: the spec's conv layers, or an SDK run's by module path."""
+    return sdk_runs.conv_layer_names(store, rec) if sdk_runs.is_sdk(rec) else conv_layers(rec.layer_spec())
+
+
+def check_layer(store: Store, rec: RunRecord, layer: str) -> None:
     """AnalysisError listing the conv layers when ``layer`` is not one of them."""
-    convs = conv_layers(rec.model)
+    convs = run_conv_layers(store, rec)
     if layer not in convs:
         raise AnalysisError(
             f"layer {layer!r} is not a conv layer of this model; conv layers: {', '.join(convs) or 'none'}"
@@ -143,6 +153,24 @@ def check_layer(rec: RunRecord, layer: str) -> None:
 
 
 # --- one labelled forward pass -----------------------------------------------------------------------------
+
+
+def _probes(
+    model: SpecNet | ProgramModule,
+) -> list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor], int]]:
+    """Per conv layer: its name, the submodule whose output is its "pre" value, pre → post, its channels."""
+    if isinstance(model, ProgramModule):
+        return sdk_runs.probes(model)
+    out = []
+    for layer in _conv_specs(model.spec):
+        assert layer.name is not None
+        fn = _ACTIVATION_FNS.get(layer.activation)
+        if fn is None:
+            raise AnalysisError(f"layer {layer.name!r}: activation {layer.activation!r} is not supported")
+        # "pre" = after batchnorm (if any), before the activation: the output of the last module before it.
+        module = f"{layer.name}_bn" if layer.batchnorm else layer.name
+        out.append((layer.name, module, fn, layer.out_channels))
+    return out
 
 
 class LabelledPass:
@@ -158,7 +186,9 @@ class LabelledPass:
     feature map (float64 sums of the float32 maps), all taken from one forward pass via hooks.
     """
 
-    def __init__(self, model: SpecNet, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> None:
+    def __init__(
+        self, model: SpecNet | ProgramModule, x: torch.Tensor, y: torch.Tensor, num_classes: int
+    ) -> None:
         self.model, self.x, self.y = model, x, y
         self.y_np = y.numpy()
         self.num_classes = num_classes
@@ -172,16 +202,10 @@ class LabelledPass:
         self._input_sums = np.full(self.size, np.nan)
         self._sums: dict[tuple[str, str], np.ndarray] = {}
         self._layers: list[tuple[str, str, Callable[[torch.Tensor], torch.Tensor]]] = []
-        for layer in _conv_specs(model.spec):
-            assert layer.name is not None
-            fn = _ACTIVATION_FNS.get(layer.activation)
-            if fn is None:
-                raise AnalysisError(f"layer {layer.name!r}: activation {layer.activation!r} is not supported")
-            # "pre" = after batchnorm (if any), before the activation: the output of the last module before it.
-            module = f"{layer.name}_bn" if layer.batchnorm else layer.name
-            self._layers.append((layer.name, module, fn))
+        for name, module, fn, channels in _probes(model):
+            self._layers.append((name, module, fn))
             for point in POINTS:
-                self._sums[(layer.name, point)] = np.full((self.size, layer.out_channels), np.nan)
+                self._sums[(name, point)] = np.full((self.size, channels), np.nan)
 
     @property
     def evaluated(self) -> int:
@@ -229,7 +253,9 @@ class LabelledPass:
                         pos = todo[lo : lo + CHUNK]
                         xb = self.x[torch.from_numpy(pos)]
                         self._pred[pos] = self.model(xb).argmax(dim=1).numpy()
-                        self._input_sums[pos] = xb.sum(dim=(1, 2, 3), dtype=torch.float64).numpy()
+                        self._input_sums[pos] = xb.sum(
+                            dim=tuple(range(1, xb.dim())), dtype=torch.float64
+                        ).numpy()
                         for k, arr in self._sums.items():
                             arr[pos] = chunk_sums[k].numpy()
                     labels = self.y_np[todo]
@@ -279,9 +305,13 @@ def labelled_pass(store: Store, settings: Settings, rec: RunRecord, step: int, s
     p = _lru_get(_PASSES, key)
     if p is not None:
         return p
-    data = load_dataset(rec.dataset, settings)
-    x, y = data.split(split)
-    p = LabelledPass(model_at(store, rec, step), x, y, rec.model.num_classes)
+    if sdk_runs.is_sdk(rec):
+        x, y = sdk_runs.inputs(store, rec, split)
+        classes = sdk_runs.num_classes(store, rec)
+    else:
+        x, y = load_dataset(rec.dataset_name(), settings).split(split)
+        classes = rec.layer_spec().num_classes
+    p = LabelledPass(model_at(store, rec, step), x, y, classes)
     _lru_put(_PASSES, key, p)
     return p
 
@@ -343,7 +373,7 @@ def _activations(ctx: Context, t: ActivationTask) -> Result:
     so all of them are stored together (siblings) for this (step, per_label, split)."""
     t0 = time.perf_counter()
     rec = ctx.run(t.run_id)
-    check_layer(rec, t.layer)
+    check_layer(ctx.store, rec, t.layer)
     if t.point not in POINTS:
         raise AnalysisError(f"point must be one of {', '.join(POINTS)}, got {t.point!r}")
     event = {"kind": "activations", "step": t.step, "layer": t.layer, "split": t.split}
@@ -351,7 +381,7 @@ def _activations(ctx: Context, t: ActivationTask) -> Result:
     p = labelled_pass(ctx.store, ctx.settings, rec, t.step, t.split)
     p.extend(t.per_label)
     siblings: list[tuple[Any, Result]] = []
-    for layer in conv_layers(rec.model):
+    for layer in run_conv_layers(ctx.store, rec):
         for point in POINTS:
             sibling = t.model_copy(update={"layer": layer, "point": point})
             siblings.append((sibling, Result(activation_result(p, rec, sibling, layer, point))))
@@ -360,9 +390,18 @@ def _activations(ctx: Context, t: ActivationTask) -> Result:
     return Result(activation_result(p, rec, t, t.layer, t.point), siblings=siblings)
 
 
-def require_conv_layer(rec: RunRecord, layer: str, loc: list[str | int]) -> None:
-    """422 listing the model's conv layers when ``layer`` is not one of them."""
-    convs = conv_layers(rec.model)
+def require_conv_layer(
+    rec: RunRecord, layer: str, loc: list[str | int], store: Store | None = None, split: str = "test"
+) -> None:
+    """422 listing the model's conv layers when ``layer`` is not one of them; for an SDK run (given the store)
+    also when it lacks the program or evaluation data these analyses need, saying what to hand over."""
+    if sdk_runs.is_sdk(rec):
+        if store is None:
+            return  # checked on the analyzer
+        sdk_runs.require_ready(store, rec, split)
+        convs = sdk_runs.conv_layer_names(store, rec)
+    else:
+        convs = conv_layers(rec.layer_spec())
     if layer in convs:
         return
     if not convs:
@@ -378,7 +417,7 @@ def require_conv_layer(rec: RunRecord, layer: str, loc: list[str | int]) -> None
 
 def _check_activations(ctx: Context, t: ActivationTask) -> None:
     tape = ctx.tape(t.run_id)
-    require_conv_layer(ctx.run(t.run_id), t.layer, ["body", "layer"])
+    require_conv_layer(ctx.run(t.run_id), t.layer, ["body", "layer"], ctx.store, t.split)
     require_step(tape, t.step, ["body", "step"])
 
 
@@ -448,7 +487,7 @@ def _compare(ctx: Context, c: ActivationCompareTask) -> Result:
 
 def _check_compare(ctx: Context, c: ActivationCompareTask) -> None:
     tape = ctx.tape(c.run_id)
-    require_conv_layer(ctx.run(c.run_id), c.layer, ["body", "layer"])
+    require_conv_layer(ctx.run(c.run_id), c.layer, ["body", "layer"], ctx.store, c.split)
     require_step(tape, c.from_step, ["body", "from"])
     require_step(tape, c.to_step, ["body", "to"])
 
@@ -489,8 +528,10 @@ def split_size(settings: Settings, dataset: str, split: str) -> int | None:
 def _check_featuremaps(ctx: Context, t: FeatureMapRequest) -> None:
     tape = ctx.tape(t.run_id)
     rec = ctx.run(t.run_id)
-    require_conv_layer(rec, t.layer, ["query", "layer"])
+    require_conv_layer(rec, t.layer, ["query", "layer"], ctx.store, t.split)
     require_step(tape, t.step, ["query", "step"])
+    if rec.dataset is None:  # an SDK run: the analyzer checks the index against its evaluation set
+        return
     n = split_size(ctx.settings, rec.dataset, t.split)
     if n is not None and t.index >= n:
         raise invalid(
@@ -507,9 +548,11 @@ def _featuremaps(ctx: Context, t: FeatureMapRequest) -> Result:
     ``maps`` = [F, H, W] float32, ``input`` = the input [C, H, W], the JSON the rest.
     """
     rec = ctx.run(t.run_id)
-    check_layer(rec, t.layer)
-    data = load_dataset(rec.dataset, ctx.settings)
-    x, y = data.split(t.split)
+    check_layer(ctx.store, rec, t.layer)
+    if sdk_runs.is_sdk(rec):
+        x, y = sdk_runs.inputs(ctx.store, rec, t.split)
+    else:
+        x, y = load_dataset(rec.dataset_name(), ctx.settings).split(t.split)
     if not 0 <= t.index < int(x.shape[0]):
         raise AnalysisError(
             f"index {t.index} is out of range: the {t.split} split has indices 0..{x.shape[0] - 1}"

@@ -566,6 +566,7 @@ class Program:
         self.torch_version = str(doc.get("torch_version", ""))
         self.inputs: list[str] = []  # user inputs, in call order
         self.input_shapes: list[list[int | None] | None] = []
+        self.input_dtypes: list[torch.dtype | None] = []
         self.state: dict[str, str] = {}  # placeholder → state_dict name
         self.state_dtypes: dict[str, torch.dtype] = {}
         self.buffers: set[str] = set()  # state_dict names of the buffers among the state
@@ -588,6 +589,7 @@ class Program:
                 self.inputs.append(name)
                 shape = e.get("shape")
                 self.input_shapes.append(shape if isinstance(shape, list) else None)
+                self.input_dtypes.append(_DTYPES.get(e.get("dtype", "")))
             elif kind == "state":
                 self.state[name] = _check_str(e.get("target"), f"input {name!r}'s target")
                 dtype = _DTYPES.get(e.get("dtype", "float32"))
