@@ -83,8 +83,13 @@ def _endpoint(a: Analysis) -> Callable[..., Response]:
             values.update({n: kw[n] for n in fields if n not in path_fields})
         try:
             req = a.request.model_validate(values)
-        except ValidationError as exc:
-            raise HTTPException(422, detail=str(exc)) from None
+        except ValidationError as exc:  # a rule of the schema beyond types and bounds (e.g. RUN:STEP)
+            where = "body" if a.method == "POST" else "query"
+            detail = [
+                {"loc": [where, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_context=False, include_input=False)
+            ]
+            raise HTTPException(422, detail=detail) from None
         ctx = Context(kw["store"], kw["settings"])
         ctx.dispatch = dispatcher(kw["celery"], kw["settings"], ctx)
         try:
