@@ -11,9 +11,10 @@ import * as live from "./views/live.js";
 import * as explorer from "./views/explorer.js";
 import * as scatter from "./views/scatter.js";
 import * as activations from "./views/activations.js";
+import * as overview from "./views/overview.js";
 import { setHook } from "./hooks.js";
 
-const VIEWS = { runs, newrun, live, explorer, scatter, activations };
+const VIEWS = { runs, newrun, live, explorer, scatter, activations, overview };
 
 // The sign-in control hears every 401; a sign-in or sign-out re-mounts the current view so it reloads.
 let authBar = null;

@@ -38,6 +38,7 @@ export const ROUTES = [
   [["new"], "newrun"],
   [["runs", ":id"], "live"],
   [["runs", ":id", "explore"], "explorer"],
+  [["runs", ":id", "overview"], "overview"],
   [["runs", ":id", "scatter"], "scatter"],
   [["runs", ":id", "activations"], "activations"],
 ];

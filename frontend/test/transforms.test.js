@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { diffStats, defaultTensor } from "../src/views/explorer.js";
+import { defaultTensor } from "../src/views/explorer.js";
 import { chooseMode } from "../src/views/scatter.js";
 import { convLayers, meanSpread, sampleForLabels } from "../src/views/activations.js";
 import { progressText } from "../src/views/live.js";
@@ -11,17 +11,6 @@ import { toCSV, fileStem } from "../src/export.js";
 import { unravel, fmtBytes, fmtNum, fmtAge } from "../src/format.js";
 
 describe("tensor transforms", () => {
-  it("diffStats gives b − a and the diff endpoint's stats", () => {
-    const a = Float32Array.from([1, 2, 3, 4, 0, 0, 0, 0]);
-    const b = Float32Array.from([2, 2, 1, 4, 1, 0, 0, -1]);
-    const { data, stats } = diffStats(a, b, [2, 1, 2, 2]);
-    expect(Array.from(data)).toEqual([1, 0, -2, 0, 1, 0, 0, -1]);
-    expect(stats).toMatchObject({ min: -2, max: 1, increased: 2, decreased: 2, unchanged: 4 });
-    expect(stats.mean_abs).toBeCloseTo(5 / 8);
-    expect(stats.per_filter_l2[0]).toBeCloseTo(Math.sqrt(5));
-    expect(stats.per_filter_l2[1]).toBeCloseTo(Math.sqrt(2));
-  });
-
   it("unravels flat row-major indices", () => {
     expect(unravel(0, [32, 1, 3, 3])).toEqual([0, 0, 0, 0]);
     expect(unravel(29, [32, 1, 3, 3])).toEqual([3, 0, 0, 2]);

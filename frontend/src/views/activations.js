@@ -3,7 +3,7 @@
 
 import { h, setChildren, spinner, errorBanner, showTooltip, hideTooltip, debounce } from "../ui.js";
 import { fmtNum, fmtExact } from "../format.js";
-import { buildHash, intParam, boolParam, replaceParams } from "../state.js";
+import { intParam, boolParam, replaceParams } from "../state.js";
 import { chartFigure, fileStem } from "../export.js";
 import { clearHeatmaps } from "../hooks.js";
 import * as bars from "../charts/bars.js";
@@ -12,6 +12,7 @@ import * as heatmap from "../charts/heatmap.js";
 import * as legend from "../charts/legend.js";
 import * as featuremaps from "../charts/featuremaps.js";
 import { snapStep } from "../charts/timeline.js";
+import { bootstrapRunView } from "../runview.js";
 
 /** Conv layers of a run from its tensor list (kind "conv2d"), in order of appearance. */
 export function convLayers(tensors) {
@@ -327,40 +328,29 @@ export function mount(root, { api, routeParams, params }) {
     }
   }
 
-  (async () => {
-    try {
-      const [r, t, s] = await Promise.all([api.getRun(id, { signal: ctl.signal }), api.tensors(id, { signal: ctl.signal }), api.steps(id, { signal: ctl.signal })]);
-      if (destroyed) return;
-      run = r;
-      steps = (s?.steps ?? []).slice().sort((a, b) => a - b);
-      layers = convLayers(t?.tensors ?? []);
-      setChildren(
-        head,
-        h("div", {}, h("h1", {}, "Per-label activations"), h("p.lede", {}, h("a", { href: buildHash(["runs", id]) }, run?.name ?? id), " · for each filter: mean feature-map sum over correctly predicted inputs of a label, divided by their mean pixel sum")),
-      );
-      if (!layers.length) {
-        setChildren(body, h("p.empty", {}, "This model has no conv layers to analyse."));
-        root.dataset.state = "empty";
-        return;
-      }
-      if (!steps.length) {
-        setChildren(body, h("p.empty", {}, "Nothing captured yet for this run."));
-        root.dataset.state = "empty";
-        return;
-      }
+  bootstrapRunView({
+    root,
+    api,
+    id,
+    signal: ctl.signal,
+    head,
+    body,
+    banner,
+    alive: () => !destroyed,
+    headSpec: { title: "Per-label activations", lede: "for each filter: mean feature-map sum over correctly predicted inputs of a label, divided by their mean pixel sum" },
+    isEmpty: (d) => !convLayers(d.tensors).length || !d.steps.length,
+    emptyText: (d) => (convLayers(d.tensors).length ? "Nothing captured yet for this run." : "This model has no conv layers to analyse."),
+    ready: (d) => {
+      run = d.run;
+      steps = d.steps;
+      layers = convLayers(d.tensors);
       if (!layers.includes(st.layer)) st.layer = layers[0];
       st.step = st.step === null ? steps[steps.length - 1] : snapStep(steps, st.step);
       if (st.compare) st.from = st.from === null ? steps[0] : snapStep(steps, st.from);
       renderControls();
       load();
-    } catch (e) {
-      if (!destroyed && e.name !== "AbortError") {
-        setChildren(body);
-        setChildren(banner, errorBanner(e));
-        root.dataset.state = "error";
-      }
-    }
-  })();
+    },
+  });
 
   return {
     destroy() {

@@ -3,14 +3,15 @@
 // negative ones shrank).
 
 import { h, setChildren, spinner, errorBanner, showTooltip, hideTooltip } from "../ui.js";
-import { fmtNum, fmtExact, fmtPct, fmtShape } from "../format.js";
+import { fmtNum, fmtExact, fmtPct } from "../format.js";
 import { buildHash, intParam, replaceParams } from "../state.js";
-import { emptyMetrics, mergeMetrics, metricsArrays } from "../events.js";
+import { metricsArrays } from "../events.js";
 import { chartFigure, fileStem } from "../export.js";
 import * as scatterChart from "../charts/scatter.js";
 import * as timeline from "../charts/timeline.js";
 import { snapStep } from "../charts/timeline.js";
-import { defaultTensor } from "./explorer.js";
+import { bootstrapRunView, defaultTensor, settleSteps } from "../runview.js";
+import { createTensorPicker } from "../tensortree.js";
 
 /** Points mode when every element is in the sample, density otherwise (unless chosen). */
 export function chooseMode(requested, result) {
@@ -28,7 +29,8 @@ export function mount(root, { api, routeParams, params }) {
   let result = null;
   let token = 0;
   let tl = null;
-  const metrics = emptyMetrics();
+  let picker = null;
+  let metrics = null;
   const st = {
     tensor: params.tensor ?? null,
     from: intParam(params, "from", null),
@@ -53,12 +55,8 @@ export function mount(root, { api, routeParams, params }) {
   }
 
   function renderControls() {
-    const sel = h(
-      "select",
-      { id: "scatter-tensor", "data-testid": "tensor-select", onchange: (e) => ((st.tensor = e.target.value), load()) },
-      tensors.map((t) => h("option", { value: t.name, selected: t.name === st.tensor }, `${t.name}  (${fmtShape(t.shape)})`)),
-    );
-    sel.value = st.tensor;
+    if (!picker) picker = createTensorPicker({ tensors, selected: st.tensor, onSelect: (name) => ((st.tensor = name), load()) });
+    else picker.setSelected(st.tensor);
     const stepInput = (key, testid, label) =>
       h(
         "label.inline",
@@ -88,7 +86,7 @@ export function mount(root, { api, routeParams, params }) {
       ].map(([v, l]) => h("option", { value: v, selected: v === st.mode }, l)),
     );
     modeSel.value = st.mode;
-    setChildren(controls, h("label.inline", { for: "scatter-tensor" }, "Tensor"), sel, stepInput("from", "from-input", "from"), stepInput("to", "to-input", "to"), h("label.inline", {}, "Draw ", modeSel));
+    setChildren(controls, h("span.inline", {}, "Tensor"), picker.el, stepInput("from", "from-input", "from"), stepInput("to", "to-input", "to"), h("label.inline", {}, "Draw ", modeSel));
   }
 
   async function load() {
@@ -172,49 +170,33 @@ export function mount(root, { api, routeParams, params }) {
     );
   }
 
-  (async () => {
-    try {
-      const [r, t, s, m] = await Promise.all([
-        api.getRun(id, { signal: ctl.signal }),
-        api.tensors(id, { signal: ctl.signal }),
-        api.steps(id, { signal: ctl.signal }),
-        api.metrics(id, { signal: ctl.signal }).catch(() => null),
-      ]);
-      if (destroyed) return;
-      run = r;
-      tensors = t?.tensors ?? [];
-      steps = (s?.steps ?? []).slice().sort((a, b) => a - b);
-      if (m) mergeMetrics(metrics, m);
-      setChildren(
-        head,
-        h("div", {}, h("h1", {}, "Initial value vs change"), h("p.lede", {}, h("a", { href: buildHash(["runs", id]) }, run?.name ?? id))),
-        h("nav.head-actions", {}, h("a.button", { "data-link": "explore", href: "#" }, "Parameter explorer")),
-      );
-      if (!tensors.length || !steps.length) {
-        setChildren(body, h("p.empty", {}, "Nothing captured yet for this run."));
-        root.dataset.state = "empty";
-        return;
-      }
+  bootstrapRunView({
+    root,
+    api,
+    id,
+    signal: ctl.signal,
+    head,
+    body,
+    banner,
+    withMetrics: true,
+    alive: () => !destroyed,
+    headSpec: { title: "Initial value vs change", links: [["explore", "Parameter explorer"]] },
+    ready: (d) => {
+      ({ run, tensors, steps, metrics } = d);
       if (!tensors.some((x) => x.name === st.tensor)) st.tensor = defaultTensor(tensors).name;
-      st.from = st.from === null ? steps[0] : snapStep(steps, st.from);
-      st.to = st.to === null ? steps[steps.length - 1] : snapStep(steps, st.to);
+      ({ from: st.from, to: st.to } = settleSteps(steps, st.from, st.to));
       renderControls();
       renderTimeline();
       load();
-    } catch (e) {
-      if (!destroyed && e.name !== "AbortError") {
-        setChildren(body);
-        setChildren(banner, errorBanner(e));
-        root.dataset.state = "error";
-      }
-    }
-  })();
+    },
+  });
 
   return {
     destroy() {
       destroyed = true;
       ctl.abort();
       hideTooltip();
+      picker?.close();
     },
   };
 }
