@@ -217,14 +217,14 @@ def test_stray_segment_not_in_manifest_is_invisible(store: LocalStore) -> None:
 
 
 class FailingManifestStore(LocalStore):
-    """Uploads segments fine but fails every manifest write after the first ``allowed``."""
+    """Uploads segments fine but fails every index write (manifest or index part) after the first ``allowed``."""
 
     def __init__(self, root: Path, allowed: int) -> None:
         super().__init__(root)
         self.allowed = allowed
 
     def put(self, key: str, data: bytes) -> None:
-        if key.endswith(MANIFEST_NAME):
+        if key.endswith(MANIFEST_NAME) or "/index/" in key:
             if self.allowed <= 0:
                 raise OSError("simulated crash before the manifest write")
             self.allowed -= 1
@@ -232,7 +232,7 @@ class FailingManifestStore(LocalStore):
 
 
 def test_segment_uploaded_but_manifest_write_failed_stays_invisible(tmp_path: Path) -> None:
-    flaky = FailingManifestStore(tmp_path / "s", allowed=2)  # initial manifest + first commit succeed
+    flaky = FailingManifestStore(tmp_path / "s", allowed=2)  # initial manifest + first index part succeed
     snaps = snapshots(list(range(6)))
     w = TapeWriter(flaky, PREFIX, TENSORS, segment_max_steps=3)
     for step in range(3):
@@ -240,7 +240,7 @@ def test_segment_uploaded_but_manifest_write_failed_stays_invisible(tmp_path: Pa
     for step in range(3, 5):
         w.append(step, snaps[step])
     with pytest.raises(OSError, match="simulated crash"):
-        w.append(5, snaps[5])  # fills the second segment: its upload works, its manifest write fails
+        w.append(5, snaps[5])  # fills the second segment: its upload works, its index part write fails
     segs = flaky.list(PREFIX + "segments/")
     assert len(segs) == 2, "the second segment object was uploaded"
     r = TapeReader(LocalStore(tmp_path / "s"), PREFIX)

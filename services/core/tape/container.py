@@ -24,13 +24,22 @@ MANIFEST_NAME = "manifest.json"
 COMPACTION_NAME = "compaction.json"
 SEGMENTS_DIR = "segments/"
 COMPACT_DIR = "compact/"
-FORMAT = 1
+# Manifest and segment format written now; the reader reads every format in READ_FORMATS. Format 1 (netlapse
+# 0.1.0): manifest.json rewritten after every segment, each chunk one zstd frame of all byte planes. Format 2:
+# manifest.json written at the start and at close, one index part per segment between (index/), each chunk
+# its byte planes stored one by one (see planes.py), keyframes and dense blocks as zigzagged lanes.
+FORMAT = 2
+READ_FORMATS = (1, 2)
+INDEX_DIR = "index/"
 KIND_TENSOR_MAJOR = "tensor-major"  # legacy (read-only)
 KIND_STEP_MAJOR = "step-major"
 KIND_TIME_MAJOR = "time-major"
 CODEC_V1 = "xor-byteshuffle-zstd"
 CODEC = "lanes-pred-zigzag-byteshuffle-zstd"
 CODEC_LOSSY = "lanes-grid-pred-zigzag-byteshuffle-zstd"
+CODEC2 = "lanes-pred-zigzag-planes-zstd"
+CODEC2_LOSSY = "lanes-grid-pred-zigzag-planes-zstd"
+LOSSY_CODECS = (CODEC_LOSSY, CODEC2_LOSSY)
 _TRAILER = struct.Struct("<8sQQII")
 _TRAILER_MAGIC = b"NLTSEG01"
 _SUPPORTED_KINDS = (KIND_TENSOR_MAJOR, KIND_STEP_MAJOR)
@@ -138,3 +147,51 @@ def pack_object(
         "index_crc32": index_crc,
     }
     return data, info
+
+
+# --- the growing index (format 2) -----------------------------------------------------------------------------
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def index_part_key(seq: int) -> str:
+    """Key (under the tape prefix) of the index part listing segment number ``seq`` (0-based)."""
+    return f"{INDEX_DIR}{seq:08d}.json"
+
+
+def index_part(seq: int, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The index part of one committed segment: its manifest entry, fenced by a digest of that entry."""
+    return {"seq": seq, "segment": dict(entry), "sha256": _digest(entry)}
+
+
+def merged_segments(store: Any, prefix: str, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's segments followed by those of index parts written since it (format 2).
+
+    Parts are read in order from the first one the manifest does not hold, up to the first one missing; a
+    part whose digest or number disagrees is TapeCorrupt. A complete manifest already lists everything."""
+    segments = [dict(s) for s in manifest.get("segments", [])]
+    if manifest.get("format") == 1 or manifest.get("complete"):
+        return segments
+    listed = set(store.list(prefix + INDEX_DIR))
+    seq = len(segments)
+    while prefix + index_part_key(seq) in listed:
+        key = prefix + index_part_key(seq)
+        part = store.get_json(key)
+        entry = part.get("segment") if isinstance(part, dict) else None
+        if not isinstance(entry, dict) or part.get("seq") != seq or part.get("sha256") != _digest(entry):
+            raise TapeCorrupt(f"{store.url}/{key}: index part fails its digest (or is not part {seq})")
+        segments.append(entry)
+        seq += 1
+    return segments
+
+
+def manifest_totals(segments: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The manifest's summary fields over ``segments``."""
+    return {
+        "raw_bytes": sum(int(s.get("raw_bytes", 0)) for s in segments),
+        "stored_bytes": sum(int(s["size"]) for s in segments),
+        "steps_count": sum(len(s["steps"]) for s in segments),
+        "last_step": segments[-1]["last_step"] if segments else None,
+    }

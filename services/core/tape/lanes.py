@@ -160,3 +160,60 @@ def _from_planes(raw: bytes | memoryview, dtype: np.dtype[Any], n: int) -> np.nd
 def _lanes_of_signed(signed: np.dtype[Any]) -> _Lanes:
     s = np.dtype(signed)
     return _Lanes(s, np.dtype(f"<u{s.itemsize}"), 1, False, False)
+
+
+# --- format 2 ------------------------------------------------------------------------------------------------
+
+# Mode 3 (format 2 only): the block's lanes themselves, zigzagged (prediction 0). For float lanes that is
+# ``(magnitude << 1) | sign``: the exponent sits whole in the top byte plane, as ZipNN groups it, which is
+# what still compresses when a step's residual does not (random weights, huge learning rates).
+MODE_DENSE = 3
+# Mode choice looks at this many lanes of a block (strided), in exact integer arithmetic, so every
+# implementation of the encoder (numpy, torch) picks the same mode.
+MODE_SAMPLE = 4096
+
+
+def _zigzag_into(r: np.ndarray, lanes: _Lanes, tmp: np.ndarray) -> np.ndarray:
+    """_zigzag with a caller's scratch (no allocation): r in place, returns the unsigned view."""
+    np.right_shift(r, lanes.bits - 1, out=tmp)
+    np.left_shift(r, 1, out=r)
+    np.bitwise_xor(r, tmp, out=r)
+    return r.view(lanes.unsigned)
+
+
+def _vote_mode(m: np.ndarray, m1: np.ndarray, m2: np.ndarray | None) -> int:
+    """D2 when linear extrapolation beats the previous value on more sampled lanes than it loses (ties: D1).
+
+    Exact integer arithmetic on the same strided sample in every implementation: wrapped int64 differences,
+    compared by magnitude."""
+    if m2 is None or m.size == 0:
+        return MODE_D1
+    stride = max(1, m.size // MODE_SAMPLE)
+    a = m[::stride].astype(np.int64)
+    b = m1[::stride].astype(np.int64)
+    c = m2[::stride].astype(np.int64)
+    r1 = a - b
+    r2 = r1 - (b - c)
+    np.abs(r1, out=r1)
+    np.abs(r2, out=r2)
+    wins = int(np.count_nonzero(r2 < r1))
+    losses = int(np.count_nonzero(r1 < r2))
+    return MODE_D2 if wins > losses else MODE_D1
+
+
+def _split_planes(u: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Byte planes of unsigned lanes ``u`` into ``out`` [itemsize, n] (plane 0 = least significant byte)."""
+    k = u.dtype.itemsize
+    flat = u.view(np.uint8).reshape(-1, k)
+    for j in range(k):
+        out[j] = flat[:, j]
+    return out
+
+
+def _join_planes(planes: np.ndarray, lanes: _Lanes) -> np.ndarray:
+    """Inverse of _split_planes: [itemsize, n] uint8 -> n unsigned lanes (a new array)."""
+    k, n = planes.shape
+    out = np.empty((n, k), dtype=np.uint8)
+    for j in range(k):
+        out[:, j] = planes[j]
+    return out.reshape(-1).view(lanes.unsigned)

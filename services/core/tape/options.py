@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # the codec must import without the server's settings (the SD
 
 # Lossy deltas are a few bits each, so a keyframe (stored exactly) would dominate; space them further apart.
 LOSSY_KEYFRAME_FACTOR = 4
+ENCODERS = ("auto", "numpy", "torch")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,10 @@ class TapeOptions:
     ``threads``: encoder threads per snapshot; ``thread_nice``: their CPU niceness (Linux, per thread).
     ``lossy_rel_error``: None = lossless; else float tensors between keyframes are stored within that
     fraction of the tensor's largest magnitude at its keyframe, and keyframes come
-    ``LOSSY_KEYFRAME_FACTOR`` times less often."""
+    ``LOSSY_KEYFRAME_FACTOR`` times less often.
+    ``encoder``: where the lane transforms run: "numpy" (CPU), "torch" (on ``device``, e.g. "cuda:0": the
+    device path) or "auto" (torch when ``device`` is a CUDA device that is present, else numpy, the faster
+    one on a CPU). Every choice writes the same bytes; lossy tapes always use numpy."""
 
     segment_target_bytes: int = 8 << 20
     segment_max_steps: int = 256
@@ -36,8 +40,12 @@ class TapeOptions:
     threads: int = 1
     thread_nice: int = 0
     lossy_rel_error: float | None = None
+    encoder: str = "auto"
+    device: str | None = None
 
     def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
         if self.segment_target_bytes <= 0 or self.segment_max_steps <= 0:
             raise ValueError("segment_target_bytes and segment_max_steps must be positive")
         if self.keyframe_interval < 1:

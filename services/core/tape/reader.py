@@ -26,22 +26,25 @@ from netlapse.core.tape.container import (
     _SUPPORTED_KINDS,
     _TRAILER,
     _TRAILER_MAGIC,
-    CODEC_LOSSY,
     COMPACTION_NAME,
-    FORMAT,
     KIND_STEP_MAJOR,
     KIND_TENSOR_MAJOR,
+    LOSSY_CODECS,
     MANIFEST_NAME,
+    READ_FORMATS,
     StepNotCaptured,
     TapeCorrupt,
     TensorInfo,
     UnknownTensor,
     _SegmentGone,
+    manifest_totals,
+    merged_segments,
 )
 from netlapse.core.tape.lanes import (
     MODE_D2,
+    MODE_DENSE,
     MODE_KEY,
-    _from_planes,
+    _join_planes,
     _Lanes,
     _lanes_of,
     _mono,
@@ -49,6 +52,7 @@ from netlapse.core.tape.lanes import (
     _unzigzag,
 )
 from netlapse.core.tape.options import TapeOptions
+from netlapse.core.tape.planes import check_planes, decode_planes
 from netlapse.core.tape.timemajor import decode_time_major_chunk, decode_time_major_lanes
 from netlapse.core.tape.util import (
     _block_slices,
@@ -77,6 +81,7 @@ class _Object:
         self.sha256 = str(entry.get("sha256", ""))
         self.table: np.ndarray | None = None
         self.header: dict[str, Any] = {}
+        self.version = int(entry.get("format", 1))  # chunk layout: 1 = one frame of all planes, 2 = planes.py
 
 
 class _Segment(_Object):
@@ -88,7 +93,7 @@ class _Segment(_Object):
         self.steps: list[int] = [int(s) for s in entry["steps"]]
         self.first_pos = first_pos
         self.block_lanes = int(entry.get("block_lanes", DEFAULT_BLOCK_LANES))
-        self.lossy = str(entry.get("codec", "")) == CODEC_LOSSY
+        self.lossy = str(entry.get("codec", "")) in LOSSY_CODECS
 
 
 class _Unit:
@@ -154,9 +159,16 @@ class TapeReader:
         """Re-read the manifest and the compaction index, e.g. to see segments a live run committed since."""
         where = f"{self.store.url}/{self.prefix}{MANIFEST_NAME}"
         m = self.store.get_json(self.prefix + MANIFEST_NAME)
-        if not isinstance(m, dict) or m.get("format") != FORMAT:
+        if not isinstance(m, dict) or m.get("format") not in READ_FORMATS:
             fmt = m.get("format") if isinstance(m, dict) else None
-            raise TapeCorrupt(f"{where}: unsupported tape format {fmt!r} (this reader knows format {FORMAT})")
+            known = " and ".join(str(f) for f in READ_FORMATS)
+            raise TapeCorrupt(f"{where}: unsupported tape format {fmt!r} (this reader knows formats {known})")
+        try:
+            listed = merged_segments(self.store, self.prefix, m)
+        except (AttributeError, KeyError, TypeError, ValueError) as ex:
+            raise TapeCorrupt(f"{where}: malformed index part: {ex!r}") from ex
+        if len(listed) != len(m.get("segments", [])):
+            m = {**m, "segments": listed, **manifest_totals(listed)}
         try:
             comp = self.store.get_json(self.prefix + COMPACTION_NAME)
         except ObjectNotFound:
@@ -336,10 +348,44 @@ class TapeReader:
         c = data[off - base : off - base + length]
         if zlib.crc32(c) != crc:
             raise TapeCorrupt(f"segment {obj.key}: chunk of {what} fails its crc32")
+        if obj.version >= 2:
+            return bytes(c)
         try:
             return _dctx().decompress(c)
         except zstandard.ZstdError as e:
             raise TapeCorrupt(f"segment {obj.key}: chunk of {what} does not decompress") from e
+
+    def _chunk_planes(
+        self, obj: _Object, row: np.ndarray, data: memoryview, base: int, what: str, w: int, width: int
+    ) -> np.ndarray:
+        """The byte planes [w, width] of a step-major chunk, whatever its format."""
+        raw = self._check_chunk(obj, row, data, base, what)
+        if obj.version >= 2:
+            try:
+                return decode_planes(raw, w, width, _dctx())
+            except ValueError as e:
+                raise TapeCorrupt(f"segment {obj.key}: chunk of {what} is unreadable: {e}") from e
+        if len(raw) != width * w:
+            raise TapeCorrupt(f"segment {obj.key}: chunk of {what} has the wrong size")
+        return np.frombuffer(raw, dtype=np.uint8).reshape(w, width)
+
+    def _chunk_lanes(
+        self,
+        obj: _Object,
+        row: np.ndarray,
+        data: memoryview,
+        base: int,
+        what: str,
+        lanes: _Lanes,
+        width: int,
+        m1: np.ndarray | None,
+        m2: np.ndarray | None,
+        out: np.ndarray,
+    ) -> np.ndarray | None:
+        """Decode one block into lanes ``out``; returns the stored bits on a keyframe block (else None)."""
+        planes = self._chunk_planes(obj, row, data, base, what, lanes.signed.itemsize, width)
+        u = _join_planes(planes, lanes)
+        return _apply_block(obj, int(row[3]), u, lanes, m1, m2, out, what)
 
     # -- positions
 
@@ -502,30 +548,26 @@ class TapeReader:
     ) -> None:
         """Decode block b of one step-major position into ``out`` (and ``key_bits`` on a keyframe)."""
         sl = slices[b]
-        width = sl.stop - sl.start
-        raw = self._check_chunk(seg, rows[b], data, base, what)
-        if len(raw) != width * lanes.signed.itemsize:
-            raise TapeCorrupt(f"segment {seg.key}: chunk of {what} has the wrong size")
-        mode = int(rows[b, 3])
         o = out[sl]
-        if mode == MODE_KEY:
-            if key_bits is None:
-                raise TapeCorrupt(f"segment {seg.key}: chunk of {what} mixes keyframe and delta blocks")
-            bits = _from_planes(raw, lanes.unsigned, width).view(lanes.signed)
+        if int(rows[b, 3]) == MODE_KEY and key_bits is None:
+            raise TapeCorrupt(f"segment {seg.key}: chunk of {what} mixes keyframe and delta blocks")
+        bits = self._chunk_lanes(
+            seg,
+            rows[b],
+            data,
+            base,
+            what,
+            lanes,
+            sl.stop - sl.start,
+            m1[sl] if m1 is not None else None,
+            m2[sl] if m2 is not None else None,
+            o,
+        )
+        if bits is not None:
+            assert key_bits is not None
             key_bits[sl] = bits
             if lossy:
                 o[...] = 0
-            else:
-                _mono(bits, lanes, out=o)
-            return
-        if m1 is None or (mode == MODE_D2 and m2 is None):
-            raise TapeCorrupt(f"segment {seg.key}: chunk of {what} needs earlier steps the chain lacks")
-        r = _unzigzag(_from_planes(raw, lanes.unsigned, width), lanes)
-        np.add(r, m1[sl], out=o)
-        if mode == MODE_D2:
-            assert m2 is not None
-            np.add(o, m1[sl], out=o)
-            np.subtract(o, m2[sl], out=o)
 
     def _bits_to_f64(self, bits: np.ndarray, t: int) -> np.ndarray:
         return bits.view(np.dtype(self._tensors[t].dtype)).astype(np.float64)
@@ -784,29 +826,27 @@ class TapeReader:
         ub = np.unique(blocks)
         slices = _block_slices(n, seg.block_lanes)
 
-        def decode(job: int) -> bytes:
+        def decode(job: int) -> np.ndarray:
             k, bi = divmod(job, len(ub))
             b = int(ub[bi])
-            return self._check_chunk(
-                seg, table[base + k * nb + b], data, lo, f"tensor {info.name!r} at step {seg.steps[k]}"
-            )
+            width = slices[b].stop - slices[b].start
+            what = f"tensor {info.name!r} at step {seg.steps[k]}"
+            return self._chunk_planes(seg, table[base + k * nb + b], data, lo, what, w, width)
 
         raws = _parallel(decode, ks * len(ub), _read_pool() if ks * len(ub) > 2 else None)
         for k in range(ks):
             sel_u = np.empty(lane_idx.size, dtype=lanes.unsigned)
             for bi, b in enumerate(ub):
-                raw = np.frombuffer(raws[k * len(ub) + bi], dtype=np.uint8)
-                width = slices[int(b)].stop - slices[int(b)].start
-                if raw.size != width * w:
-                    raise TapeCorrupt(f"segment {seg.key}: chunk of {info.name!r} has the wrong size")
                 mask = blocks == b
                 local = lane_idx[mask] - int(b) * seg.block_lanes
-                planes = raw.reshape(w, width)[:, local]  # [w, m]
+                planes = raws[k * len(ub) + bi][:, local]  # [w, m]
                 sel_u[mask] = np.ascontiguousarray(planes.T).view(lanes.unsigned).reshape(-1)
             row0 = table[base + k * nb]
             mode = int(row0[3])
             if mode == MODE_KEY:
-                bits = sel_u.view(lanes.signed)
+                bits = (
+                    sel_u.view(lanes.signed) if seg.version == 1 else _unmono(_unzigzag(sel_u, lanes), lanes)
+                )
                 q = float(np.int64(row0[4]).view(np.float64))
                 if q > 0:
                     key64 = (
@@ -821,14 +861,16 @@ class TapeReader:
                 continue
             r = _unzigzag(sel_u, lanes)
             modes = np.array([int(table[base + k * nb + int(b), 3]) for b in blocks])
-            if m1 is None:
+            dense = modes == MODE_DENSE
+            if m1 is None and not dense.all():
                 raise TapeCorrupt(
                     f"segment {seg.key}: a delta of {info.name!r} needs earlier steps the chain lacks"
                 )
-            cur = r + m1
+            cur = r.copy() if m1 is None else r + m1
+            cur[dense] = r[dense]
             d2 = modes == MODE_D2
             if d2.any():
-                if m2 is None:
+                if m1 is None or m2 is None:
                     raise TapeCorrupt(
                         f"segment {seg.key}: a delta of {info.name!r} needs earlier steps the chain lacks"
                     )
@@ -938,26 +980,10 @@ class TapeReader:
             base, nb = self._seg_rows(seg, t)
             row = table[base + k * nb + block]
             data = memoryview(self._get_range(seg, int(row[0]), int(row[1])))
-            raw = self._check_chunk(seg, row, data, int(row[0]), f"tensor {name!r} at step {seg.steps[k]}")
-            if len(raw) != width * lanes.signed.itemsize:
-                raise TapeCorrupt(f"segment {seg.key}: chunk of {name!r} has the wrong size")
-            mode = int(row[3])
             cur = out[i]
-            if mode == MODE_KEY:
-                _mono(_from_planes(raw, lanes.unsigned, width).view(lanes.signed), lanes, out=cur)
-                m1, m2 = cur, None
-                continue
-            if m1 is None or (mode == MODE_D2 and m2 is None):
-                raise TapeCorrupt(
-                    f"segment {seg.key}: a delta of {name!r} needs earlier steps the chain lacks"
-                )
-            r = _unzigzag(_from_planes(raw, lanes.unsigned, width), lanes)
-            np.add(r, m1, out=cur)
-            if mode == MODE_D2:
-                assert m2 is not None
-                np.add(cur, m1, out=cur)
-                np.subtract(cur, m2, out=cur)
-            m1, m2 = cur, m1
+            what = f"tensor {name!r} at step {seg.steps[k]}"
+            bits = self._chunk_lanes(seg, row, data, int(row[0]), what, lanes, width, m1, m2, cur)
+            m1, m2 = (cur, None) if bits is not None else (cur, m1)
         return out
 
     # -- integrity
@@ -982,10 +1008,51 @@ class TapeReader:
             table = self._seg_table(obj) if isinstance(obj, _Segment) else self._tm_table(obj)
             mv = memoryview(data)
             for row in table:
-                self._check_chunk(obj, row, mv, 0, "a tensor")
+                raw = self._check_chunk(obj, row, mv, 0, "a tensor")
+                if obj.version >= 2:
+                    try:
+                        check_planes(raw, _dctx())
+                    except ValueError as e:
+                        raise TapeCorrupt(f"segment {obj.key}: a chunk is unreadable: {e}") from e
 
     def clear_cache(self) -> None:
         """Drop cached decoded data (object tables are kept)."""
         with self._lock:
             self._states.clear()
             self._blocks.clear()
+
+
+def _apply_block(
+    obj: _Object,
+    mode: int,
+    u: np.ndarray,
+    lanes: _Lanes,
+    m1: np.ndarray | None,
+    m2: np.ndarray | None,
+    out: np.ndarray,
+    what: str,
+) -> np.ndarray | None:
+    """Lanes of one block from its unsigned chunk lanes ``u`` (overwritten) into ``out``; on a keyframe
+    block returns the stored bits (format 1: the bits; format 2: zigzagged monotone lanes)."""
+    if mode == MODE_KEY:
+        if obj.version >= 2:
+            m = _unzigzag(u, lanes)
+            out[...] = m
+            return _unmono(m, lanes)
+        bits = u.view(lanes.signed)
+        _mono(bits, lanes, out=out)
+        return bits
+    if mode == MODE_DENSE and obj.version >= 2:
+        out[...] = _unzigzag(u, lanes)
+        return None
+    if mode not in (1, MODE_D2):
+        raise TapeCorrupt(f"segment {obj.key}: chunk of {what} has unknown mode {mode}")
+    if m1 is None or (mode == MODE_D2 and m2 is None):
+        raise TapeCorrupt(f"segment {obj.key}: chunk of {what} needs earlier steps the chain lacks")
+    r = _unzigzag(u, lanes)
+    np.add(r, m1, out=out)
+    if mode == MODE_D2:
+        assert m2 is not None
+        np.add(out, m1, out=out)
+        np.subtract(out, m2, out=out)
+    return None

@@ -16,7 +16,6 @@ keyframe, so a quantization error never accumulates. The ``K`` lanes then take t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,31 +28,29 @@ import zstandard
 from netlapse.core.store import Store
 from netlapse.core.tape.container import (
     _ROW,
-    CODEC,
-    CODEC_LOSSY,
+    CODEC2,
+    CODEC2_LOSSY,
     COMPACT_DIR,
     COMPACTION_NAME,
     FORMAT,
+    INDEX_DIR,
     KIND_STEP_MAJOR,
     MANIFEST_NAME,
+    READ_FORMATS,
     SEGMENTS_DIR,
     TapeCorrupt,
     TensorInfo,
     _check_tensor_infos,
+    index_part,
+    index_part_key,
+    manifest_totals,
+    merged_segments,
     pack_object,
 )
-from netlapse.core.tape.lanes import (
-    MODE_KEY,
-    _choose_mode,
-    _lanes_of,
-    _lanes_view,
-    _mono,
-    _residual,
-    _shuffle_into,
-    _zigzag,
-    shuffle_bytes,
-)
+from netlapse.core.tape.lanes import MODE_DENSE, MODE_KEY, _lanes_of, _lanes_view, _mono
 from netlapse.core.tape.options import TapeOptions
+from netlapse.core.tape.planes import PlaneCoder
+from netlapse.core.tape.transform import NumpyTransform, TorchTransform
 from netlapse.core.tape.util import _block_slices, _norm_prefix, _parallel, _set_thread_nice
 
 log = logging.getLogger(__name__)
@@ -62,6 +59,8 @@ log = logging.getLogger(__name__)
 _GRID_LIMIT = float(1 << 29)
 # zstd's multi-threaded mode splits input into jobs of this size.
 _MT_JOB_BYTES = 1 << 20
+# A delta block that compressed to more than this fraction of its raw bytes is also tried as a dense block.
+_DENSE_TRY = 0.9
 
 
 @dataclass
@@ -75,7 +74,7 @@ class _TensorState:
 
 
 class TapeWriter:
-    """Encodes snapshots into step-major segments and uploads them; the manifest is rewritten after each upload.
+    """Encodes snapshots into step-major segments and uploads them; each upload is listed by a new index part.
 
     ``raw_bytes`` counts every appended snapshot; ``stored_bytes`` counts uploaded segments plus the
     compressed bytes of the open one. ``last_committed_step`` is the last step a reader can see.
@@ -116,14 +115,16 @@ class TapeWriter:
         self._lanes = [_lanes_of(dt) for dt in self._dtypes]
         self._n_lanes = [t.numel * ln.per_elem for t, ln in zip(self.tensors, self._lanes, strict=True)]
         self._slices = [_block_slices(n, self.block_lanes) for n in self._n_lanes]
-        self._local = threading.local()
         self.zstd_threads = opts.zstd_threads
-        self._cctx_mt: zstandard.ZstdCompressor | None = None
+        mt: zstandard.ZstdCompressor | None = None
         if self.zstd_threads > 0:
             params = zstandard.ZstdCompressionParameters.from_level(
                 self.zstd_level, threads=self.zstd_threads, job_size=_MT_JOB_BYTES, write_content_size=1
             )
-            self._cctx_mt = zstandard.ZstdCompressor(compression_params=params)
+            mt = zstandard.ZstdCompressor(compression_params=params)
+        self._coder = PlaneCoder(self.zstd_level, mt, 2 * _MT_JOB_BYTES)
+        self._transform: NumpyTransform | TorchTransform = _make_transform(opts)
+        self.encoder = self._transform.name
         self.threads = max(1, opts.threads)
         self.thread_nice = opts.thread_nice
         self._pool: ThreadPoolExecutor | None = None
@@ -147,9 +148,10 @@ class TapeWriter:
         self._position = 0  # captured steps appended over the tape's life
         self._closed = False
         self._state = [_TensorState() for _ in self.tensors]
-        # Reused per-tensor buffers: lanes of three steps in rotation, residuals, byte planes.
-        self._ring: list[list[np.ndarray]] = [[] for _ in self.tensors]
-        self._scratch: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(self.tensors)
+        # Reused per-tensor buffers: lanes of three steps in rotation; residual and scratch lanes; planes.
+        self._ring: list[list[Any]] = [[] for _ in self.tensors]
+        self._scratch: list[tuple[Any, Any, np.ndarray] | None] = [None] * len(self.tensors)
+        self._dense: list[np.ndarray | None] = [None] * len(self.tensors)
         self._reset_open_segment()
 
         manifest_key = self.prefix + MANIFEST_NAME
@@ -161,21 +163,16 @@ class TapeWriter:
                 if self.prefix:
                     store.delete_prefix(self.prefix)
                 else:
-                    for p in (SEGMENTS_DIR, COMPACT_DIR, COMPACTION_NAME):
+                    for p in (SEGMENTS_DIR, COMPACT_DIR, INDEX_DIR, COMPACTION_NAME):
                         if store.list(p):
                             store.delete_prefix(p)
             else:
                 raise FileExistsError(
                     f"a tape already exists at {store.url}/{self.prefix}; pass resume=True or overwrite=True"
                 )
-        # An empty manifest up front lets readers list tensors of a live run before its first segment.
+        # The manifest up front lets readers list tensors of a live run before its first segment; segments
+        # committed later are listed by index parts, and close() writes them all into the manifest again.
         self._write_manifest(complete=False)
-
-    def _cctx(self) -> zstandard.ZstdCompressor:
-        c = getattr(self._local, "cctx", None)
-        if c is None:
-            c = self._local.cctx = zstandard.ZstdCompressor(level=self.zstd_level, write_content_size=True)
-        return c
 
     def _reset_open_segment(self) -> None:
         self._open_steps: list[int] = []
@@ -186,25 +183,26 @@ class TapeWriter:
         self._open_raw = 0
 
     def _load_for_resume(self, m: Mapping[str, Any]) -> None:
-        if m.get("format") != FORMAT:
+        if m.get("format") not in READ_FORMATS:
             raise TapeCorrupt(
                 f"cannot resume tape at {self.prefix!r}: unsupported format {m.get('format')!r}"
             )
         theirs = [TensorInfo.from_json(t) for t in m.get("tensors", [])]
         if theirs != self.tensors:
             raise ValueError(f"cannot resume tape at {self.prefix!r}: its tensors differ from the ones given")
-        self._segments = list(m.get("segments", []))
-        self._committed_raw = int(m.get("raw_bytes", 0))
-        self._committed_stored = int(m.get("stored_bytes", 0))
+        self._segments = merged_segments(self.store, self.prefix, m)
+        totals = manifest_totals(self._segments)
+        self._committed_raw = int(totals["raw_bytes"])
+        self._committed_stored = int(totals["stored_bytes"])
         self.raw_bytes, self.stored_bytes = self._committed_raw, self._committed_stored
-        self._position = sum(len(s["steps"]) for s in self._segments)
+        self._position = int(totals["steps_count"])
         if self._segments:
             self.last_committed_step = int(self._segments[-1]["last_step"])
             self._last_step = self.last_committed_step
 
     # -- appending
 
-    def _check(self, step: int, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def _check(self, step: int, arrays: Mapping[str, Any]) -> list[Any]:
         if self._closed:
             raise RuntimeError("append on a closed TapeWriter")
         if isinstance(step, bool) or not isinstance(step, int | np.integer):
@@ -222,35 +220,41 @@ class TapeWriter:
                 f"snapshot at step {step} must hold exactly the tape's tensors; "
                 f"missing: {missing or 'none'}, unexpected: {extra or 'none'}"
             )
-        checked: list[np.ndarray] = []
+        torch_ok = isinstance(self._transform, TorchTransform)
+        checked: list[Any] = []
         for info, dt in zip(self.tensors, self._dtypes, strict=True):
             a = arrays[info.name]
             if isinstance(a, np.generic):  # numpy arithmetic on 0-d arrays returns scalars
                 a = np.asarray(a)
-            if not isinstance(a, np.ndarray):
+            if torch_ok and _is_torch(a):
+                got_dt = str(a.dtype).removeprefix("torch.")
+                shape = tuple(a.shape)
+            elif isinstance(a, np.ndarray):
+                got_dt, shape = str(a.dtype), a.shape
+            else:
                 raise TypeError(
                     f"tensor {info.name!r} at step {step}: expected a numpy array, got {type(a).__name__}"
                 )
-            if a.shape != info.shape or a.dtype != dt:
+            if shape != info.shape or got_dt != dt.name:
                 raise ValueError(
                     f"tensor {info.name!r} at step {step}: expected shape {info.shape} dtype {info.dtype}, "
-                    f"got shape {a.shape} dtype {a.dtype}"
+                    f"got shape {shape} dtype {got_dt}"
                 )
             checked.append(a)
         return checked
 
-    def append(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+    def append(self, step: int, arrays: Mapping[str, Any]) -> None:
         """Add the snapshot at ``step`` (strictly after the previous one). ``arrays`` maps every tensor name
-        to an array of its shape and dtype; they may be views into a buffer reused after this returns."""
+        to an array of its shape and dtype (numpy; torch tensors too, on any device, with the torch
+        encoder); they may be views into a buffer reused after this returns."""
         checked = self._check(step, arrays)
         t0 = time.perf_counter()
         step = int(step)
         key_step = self._position % self.keyframe_interval == 0 or any(s.m1 is None for s in self._state)
         jobs: list[tuple[int, int]] = []
-        plans: list[tuple[bool, np.ndarray, np.ndarray | None]] = []
+        plans: list[tuple[bool, Any, Any]] = []
         for i, a in enumerate(checked):
-            is_key, m, key_bits = self._plan(i, a, key_step)
-            plans.append((is_key, m, key_bits))
+            plans.append(self._plan(i, a, key_step))
             jobs.extend((i, b) for b in range(len(self._slices[i])))
 
         def run(j: int) -> tuple[bytes, int, float]:
@@ -270,7 +274,7 @@ class TapeWriter:
         for i, (is_key, m, _) in enumerate(plans):
             st = self._state[i]
             st.m2, st.m1 = (None, m) if is_key else (st.m1, m)
-            self._open_raw += checked[i].nbytes
+            self._open_raw += self.tensors[i].nbytes
         if all(p[0] for p in plans):
             self._open_keyframes.append(step)
         self._open_steps.append(step)
@@ -282,76 +286,89 @@ class TapeWriter:
         if self._open_bytes >= self.segment_target_bytes or len(self._open_steps) >= self.segment_max_steps:
             self.commit()
 
-    def _plan(self, i: int, a: np.ndarray, key_step: bool) -> tuple[bool, np.ndarray, np.ndarray | None]:
-        """Decide keyframe or delta for tensor i; returns (is_key, new lanes state, raw bits if key)."""
+    def _plan(self, i: int, a: Any, key_step: bool) -> tuple[bool, Any, Any]:
+        """Keyframe or delta for tensor i: (is_key, new lanes state, lanes whose zigzag a keyframe stores)."""
+        lanes = self._lanes[i]
+        if self.lossy_rel_error is not None and lanes.lossy_ok:
+            return self._plan_lossy(i, a, key_step)
+        _, tmp, _ = self._bufs(i)
+        m = self._transform.lanes_into(a, lanes, self._slot(i), tmp)
+        return key_step, m, (m if key_step else None)
+
+    def _plan_lossy(self, i: int, a: np.ndarray, key_step: bool) -> tuple[bool, Any, Any]:
         lanes, st = self._lanes[i], self._state[i]
-        bits = _lanes_view(a, lanes)
-        lossy = self.lossy_rel_error is not None and lanes.lossy_ok
-        if lossy and not key_step and st.key64 is not None:
+        if not key_step and st.key64 is not None:
             x = np.ascontiguousarray(a).reshape(-1).astype(np.float64)
-            grid = np.subtract(x, st.key64)
-            np.divide(grid, st.q, out=grid)
-            np.rint(grid, out=grid)
+            with np.errstate(invalid="ignore", over="ignore"):
+                grid = np.subtract(x, st.key64)
+                np.divide(grid, st.q, out=grid)
+                np.rint(grid, out=grid)
             if bool(np.isfinite(grid).all()) and (grid.size == 0 or float(np.abs(grid).max()) < _GRID_LIMIT):
                 return False, grid.astype(lanes.signed), None
             key_step = True  # diverged or non-finite: store it whole, exactly
-        if key_step:
-            if lossy:
-                x = np.ascontiguousarray(a).reshape(-1).astype(np.float64)
-                finite = x[np.isfinite(x)]
-                scale = float(np.abs(finite).max()) if finite.size else 0.0
-                assert self.lossy_rel_error is not None
-                # Slightly under 2*eps so the float rounding of key + K*q stays inside the bound.
-                st.q = 2.0 * self.lossy_rel_error * (scale if scale > 0 else 1.0) * (1 - 2.0**-10)
-                st.key64 = x
-                return True, np.zeros(bits.size, dtype=lanes.signed), bits
-            return True, _mono(bits, lanes, out=self._slot(i), tmp=self._bufs(i)[0]), bits
-        return False, _mono(bits, lanes, out=self._slot(i), tmp=self._bufs(i)[0]), None
+        x = np.ascontiguousarray(a).reshape(-1).astype(np.float64)
+        finite = x[np.isfinite(x)]
+        scale = float(np.abs(finite).max()) if finite.size else 0.0
+        assert self.lossy_rel_error is not None
+        # Slightly under 2*eps so the float rounding of key + K*q stays inside the bound.
+        st.q = 2.0 * self.lossy_rel_error * (scale if scale > 0 else 1.0) * (1 - 2.0**-10)
+        st.key64 = x
+        _, tmp, _ = self._bufs(i)
+        key_lanes = _mono(_lanes_view(a, lanes), lanes, out=np.empty(self._n_lanes[i], lanes.signed), tmp=tmp)
+        return True, np.zeros(self._n_lanes[i], dtype=lanes.signed), key_lanes
 
-    def _slot(self, i: int) -> np.ndarray:
+    def _slot(self, i: int) -> Any:
         """A lanes buffer for tensor i that holds neither of the two remembered steps."""
         st, ring = self._state[i], self._ring[i]
         for a in ring:
             if a is not st.m1 and a is not st.m2:
                 return a
-        a = np.empty(self._n_lanes[i], dtype=self._lanes[i].signed)
+        a = self._transform.new_lanes(self._n_lanes[i], self._lanes[i])
         ring.append(a)
         return a
 
-    def _bufs(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(residual lanes, byte planes) scratch of tensor i; blocks use disjoint slices."""
+    def _bufs(self, i: int) -> tuple[Any, Any, np.ndarray]:
+        """(residual lanes, scratch lanes, byte planes [k, n]) of tensor i; blocks use disjoint slices."""
         b = self._scratch[i]
         if b is None:
             n, lanes = self._n_lanes[i], self._lanes[i]
-            b = self._scratch[i] = (np.empty(n, lanes.signed), np.empty(n * lanes.signed.itemsize, np.uint8))
+            lossy = self.lossy_rel_error is not None and lanes.lossy_ok
+            tr = NumpyTransform() if lossy else self._transform
+            b = self._scratch[i] = (
+                tr.new_lanes(n, lanes),
+                tr.new_lanes(n, lanes),
+                np.empty((lanes.signed.itemsize, n), np.uint8),
+            )
         return b
 
-    def _encode_block(
-        self, i: int, b: int, plan: tuple[bool, np.ndarray, np.ndarray | None]
-    ) -> tuple[bytes, int, float]:
-        is_key, m, key_bits = plan
+    def _encode_block(self, i: int, b: int, plan: tuple[bool, Any, Any]) -> tuple[bytes, int, float]:
+        is_key, m, key_lanes = plan
         sl = self._slices[i][b]
         lanes, st = self._lanes[i], self._state[i]
+        lossy = self.lossy_rel_error is not None and lanes.lossy_ok
+        tr = _NUMPY if lossy else self._transform
+        q = st.q if lossy else 0.0
+        res, tmp, out = self._bufs(i)
+        rs, ts, os_ = res[sl], tmp[sl], out[:, sl]
         if is_key:
-            assert key_bits is not None
-            payload = shuffle_bytes(key_bits[sl])  # a private copy: the caller's buffer may be reused
-            mode = MODE_KEY
-        else:
-            assert st.m1 is not None
-            mb, m1 = m[sl], st.m1[sl]
-            m2 = st.m2[sl] if st.m2 is not None else None
-            mode = _choose_mode(mb, m1, m2)
-            res, planes = self._bufs(i)
-            r = _residual(mb, m1, m2, mode, res[sl])
-            w = lanes.signed.itemsize
-            payload = _shuffle_into(_zigzag(r, lanes), planes[sl.start * w : sl.stop * w])
-        cctx = (
-            self._cctx_mt
-            if self._cctx_mt is not None and payload.nbytes >= 2 * _MT_JOB_BYTES
-            else self._cctx()
-        )
-        q = st.q if (self.lossy_rel_error is not None and lanes.lossy_ok) else 0.0
-        return cctx.compress(payload.data), mode, q
+            bp = tr.planes(key_lanes[sl], None, None, MODE_KEY, lanes, rs, ts, os_)
+            return self._coder.encode(bp.planes, (i, b, 0), bp.nonzero), MODE_KEY, q
+        assert st.m1 is not None
+        m2 = st.m2[sl] if st.m2 is not None else None
+        mode = tr.mode(m[sl], st.m1[sl], m2)
+        bp = tr.planes(m[sl], st.m1[sl], m2, mode, lanes, rs, ts, os_)
+        chunk = self._coder.encode(bp.planes, (i, b, 1), bp.nonzero)
+        if len(chunk) > _DENSE_TRY * os_.size:
+            # The residual does not shrink (random weights, a huge step): try the values themselves, whose
+            # exponent byte still compresses; keep whichever is smaller.
+            dense = self._dense[i]
+            if dense is None:
+                dense = self._dense[i] = np.empty_like(out)
+            bd = tr.planes(m[sl], None, None, MODE_DENSE, lanes, rs, ts, dense[:, sl])
+            alt = self._coder.encode(bd.planes, (i, b, 2), bd.nonzero)
+            if len(alt) < len(chunk):
+                return alt, MODE_DENSE, q
+        return chunk, mode, q
 
     # -- committing
 
@@ -364,8 +381,9 @@ class TapeWriter:
                 chunks.extend(self._open_chunks[t][k])
                 rows.append(self._open_rows[t][k])
         table = np.concatenate(rows).astype(np.int64)
-        codec = CODEC_LOSSY if self.lossy_rel_error is not None else CODEC
+        codec = self._codec
         header = {
+            "format": FORMAT,
             "kind": KIND_STEP_MAJOR,
             "codec": codec,
             "steps": steps,
@@ -376,6 +394,7 @@ class TapeWriter:
         first, last = steps[0], steps[-1]
         entry = {
             "key": f"{SEGMENTS_DIR}{first:012d}-{last:012d}.seg",
+            "format": FORMAT,
             "kind": KIND_STEP_MAJOR,
             "codec": codec,
             "first_step": first,
@@ -389,46 +408,40 @@ class TapeWriter:
         }
         return data, entry
 
+    @property
+    def _codec(self) -> str:
+        return CODEC2_LOSSY if self.lossy_rel_error is not None else CODEC2
+
     def _manifest(self, complete: bool, segments: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "tensors": [t.to_json() for t in self.tensors],
             "segments": segments,
             "complete": complete,
-            "raw_bytes": sum(int(s.get("raw_bytes", 0)) for s in segments),
-            "stored_bytes": sum(int(s["size"]) for s in segments),
-            "steps_count": sum(len(s["steps"]) for s in segments),
-            "last_step": segments[-1]["last_step"] if segments else None,
-            "writer": {
-                "codec": CODEC_LOSSY if self.lossy_rel_error is not None else CODEC,
-                **self.options.describe(),
-            },
+            **manifest_totals(segments),
+            "writer": {"codec": self._codec, "encoder": self.encoder, **self.options.describe()},
             "updated_at": time.time(),
         }
 
-    def _write_manifest(self, complete: bool, segments: list[dict[str, Any]] | None = None) -> None:
-        self.store.put_json(self.prefix + MANIFEST_NAME, self._manifest(complete, segments or self._segments))
+    def _write_manifest(self, complete: bool) -> None:
+        self.store.put_json(self.prefix + MANIFEST_NAME, self._manifest(complete, self._segments))
 
     def commit(self) -> None:
-        """Upload the open segment (if any), then rewrite the manifest; calls on_commit(last committed step).
+        """Upload the open segment (if any), then its index part; calls on_commit(last committed step).
 
-        On an upload failure the open segment is kept, so a later commit() retries it."""
-        if self._closed:
+        The index part is written last: only then does the segment exist for readers. On an upload failure
+        the open segment is kept, so a later commit() retries it."""
+        if self._closed or not self._open_steps:
             return
         t0 = time.perf_counter()
         try:
-            if not self._open_steps:
-                self._write_manifest(complete=False)
-                return
             data, entry = self._build_segment()
             self.store.put(self.prefix + entry["key"], data)
-            segments = [*self._segments, entry]
-            self._write_manifest(
-                complete=False, segments=segments
-            )  # only now does the segment exist for readers
+            seq = len(self._segments)
+            self.store.put_json(self.prefix + index_part_key(seq), index_part(seq, entry))
         finally:
             self.commit_seconds += time.perf_counter() - t0
-        self._segments = segments
+        self._segments = [*self._segments, entry]
         self._committed_raw += self._open_raw
         self._committed_stored += len(data)
         self.last_committed_step = entry["last_step"]
@@ -441,11 +454,18 @@ class TapeWriter:
                 log.exception("on_commit callback failed for step %s", entry["last_step"])
 
     def close(self, complete: bool = True) -> None:
-        """Commit what is open and mark the tape complete (or not). A second close does nothing."""
+        """Commit what is open, write the whole index into the manifest, marked complete (or not), and
+        remove the index parts it replaces. A second close does nothing."""
         if self._closed:
             return
         self.commit()
         self._write_manifest(complete=complete)
+        # The manifest now lists every segment: the index parts are redundant (readers skip them).
+        if self._segments and self.store.list(self.prefix + INDEX_DIR):
+            try:
+                self.store.delete_prefix(self.prefix + INDEX_DIR)
+            except Exception:  # leftovers are harmless: a manifest written at close is read alone
+                log.warning("could not remove the index parts of %s", self.prefix, exc_info=True)
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -454,3 +474,39 @@ class TapeWriter:
     def closed(self) -> bool:
         """Whether close() has finished."""
         return self._closed
+
+
+_NUMPY = NumpyTransform()
+_FALLBACK_LOGGED = False
+
+
+def _is_torch(a: Any) -> bool:
+    t = type(a)
+    return t.__module__.startswith("torch") and t.__name__ in ("Tensor", "Parameter")
+
+
+def _make_transform(opts: TapeOptions) -> NumpyTransform | TorchTransform:
+    """The transform ``opts.encoder`` asks for: "numpy", "torch" (on ``opts.device``), or "auto" = torch on
+    a CUDA device when one is given and present, else numpy (the faster one on a CPU)."""
+    if opts.lossy or opts.encoder == "numpy":
+        return _NUMPY
+    if opts.encoder == "auto":
+        if opts.device is None or not str(opts.device).startswith("cuda"):
+            return _NUMPY
+        try:
+            import torch
+        except ImportError:
+            return _NUMPY
+        if not torch.cuda.is_available():
+            return _NUMPY
+    tr = TorchTransform(opts.device)
+    global _FALLBACK_LOGGED
+    if not _FALLBACK_LOGGED:
+        _FALLBACK_LOGGED = True
+        # nvCOMP's Python package is not wired in: its frames would need a GPU to verify; planes go to zstd.
+        log.info(
+            "tape encoder: lane transforms in torch on %s; byte planes entropy-coded by zstd on the CPU "
+            "(nvCOMP not used)",
+            tr.device,
+        )
+    return tr

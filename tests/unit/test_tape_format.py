@@ -1,0 +1,253 @@
+"""Format 2 of the tape: index parts instead of manifest rewrites, incompressible steps bounded, the torch
+(device-path) transform writing the same bytes as numpy, and old tapes resumed by the new writer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from netlapse.core.store import LocalStore
+from netlapse.core.tape import (
+    FORMAT,
+    MANIFEST_NAME,
+    TapeCorrupt,
+    TapeOptions,
+    TapeReader,
+    TapeWriter,
+    TensorInfo,
+)
+from netlapse.core.tape import writer as tape_writer
+from tests.unit.test_tape import TENSORS, bits, snapshots
+
+PREFIX = "runs/f2/tape/"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "tape-v1"
+
+
+class CountingStore(LocalStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.puts: list[str] = []
+
+    def put(self, key: str, data: bytes) -> None:
+        self.puts.append(key)
+        super().put(key, data)
+
+
+def test_segments_are_listed_by_index_parts_and_the_manifest_is_written_twice(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "s")
+    steps = list(range(12))
+    snaps = snapshots(steps, seed=3)
+    w = TapeWriter(store, PREFIX, TENSORS, segment_max_steps=3)
+    live: list[list[int]] = []
+    for s in steps:
+        w.append(s, snaps[s])
+        if s % 3 == 2:  # a segment was just committed: a reader sees it without a manifest rewrite
+            live.append(TapeReader(store, PREFIX).steps())
+    assert live == [steps[: 3 * (i + 1)] for i in range(4)]
+    assert [k for k in store.puts if k.endswith(MANIFEST_NAME)] == [PREFIX + MANIFEST_NAME]
+    parts = [k for k in store.puts if "/index/" in k]
+    assert parts == [f"{PREFIX}index/{i:08d}.json" for i in range(4)]
+    w.close()
+    assert [k for k in store.puts if k.endswith(MANIFEST_NAME)] == [PREFIX + MANIFEST_NAME] * 2
+    assert store.list(PREFIX + "index/") == [], "the closing manifest replaces the parts"
+    m = store.get_json(PREFIX + MANIFEST_NAME)
+    assert m["format"] == FORMAT == 2 and m["complete"] and len(m["segments"]) == 4
+    r = TapeReader(store, PREFIX)
+    assert r.steps() == steps and r.complete
+    for s in steps:
+        for t in TENSORS:
+            assert np.array_equal(bits(r.read(t.name, s)), bits(snaps[s][t.name])), (t.name, s)
+    r.verify()
+
+
+def test_an_index_part_that_fails_its_digest_is_tape_corrupt(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    snaps = snapshots(list(range(6)), seed=4)
+    w = TapeWriter(store, PREFIX, TENSORS, segment_max_steps=2)
+    for s, snap in snaps.items():
+        w.append(s, snap)
+    key = PREFIX + "index/00000001.json"
+    part = store.get_json(key)
+    part["segment"]["last_step"] = 99  # not what the digest covers
+    store.put(key, json.dumps(part).encode())
+    with pytest.raises(TapeCorrupt, match="index/00000001.json"):
+        TapeReader(store, PREFIX)
+
+
+def test_a_missing_index_part_hides_the_parts_after_it(tmp_path: Path) -> None:
+    """Parts are read in order up to the first gap: what a reader lists is always a prefix of the tape."""
+    store = LocalStore(tmp_path / "s")
+    snaps = snapshots(list(range(6)), seed=5)
+    w = TapeWriter(store, PREFIX, TENSORS, segment_max_steps=2)
+    for s, snap in snaps.items():
+        w.append(s, snap)
+    (tmp_path / "s" / PREFIX / "index" / "00000001.json").unlink()
+    assert TapeReader(store, PREFIX).steps() == [0, 1]
+
+
+def test_random_weights_at_every_step_never_store_more_than_raw(tmp_path: Path) -> None:
+    """Nothing to predict (fresh random weights each step): every chunk is bounded by its raw bytes plus a
+    few header bytes, and the values' exponent bytes still compress a little."""
+    store = LocalStore(tmp_path / "s")
+    infos = [TensorInfo("w", (256, 300), "float32"), TensorInfo("v", (5000,), "float64")]
+    rng = np.random.default_rng(7)
+    snaps = {
+        s: {
+            "w": (rng.standard_normal((256, 300)) * 10.0 ** rng.uniform(-3, 1)).astype(np.float32),
+            "v": rng.standard_normal(5000) * 1e3,
+        }
+        for s in range(10)
+    }
+    w = TapeWriter(store, PREFIX, infos, block_lanes=16384, keyframe_interval=5)
+    for s, snap in snaps.items():
+        w.append(s, snap)
+        assert w.stored_bytes <= w.raw_bytes, s
+    w.close()
+    r = TapeReader(store, PREFIX)
+    ratio = r.stored_bytes / r.raw_bytes
+    assert ratio <= 1.0
+    modes = {int(m) for seg in r._segments for m in r._seg_table(seg)[:, 3]}
+    assert 3 in modes, "dense blocks (values with their exponents grouped) were chosen"
+    for s, snap in snaps.items():
+        for name, a in snap.items():
+            assert np.array_equal(bits(r.read(name, s)), bits(a)), (name, s)
+    steps, vals = r.trajectory("w", [0, 77, 76799])
+    assert np.array_equal(
+        bits(vals), bits(np.stack([snaps[s]["w"].reshape(-1)[[0, 77, 76799]] for s in steps]))
+    )
+
+
+def test_all_zero_planes_cost_nothing(tmp_path: Path) -> None:
+    """A tensor that does not change: its deltas are all-zero planes, a few header bytes per block."""
+    store = LocalStore(tmp_path / "s")
+    a = np.random.default_rng(2).standard_normal(100_000).astype(np.float32)
+    w = TapeWriter(store, PREFIX, [TensorInfo("a", a.shape, "float32")], block_lanes=1 << 16)
+    w.append(0, {"a": a})
+    after_key = w.stored_bytes
+    for s in range(1, 9):
+        w.append(s, {"a": a})
+    assert w.stored_bytes - after_key == 8 * 2 * (1 + 4 * 5)  # 2 blocks per step, header only
+    w.close()
+    assert np.array_equal(bits(TapeReader(store, PREFIX).read("a", 8)), bits(a))
+
+
+def _segment_digests(store: LocalStore, prefix: str) -> list[str]:
+    m = store.get_json(prefix + MANIFEST_NAME)
+    return [hashlib.sha256(store.get(prefix + s["key"])).hexdigest() for s in m["segments"]]
+
+
+def _write(store: LocalStore, prefix: str, snaps: dict[int, dict[str, Any]], **kw: Any) -> TapeWriter:
+    w = TapeWriter(store, prefix, TENSORS, TapeOptions(segment_max_steps=5, block_lanes=1024, **kw))
+    for s, snap in snaps.items():
+        w.append(s, snap)
+    w.close()
+    return w
+
+
+def test_torch_transform_writes_the_same_bytes_as_numpy(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    store = LocalStore(tmp_path / "s")
+    snaps = snapshots(list(range(14)), seed=8)
+    a = _write(store, "np/", snaps, encoder="numpy")
+    b = _write(store, "torch/", snaps, encoder="torch")
+    assert a.encoder == "numpy" and b.encoder == "torch"
+    assert _segment_digests(store, "np/") == _segment_digests(store, "torch/")
+    # Torch tensors go in as they are (the capture buffer on the device, on a GPU).
+    c = TapeWriter(store, "tt/", TENSORS, TapeOptions(segment_max_steps=5, block_lanes=1024, encoder="torch"))
+    for s, snap in snaps.items():
+        c.append(s, {k: torch.from_numpy(np.asarray(v)) for k, v in snap.items()})
+    c.close()
+    assert _segment_digests(store, "tt/") == _segment_digests(store, "np/")
+    ra, rb = TapeReader(store, "np/"), TapeReader(store, "tt/")
+    for s in snaps:
+        for t in TENSORS:
+            assert np.array_equal(bits(ra.read(t.name, s)), bits(rb.read(t.name, s)))
+            assert np.array_equal(bits(rb.read(t.name, s)), bits(snaps[s][t.name]))
+
+
+def test_torch_transform_matches_numpy_on_incompressible_and_unchanging_steps(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    store = LocalStore(tmp_path / "s")
+    rng = np.random.default_rng(9)
+    base = snapshots([0], seed=9)[0]
+    snaps = {}
+    for s in range(8):  # random, unchanged, random again: dense blocks, zero planes, fresh deltas
+        if s in (3, 4, 5):
+            snaps[s] = {k: v.copy() for k, v in snaps[2].items()}
+        else:
+            snaps[s] = {k: (rng.standard_normal(v.shape) * 5).astype(v.dtype) for k, v in base.items()}
+    _write(store, "np/", snaps, encoder="numpy")
+    _write(store, "torch/", snaps, encoder="torch")
+    assert _segment_digests(store, "np/") == _segment_digests(store, "torch/")
+
+
+def test_torch_encoder_says_once_that_entropy_coding_stays_on_the_cpu(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setattr(tape_writer, "_FALLBACK_LOGGED", False)
+    store = LocalStore(tmp_path / "s")
+    with caplog.at_level(logging.INFO, logger="netlapse.core.tape.writer"):
+        for p in ("a/", "b/"):
+            TapeWriter(store, p, TENSORS, encoder="torch").close()
+    lines = [r.getMessage() for r in caplog.records if "nvCOMP" in r.getMessage()]
+    assert len(lines) == 1 and "zstd on the CPU" in lines[0]
+    # "auto" without a CUDA device is the numpy transform, silently.
+    assert TapeWriter(store, "c/", TENSORS, device="cpu").encoder == "numpy"
+
+
+def test_a_release_0_1_tape_resumes_with_the_new_writer(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "f")
+    store = LocalStore(tmp_path / "f")
+    with np.load(FIXTURE / "expected.npz") as z:
+        expected = {k: z[k] for k in z.files}
+    old = TapeReader(store, "lossless/")
+    infos = old.tensors()
+    rng = np.random.default_rng(11)
+    more = {
+        s: {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in infos} for s in (20, 21, 22, 30)
+    }
+    w = TapeWriter(store, "lossless/", infos, resume=True, segment_max_steps=3)
+    for s, snap in more.items():
+        w.append(s, snap)
+    w.close()
+    r = TapeReader(store, "lossless/")
+    assert r.steps() == [0, 1, 2, 3, 5, 8, 9, 10, 11, 12, 20, 21, 22, 30]
+    assert (
+        r.manifest["format"] == 2
+        and [s.get("format", 1) for s in r.manifest["segments"]] == [1] * 3 + [2] * 2
+    )
+    for t in infos:
+        for s in (0, 5, 12):
+            assert np.array_equal(bits(r.read(t.name, s)), bits(expected[f"lossless/{t.name}@{s}"]))
+        for s, snap in more.items():
+            assert np.array_equal(bits(r.read(t.name, s)), bits(snap[t.name]))
+    r.verify()
+
+
+def test_options_state_each_default_once_and_name_bad_fields() -> None:
+    from netlapse.core.settings import Settings
+
+    s = Settings()
+    o = TapeOptions.from_settings(s)
+    assert (
+        (o.segment_target_bytes, o.segment_max_steps, o.zstd_level, o.keyframe_interval)
+        == (
+            s.segment_target_bytes,
+            s.segment_max_steps,
+            s.zstd_level,
+            s.keyframe_interval,
+        )
+        == (TapeOptions.segment_target_bytes, 256, 1, 16)
+    )
+    with pytest.raises(TypeError, match="segment_max_step.*valid: block_lanes"):
+        TapeOptions().with_(segment_max_step=3)
+    with pytest.raises(ValueError, match="encoder must be one of auto, numpy, torch"):
+        TapeOptions(encoder="gpu")
