@@ -165,6 +165,11 @@ export function createApi({
   return {
     request,
     analysis,
+    /** The events WebSocket URL; with a token, first trades it for a single-use ticket (a Promise of the URL). */
+    eventsUrl: async (runId, since, loc = globalThis.location) => {
+      const ticket = getToken() ? (await request("POST", "ws-ticket", { body: {} }))?.ticket : null;
+      return eventsUrl(runId, since, loc, root, ticket);
+    },
     /** Report a 401 seen outside fetch (the WebSocket's 4401 close) like one from a request. */
     unauthorized: (message) => onUnauthorized(new ApiError(message, { status: 401 }), getToken()),
     health: (o) => request("GET", "health", o),
@@ -204,11 +209,12 @@ export function createApi({
   };
 }
 
-/** ws:// or wss:// URL for a run's event stream, matching the page's scheme; the token goes as `?token=`. */
-export function eventsUrl(runId, since, loc = globalThis.location, base = "api/", token = readToken()) {
+/** ws:// or wss:// URL for a run's event stream, matching the page's scheme. The API token never goes in a URL:
+ * a signed-in page passes a single-use `ticket` from `POST /api/ws-ticket` (see `api.eventsUrl`). */
+export function eventsUrl(runId, since, loc = globalThis.location, base = "api/", ticket = null) {
   const u = new URL(`${base}runs/${encodeURIComponent(runId)}/events`, loc.href);
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
   if (since) u.searchParams.set("since", since);
-  if (token) u.searchParams.set("token", token);
+  if (ticket) u.searchParams.set("ticket", ticket);
   return u.toString();
 }

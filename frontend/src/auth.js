@@ -1,6 +1,8 @@
 // API tokens in the browser. On a server with NETLAPSE_AUTH_REQUIRED the API answers 401 without a token;
-// the top bar then asks for one, keeps it in localStorage, and api.js sends it as `Authorization: Bearer`
-// (and as `?token=` on the WebSocket, where browsers cannot set headers). "Sign out" forgets it.
+// the top bar then asks for one, keeps it in localStorage, and api.js sends it as `Authorization: Bearer`.
+// Browsers cannot set headers on a WebSocket, so for the live event stream api.js first trades the token for a
+// single-use, short-lived ticket (`POST /api/ws-ticket` → `?ticket=`): the token itself never goes in a URL.
+// "Sign out" forgets it.
 
 import { h, setChildren } from "./ui.js";
 

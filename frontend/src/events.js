@@ -118,9 +118,32 @@ export class RunEventStream {
   connect() {
     if (this.closed || this.ended) return;
     this.onState(this.attempts ? "reconnecting" : "connecting");
+    let url;
+    try {
+      url = this.urlFor(this.runId, this.cursor.lastId);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    // `urlFor` may be async: a signed-in page first trades its token for a single-use ticket (api.eventsUrl).
+    if (typeof url?.then === "function") {
+      url.then(
+        (u) => this.open(u),
+        (e) => {
+          if (e?.status === 401) {
+            this.closed = true;
+            this.onState("refused", 4401);
+          } else this.scheduleReconnect();
+        },
+      );
+    } else this.open(url);
+  }
+
+  open(url) {
+    if (this.closed || this.ended) return;
     let ws;
     try {
-      ws = new this.WS(this.urlFor(this.runId, this.cursor.lastId));
+      ws = new this.WS(url);
     } catch {
       this.scheduleReconnect();
       return;

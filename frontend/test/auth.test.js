@@ -126,10 +126,37 @@ describe("api.js sends the token", () => {
     expect(heard).toEqual([]);
   });
 
-  it("puts the token in the WebSocket URL as ?token=", () => {
+  it("never puts the token in the WebSocket URL: it trades it for a single-use ticket first", async () => {
     const loc = { href: "http://h:8000/" };
-    expect(eventsUrl("r1", null, loc, "api/", "a b+c")).toBe("ws://h:8000/api/runs/r1/events?token=a+b%2Bc");
+    expect(eventsUrl("r1", null, loc, "api/", "a b+c")).toBe("ws://h:8000/api/runs/r1/events?ticket=a+b%2Bc");
     expect(eventsUrl("r1", "5-0", loc, "api/", null)).toBe("ws://h:8000/api/runs/r1/events?since=5-0");
+    const calls = [];
+    const api = createApi({
+      getToken: () => "SECRET-TOKEN",
+      fetch: async (url, init) => (calls.push([url, init]), json(200, { ticket: "t1", expires_in: 30 })),
+    });
+    const url = await api.eventsUrl("r1", "5-0", loc);
+    expect(url).toBe("ws://h:8000/api/runs/r1/events?since=5-0&ticket=t1");
+    expect(url).not.toContain("SECRET-TOKEN");
+    expect(calls[0][0]).toBe("api/ws-ticket");
+    expect(calls[0][1].method).toBe("POST");
+    expect(calls[0][1].headers.Authorization).toBe("Bearer SECRET-TOKEN");
+    expect(calls[0][1].headers["Content-Type"]).toBe("application/json");
+    const anon = createApi({ getToken: () => null, fetch: async () => { throw new Error("no request without a token"); } });
+    expect(await anon.eventsUrl("r1", null, loc)).toBe("ws://h:8000/api/runs/r1/events");
+  });
+
+  it("opens the socket once an async URL (a ticket) is ready", async () => {
+    const opened = [];
+    class FakeWS {
+      constructor(url) {
+        opened.push(url);
+      }
+      close() {}
+    }
+    new RunEventStream("r1", { WebSocketImpl: FakeWS, urlFor: async () => "ws://x?ticket=t" }).start();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(opened).toEqual(["ws://x?ticket=t"]);
   });
 
   it("passes the WebSocket's 4401 close code on with the refused state", () => {

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.requests import HTTPConnection
 
 from netlapse.api.errors import not_found
-from netlapse.core.auth import LOCAL_USER, Accounts, may_access
+from netlapse.core.auth import LOCAL_USER, Accounts, WsTickets, may_access
 from netlapse.core.events import EventStream, connect
 from netlapse.core.queue import make_celery
 from netlapse.core.runs import RunNotFound, RunRepository
@@ -19,13 +19,10 @@ from netlapse.core.schemas import RunRecord
 from netlapse.core.settings import Settings, get_settings
 from netlapse.core.store import Store, store_from_settings
 
-AUTH_CACHE_S = 5.0
-"""The api remembers a valid token this long: a revoked token stops working within it."""
-
 NO_TOKEN = (
-    "this server requires an API token: send the header `Authorization: Bearer <token>` "
-    "(or `?token=<token>` on WebSocket and download URLs). The server's admin creates one with "
-    "`netlapse user add NAME`"
+    "this server requires an API token: send the header `Authorization: Bearer <token>` (a WebSocket takes "
+    "`?ticket=` from `POST /api/ws-ticket` instead; tokens never go in URLs). The server's admin creates one "
+    "with `netlapse user add NAME`"
 )
 BAD_TOKEN = (
     "this API token is not valid (unknown or revoked); ask the server's admin for a new one "
@@ -72,7 +69,7 @@ def get_repo(store: Annotated[Store, Depends(get_store)]) -> RunRepository:
 
 @lru_cache
 def _accounts(settings: Settings) -> Accounts:
-    return Accounts(_store(settings), cache_ttl_s=AUTH_CACHE_S)
+    return Accounts(_store(settings), cache_ttl_s=settings.auth_cache_s)
 
 
 def get_accounts(settings: Annotated[Settings, Depends(get_settings)]) -> Accounts:
@@ -83,12 +80,17 @@ class AuthFailed(Exception):
     """No usable token; the message says how to get one."""
 
 
+def get_tickets(settings: Annotated[Settings, Depends(get_settings)]) -> WsTickets:
+    return WsTickets(_redis(settings.redis_url), settings.ws_ticket_ttl_s)
+
+
 def bearer_token(conn: HTTPConnection) -> str | None:
-    """The token of a request or WebSocket: ``Authorization: Bearer <token>``, else ``?token=``."""
+    """The token of a request or WebSocket: ``Authorization: Bearer <token>`` only (never a URL parameter:
+    URLs end up in proxy logs and browser history)."""
     scheme, _, value = conn.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return conn.query_params.get("token") or None
+    return None
 
 
 def authenticate(conn: HTTPConnection, settings: Settings, accounts: Accounts) -> str:
@@ -157,5 +159,6 @@ EventsDep = Annotated[EventStream, Depends(get_events)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 RepoDep = Annotated[RunRepository, Depends(get_repo)]
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+TicketsDep = Annotated[WsTickets, Depends(get_tickets)]
 CurrentUser = Annotated[str, Depends(current_user)]
 RunDep = Annotated[RunRecord, Depends(current_run)]

@@ -9,9 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from netlapse.api import redact
 from netlapse.api.deps import current_user, visible_run
 from netlapse.api.limits import MAX_BODY_BYTES, BodySizeLimit, RequestGuard
 from netlapse.api.routes import analyses, catalog, events, health, runs, tensors, users
+from netlapse.api.routes import limits as limits_routes
 from netlapse.core.settings import get_settings
 from netlapse.core.tape import TapeCorrupt
 
@@ -28,13 +30,21 @@ def create_app() -> FastAPI:
     so a new route is protected without doing anything. The WebSocket authenticates itself (close codes).
     """
     settings = get_settings()
+    redact.install()  # no token or ticket in any log line (uvicorn logs paths with their query strings)
     app = FastAPI(title="netlapse", version="0.1.0", description="Every parameter after every batch.")
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: Host, Origin, Content-Type first
     for public in (health.router, catalog.router):  # GET /api/health, /api/presets, /api/datasets
         app.include_router(public, prefix="/api")
     guarded = [Depends(current_user), Depends(visible_run)]
-    for router in (users.router, catalog.samples_router, runs.router, tensors.router, analyses.router):
+    for router in (
+        users.router,
+        limits_routes.router,
+        catalog.samples_router,
+        runs.router,
+        tensors.router,
+        analyses.router,
+    ):
         app.include_router(router, prefix="/api", dependencies=guarded)
     app.include_router(events.router, prefix="/api")
 

@@ -125,6 +125,16 @@ class Client:
 
     # -- catalog
 
+    def events_url(self, run_id: str, since: str | None = None) -> str:
+        """The run's live-events WebSocket URL. On a server with tokens it carries a single-use ticket
+        (``POST /api/ws-ticket``), never the token; open it within ``NETLAPSE_WS_TICKET_TTL_S`` seconds."""
+        params: dict[str, str] = {"since": since} if since else {}
+        ticket = self.post("ws-ticket").get("ticket") if self._auth else None
+        if ticket:
+            params["ticket"] = ticket
+        url = f"{self.base_url}/runs/{run_id}/events".replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        return url + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
+
     def health(self) -> dict[str, Any]:
         """Status of api, redis and store."""
         return self.request("GET", "health").json()

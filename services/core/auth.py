@@ -18,6 +18,7 @@ import secrets
 import threading
 import time
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -106,12 +107,15 @@ def may_access(auth_required: bool, user: str, rec: RunRecord) -> bool:
 
 class Accounts:
     """Users and their tokens in a store. ``cache_ttl_s`` > 0 remembers valid tokens that long (the api does,
-    so a request costs no extra store read; a revoked token then stops working within that time)."""
+    so a request costs no extra store read; a revoked token then stops working within that time), and unknown
+    ones as long (so a client retrying a bad token costs no store reads either)."""
 
     def __init__(self, store: Store, cache_ttl_s: float = 0.0) -> None:
         self.store = store
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[str, float]] = {}
+        # unknown tokens, remembered as briefly (a client retrying a bad token costs no store reads)
+        self._misses: dict[str, float] = {}
         self._lock = threading.Lock()
 
     # -- users
@@ -181,11 +185,21 @@ class Accounts:
         if self.cache_ttl_s > 0:
             with self._lock:
                 hit = self._cache.get(digest)
+                missed = self._misses.get(digest, 0.0) > now
             if hit is not None and hit[1] > now:
                 return hit[0]
+            if missed:
+                return None
         try:
             rec = TokenRecord.model_validate_json(self.store.get(token_key(digest)))
         except ObjectNotFound:
+            if self.cache_ttl_s > 0:
+                with self._lock:
+                    if len(self._misses) > 10_000:
+                        self._misses = {d: t for d, t in self._misses.items() if t > now}
+                        if len(self._misses) > 10_000:
+                            self._misses.clear()
+                    self._misses[digest] = now + self.cache_ttl_s
             return None
         if self.cache_ttl_s > 0:
             with self._lock:
@@ -202,3 +216,30 @@ class Accounts:
             except ObjectNotFound:
                 continue
         return out
+
+
+TICKET_PREFIX = "netlapse:ws-ticket:"
+
+
+class WsTickets:
+    """Short-lived, single-use tickets that authenticate a WebSocket (``?ticket=``), so an API token never travels
+    in a URL. Kept in Redis (shared by every api process) under the ticket's SHA-256, consumed atomically."""
+
+    def __init__(self, redis_client: Any, ttl_s: float) -> None:
+        self.redis = redis_client
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+
+    def issue(self, user: str) -> str:
+        """A new ticket for ``user``, valid once within the TTL."""
+        ticket = secrets.token_urlsafe(24)
+        self.redis.set(TICKET_PREFIX + hash_token(ticket), user, px=self.ttl_ms)
+        return ticket
+
+    def redeem(self, ticket: str) -> str | None:
+        """The ticket's user, or None when it is unknown, expired or already used (it is used up either way)."""
+        if not ticket or len(ticket) > MAX_TOKEN_CHARS:
+            return None
+        user = self.redis.getdel(TICKET_PREFIX + hash_token(ticket))
+        if user is None:
+            return None
+        return user.decode() if isinstance(user, bytes) else str(user)

@@ -7,9 +7,7 @@ from celery import Celery
 from netlapse.core.settings import Settings
 
 TRAIN_QUEUE = "train"
-TRAIN_GPU_QUEUE = "train-gpu"  # wake-ups for runs that need CUDA: only GPU trainers consume it
 ANALYZE_QUEUE = "analyze"
-COMPACT_QUEUE = "compact"  # its own worker process, so diffs never wait behind a compaction
 TASK_TRAIN = "netlapse.trainer.train_run"
 TASK_DIFF = "netlapse.analyzer.diff"
 TASK_SCATTER = "netlapse.analyzer.scatter"
@@ -32,7 +30,6 @@ def make_celery(name: str, settings: Settings) -> Celery:
         result_expires=3600,
         task_routes={
             "netlapse.trainer.*": {"queue": TRAIN_QUEUE},
-            TASK_COMPACT: {"queue": COMPACT_QUEUE},
             "netlapse.analyzer.*": {"queue": ANALYZE_QUEUE},
         },
         broker_connection_retry_on_startup=True,

@@ -44,10 +44,7 @@ class Settings(BaseSettings):
     capture_buffers: int = Field(default=4, ge=1, description="snapshots in flight between loop and writer")
     zstd_level: int = Field(default=TapeOptions.zstd_level, ge=-5, le=19)
     keyframe_interval: int = Field(
-        default=TapeOptions.keyframe_interval,
-        ge=1,
-        le=4096,
-        description="tape: every N-th captured step is stored whole",
+        default=TapeOptions.keyframe_interval, ge=1, le=4096, description="tape: every N-th captured step is stored whole"
     )
     capture_threads: int = Field(
         default=0, ge=0, le=64, description="encoder threads per run; 0 = 1 on CPU, up to 8 on CUDA"
@@ -97,6 +94,13 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated origins (scheme://host:port) allowed to call the api besides its own",
     )
+    auth_cache_s: float = Field(
+        default=5.0, ge=0, le=300, description="the api remembers a token lookup (valid or not) this long"
+    )
+    ws_ticket_ttl_s: float = Field(
+        default=30.0, gt=0, le=600, description="a WebSocket ticket (POST /api/ws-ticket) is valid this long, once"
+    )
+    ws_max_per_user: int = Field(default=8, ge=1, description="live event WebSockets one user may hold open")
 
     # SDK runs (docs/sdk.md): recorded in the user's own process, uploaded through /api/ingest.
     sdk_heartbeat_timeout_s: float = Field(

@@ -4,8 +4,11 @@ body limit. Users are created through core.auth straight in the stack's store, a
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +50,21 @@ def auth_stack(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) ->
     store_dir = data / "store"
     accounts = Accounts(LocalStore(store_dir))
     tokens = {user: accounts.add_user(user) for user in ("alice", "bob")}
+    log_dir = artifacts_dir / "stack-logs-auth"
+    shutil.rmtree(
+        log_dir, ignore_errors=True
+    )  # test_no_token_or_ticket_in_any_service_log reads this run's only
     s = Stack(
         data_dir=data,
         api_port=free_port(),
-        log_dir=artifacts_dir / "stack-logs-auth",
-        extra_env={"NETLAPSE_AUTH_REQUIRED": "1", "NETLAPSE_STORE_URL": f"file://{store_dir}"},
+        log_dir=log_dir,
+        extra_env={
+            "NETLAPSE_AUTH_REQUIRED": "1",
+            "NETLAPSE_STORE_URL": f"file://{store_dir}",
+            "NETLAPSE_WS_TICKET_TTL_S": "4",
+            "NETLAPSE_WS_MAX_PER_USER": "2",
+        },
+        api_log_level="info",  # every request line is logged: test_no_secret_in_any_log reads them
     )
     s.start()
     try:
@@ -85,6 +98,14 @@ def ws_session(base: str, path: str, headers: dict[str, str] | None = None) -> t
         return messages, ws.close_code
 
 
+def ticket(auth_stack: AuthStack, user: str) -> str:
+    """A WebSocket ticket of ``user`` (POST /api/ws-ticket with the user's token)."""
+    with auth_stack.client(user) as c:
+        r = c.post("/api/ws-ticket", json={})
+        assert r.status_code == 200, r.text
+        return str(r.json()["ticket"])
+
+
 def test_health_presets_datasets_need_no_token(auth_stack: AuthStack) -> None:
     with auth_stack.client(None) as anon:
         assert anon.get("/api/health").json()["status"] == "ok"
@@ -103,8 +124,16 @@ def test_no_token_or_a_bad_one_is_401_saying_how_to_get_one(auth_stack: AuthStac
         assert anon.get("/api/datasets/synthetic/samples", params={"indices": "0"}).status_code == 401
     msgs, code = ws_session(auth_stack.base, "/api/runs/whatever0001/events")
     assert code == 4401 and msgs[0]["type"] == "error" and "token" in msgs[0]["data"]["detail"]
-    msgs, code = ws_session(auth_stack.base, "/api/runs/whatever0001/events?token=bad")
-    assert code == 4401 and "not valid" in msgs[0]["data"]["detail"]
+    # a token in a URL is never accepted (URLs land in logs and browser history), not even a valid one
+    msgs, code = ws_session(
+        auth_stack.base, f"/api/runs/whatever0001/events?token={auth_stack.tokens['alice']}"
+    )
+    assert code == 4401 and "ws-ticket" in msgs[0]["data"]["detail"]
+    with auth_stack.client(None) as anon:
+        assert anon.get("/api/me", params={"token": auth_stack.tokens["alice"]}).status_code == 401
+        assert anon.post("/api/ws-ticket", json={}).status_code == 401
+    msgs, code = ws_session(auth_stack.base, "/api/runs/whatever0001/events?ticket=made-up")
+    assert code == 4401 and "unknown, expired or already used" in msgs[0]["data"]["detail"]
 
 
 def test_runs_are_private_to_their_owner(auth_stack: AuthStack, alice_run: dict[str, Any]) -> None:
@@ -138,14 +167,14 @@ def test_runs_are_private_to_their_owner(auth_stack: AuthStack, alice_run: dict[
         )  # bob's cancel/delete did nothing
 
     bob_msgs, bob_code = ws_session(
-        auth_stack.base, f"/api/runs/{rid}/events?token={auth_stack.tokens['bob']}"
+        auth_stack.base, f"/api/runs/{rid}/events?ticket={ticket(auth_stack, 'bob')}"
     )
     assert bob_code == 4404 and bob_msgs == [
         {"type": "error", "run_id": rid, "data": {"detail": f"run {rid!r} not found"}}
     ]
-    # The browser's way (?token=) and the header both stream the owner's events to the final status.
+    # The browser's way (a single-use ticket) and the header both stream the owner's events to the final status.
     for path, headers in (
-        (f"/api/runs/{rid}/events?token={auth_stack.tokens['alice']}", None),
+        (f"/api/runs/{rid}/events?ticket={ticket(auth_stack, 'alice')}", None),
         (f"/api/runs/{rid}/events", {"Authorization": f"Bearer {auth_stack.tokens['alice']}"}),
     ):
         msgs, code = ws_session(auth_stack.base, path, headers)
@@ -182,3 +211,107 @@ def test_a_revoked_token_stops_working(auth_stack: AuthStack) -> None:
         while carol.get("/api/me").status_code != 401:
             assert time.monotonic() < deadline, "revoked token still accepted"
             time.sleep(0.5)
+
+
+def test_a_ws_ticket_works_once_and_only_within_its_ttl(
+    auth_stack: AuthStack, alice_run: dict[str, Any]
+) -> None:
+    rid = alice_run["id"]
+    with auth_stack.client("alice") as alice:
+        ttl = alice.get("/api/limits").json()["ws_ticket_ttl_s"]  # the TTL the server enforces
+        r = alice.post("/api/ws-ticket", json={})
+        assert r.json()["expires_in"] == ttl and auth_stack.tokens["alice"] not in r.text
+    t = r.json()["ticket"]
+    msgs, code = ws_session(auth_stack.base, f"/api/runs/{rid}/events?ticket={t}")
+    assert code == 1000 and msgs[-1]["data"]["status"] == "succeeded"
+    msgs, code = ws_session(auth_stack.base, f"/api/runs/{rid}/events?ticket={t}")  # the same ticket again
+    assert code == 4401 and "already used" in msgs[0]["data"]["detail"]
+    # just under the TTL: accepted; just over: refused
+    t1, t2 = ticket(auth_stack, "alice"), ticket(auth_stack, "alice")
+    issued = time.monotonic()
+    time.sleep(max(0.0, ttl - 1.5 - (time.monotonic() - issued)))
+    age = time.monotonic() - issued
+    msgs, code = ws_session(auth_stack.base, f"/api/runs/{rid}/events?ticket={t1}")
+    assert age < ttl and code == 1000, (age, msgs[:1])
+    time.sleep(max(0.0, ttl + 0.5 - (time.monotonic() - issued)))
+    msgs, code = ws_session(auth_stack.base, f"/api/runs/{rid}/events?ticket={t2}")
+    assert code == 4401 and "expired" in msgs[0]["data"]["detail"]
+
+
+def test_websockets_per_user_are_capped(auth_stack: AuthStack) -> None:
+    long_run = {
+        **TINY_RUN,
+        "name": "long",
+        "training": {**TINY_RUN["training"], "epochs": 50, "batch_size": 16},
+    }
+    with auth_stack.client("alice") as alice:
+        cap = alice.get("/api/limits").json()["ws_max_per_user"]
+        r = alice.post("/api/runs", json=long_run)
+        assert r.status_code == 201, r.text
+        rid = r.json()["id"]
+        url = auth_stack.base.replace("http://", "ws://") + f"/api/runs/{rid}/events"
+        header = {"Authorization": f"Bearer {auth_stack.tokens['alice']}"}
+        sockets = ExitStack()
+        held = [
+            sockets.enter_context(connect(url, additional_headers=header, open_timeout=10))
+            for _ in range(cap)
+        ]
+        try:
+            for ws in held:
+                assert json.loads(ws.recv(timeout=30))["run_id"] == rid  # each one streams
+            msgs, code = ws_session(auth_stack.base, f"/api/runs/{rid}/events", header)
+            assert code == 4429 and f"at most {cap} live event streams" in msgs[0]["data"]["detail"]
+            # another user is not affected by alice's sockets
+            _, bob_code = ws_session(
+                auth_stack.base, f"/api/runs/{rid}/events?ticket={ticket(auth_stack, 'bob')}"
+            )
+            assert bob_code == 4404
+            held.pop().close()
+            deadline = time.monotonic() + 10
+            while True:  # the server notices the close within its poll interval
+                with connect(url, additional_headers=header, open_timeout=10) as ws:
+                    first = json.loads(ws.recv(timeout=30))
+                if first["type"] != "error" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert first["type"] != "error", first
+        finally:
+            sockets.close()
+            alice.post(f"/api/runs/{rid}/cancel", json={})
+            wait_terminal(alice, rid)
+
+
+def test_no_token_or_ticket_in_any_service_log(auth_stack: AuthStack, alice_run: dict[str, Any]) -> None:
+    """What a browser session does (sign in, list, open a run, live events by ticket, analyses), then every log
+    of every service is searched for the tokens and for any unmasked ticket."""
+    rid = alice_run["id"]
+    with auth_stack.client("alice") as alice:
+        for path in (
+            "/api/me",
+            "/api/runs",
+            f"/api/runs/{rid}",
+            f"/api/runs/{rid}/steps",
+            f"/api/runs/{rid}/metrics",
+        ):
+            assert alice.get(path).status_code == 200, path
+        assert alice.get(f"/api/runs/{rid}/diff/conv1.weight", params={"from": 0, "to": 1}).status_code == 200
+        alice.get("/api/runs", params={"token": auth_stack.tokens["alice"]})  # a careless client's URL
+    for _ in range(2):
+        ws_session(auth_stack.base, f"/api/runs/{rid}/events?since=0-0&ticket={ticket(auth_stack, 'alice')}")
+    ws_session(auth_stack.base, f"/api/runs/{rid}/events?ticket={ticket(auth_stack, 'bob')}")
+    log_dir = artifacts_logs(auth_stack)
+    logs = {p.name: p.read_text(errors="replace") for p in sorted(log_dir.glob("*.log"))}
+    assert {"api.log", "trainer.log", "analyzer.log", "redis.log"} <= set(logs)
+    assert (
+        "/api/ws-ticket" in logs["api.log"] and "ticket=[redacted]" in logs["api.log"]
+    )  # access lines exist
+    for name, text in logs.items():
+        for user, token in auth_stack.tokens.items():
+            assert token not in text, f"{user}'s token is in {name}"
+        for m in re.finditer(r"(?:ticket|token)=([^&\s\"']*)", text):
+            assert m.group(1) == "[redacted]", f"{name}: {m.group(0)}"
+
+
+def artifacts_logs(auth_stack: AuthStack) -> Path:
+    assert auth_stack.stack.log_dir is not None
+    return auth_stack.stack.log_dir

@@ -202,7 +202,7 @@ def test_api_needs_a_token_and_says_how_to_get_one(
         "user": "alice",
         "auth_required": True,
     }
-    assert client.get("/api/me", params={"token": tokens["bob"]}).json()["user"] == "bob"
+    assert client.get("/api/me", params={"token": tokens["bob"]}).status_code == 401  # never in a URL
     assert client.get("/api/presets").status_code == 200
     assert client.get("/api/datasets").status_code == 200
     assert client.get("/api/datasets/synthetic/samples", params={"indices": "0"}).status_code == 401
@@ -243,7 +243,7 @@ def test_another_users_run_is_not_found(served: tuple[TestClient, dict[str, str]
         assert ws.receive_json()["data"]["detail"] == "run 'bbbbbbbb0001' not found"
         assert ws.receive()["code"] == 4404
     with client.websocket_connect("ws://127.0.0.1/api/runs/aaaaaaaa0001/events?token=wrong") as ws:
-        assert "not valid" in ws.receive_json()["data"]["detail"]
+        assert "ws-ticket" in ws.receive_json()["data"]["detail"]
         assert ws.receive()["code"] == 4401
 
 
@@ -268,3 +268,34 @@ def test_bodies_over_1_mib_answer_413(served: tuple[TestClient, dict[str, str], 
     )
     assert r.status_code == 413, r.text
     assert "too large" in r.json()["detail"]
+
+
+def test_unknown_tokens_are_remembered_briefly(store: LocalStore) -> None:
+    reads = []
+    real_get = store.get
+    store.get = lambda key: (reads.append(key), real_get(key))[1]  # type: ignore[method-assign]
+    api = Accounts(store, cache_ttl_s=60.0)
+    for _ in range(5):
+        assert api.authenticate("guessed-token") is None
+    assert len(reads) == 1  # one store read, then the miss is cached
+    assert Accounts(store, cache_ttl_s=0).authenticate("guessed-token") is None
+
+
+def test_log_lines_never_carry_secrets_from_urls() -> None:
+    import logging
+
+    from netlapse.api.redact import RedactSecrets
+
+    rec = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        "",
+        0,
+        '%s - "%s %s HTTP/%s" %d',
+        ("1.2.3.4", "GET", "/a?since=1-0&ticket=abc&token=xyz", "1.1", 200),
+        None,
+    )
+    RedactSecrets().filter(rec)
+    line = rec.getMessage()
+    assert "abc" not in line and "xyz" not in line
+    assert "/a?since=1-0&ticket=[redacted]&token=[redacted]" in line

@@ -272,7 +272,11 @@ export function mount(root, { api, routeParams }) {
       if (!run) setChildren(head);
       return;
     }
-    if (!TERMINAL.has(run.status)) stream = new RunEventStream(id, { onEvent, onState }).start();
+    if (!TERMINAL.has(run.status)) {
+      // api.eventsUrl trades the token for a single-use ticket: the token never goes in the WebSocket's URL
+      const urlFor = api.eventsUrl ? (runId, since) => api.eventsUrl(runId, since) : undefined;
+      stream = new RunEventStream(id, { onEvent, onState, ...(urlFor && { urlFor }) }).start();
+    }
   })();
 
   return {

@@ -5,18 +5,53 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
+from typing import cast
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from netlapse.api.deps import AccountsDep, AuthFailed, SettingsDep, StoreDep, authenticate
-from netlapse.core.auth import may_access
+from netlapse.api.deps import AccountsDep, AuthFailed, SettingsDep, StoreDep, TicketsDep, authenticate
+from netlapse.core.auth import Accounts, WsTickets, may_access
 from netlapse.core.events import EventStream, is_trimmed, stream_key, valid_stream_id
 from netlapse.core.runs import RunNotFound, RunRepository
 from netlapse.core.schemas import TERMINAL_STATUSES, RunRecord
+from netlapse.core.settings import Settings
 
 router = APIRouter(tags=["events"])
 POLL_MS = 1000
+POOL_CONNECTIONS = 512
+"""Redis connections the WebSockets of one api process share (one per socket waiting in XREAD)."""
+BAD_TICKET = (
+    "this WebSocket ticket is unknown, expired or already used; get a new one with POST /api/ws-ticket"
+)
+
+_pools: dict[tuple[str, int], aioredis.BlockingConnectionPool] = {}
+_open: dict[str, int] = {}  # open WebSockets per user, in this process
+
+
+def shared_redis(url: str) -> aioredis.Redis:
+    """A client on the process-wide pool for ``url`` (one pool per event loop: pools are bound to theirs)."""
+    key = (url, id(asyncio.get_running_loop()))
+    pool = _pools.get(key)
+    if pool is None:
+        pool = _pools[key] = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, max_connections=POOL_CONNECTIONS, timeout=10
+        )
+    return aioredis.Redis(connection_pool=pool)
+
+
+async def websocket_user(
+    websocket: WebSocket, settings: Settings, accounts: Accounts, tickets: WsTickets
+) -> str:
+    """The WebSocket's user: from a single-use ``?ticket=`` (browsers), else ``Authorization: Bearer``."""
+    ticket = websocket.query_params.get("ticket")
+    if settings.auth_required and ticket:
+        user = await asyncio.to_thread(tickets.redeem, ticket)
+        if user is None:
+            raise AuthFailed(BAD_TICKET)
+        return user
+    return await asyncio.to_thread(authenticate, websocket, settings, accounts)
 
 
 def _current_state(rec: RunRecord, live: dict) -> list[dict]:
@@ -43,21 +78,44 @@ async def run_events(
     settings: SettingsDep,
     store: StoreDep,
     accounts: AccountsDep,
+    tickets: TicketsDep,
     since: str | None = None,
+    ticket: str | None = None,
 ) -> None:
     """Replay the run's events after ``since`` (all, if absent), then stream new ones; closes after the final status.
 
-    When auth is on, the token comes as ``Authorization: Bearer`` or ``?token=`` (browsers cannot set headers on
-    a WebSocket): without a valid one the server sends an error and closes with 4401; another user's run
-    closes with 4404 like an unknown one."""
+    When auth is on, a browser authenticates with ``?ticket=`` from ``POST /api/ws-ticket`` (single use, short
+    lived: browsers cannot set headers on a WebSocket, and a token never goes in a URL), other clients with
+    ``Authorization: Bearer``. Without either the server sends an error and closes with 4401; another user's
+    run closes with 4404 like an unknown one; more than ``ws_max_per_user`` sockets of one user close with 4429."""
     repo = RunRepository(store)
     await websocket.accept()
     try:
-        user = await asyncio.to_thread(authenticate, websocket, settings, accounts)
+        user = await websocket_user(websocket, settings, accounts, tickets)
     except AuthFailed as exc:
         await websocket.send_json({"type": "error", "run_id": run_id, "data": {"detail": str(exc)}})
         await websocket.close(code=4401)
         return
+    if _open.get(user, 0) >= settings.ws_max_per_user:
+        detail = (
+            f"at most {settings.ws_max_per_user} live event streams per user are open at once on this server "
+            "(NETLAPSE_WS_MAX_PER_USER); close another tab or view"
+        )
+        await websocket.send_json({"type": "error", "run_id": run_id, "data": {"detail": detail}})
+        await websocket.close(code=4429)
+        return
+    _open[user] = _open.get(user, 0) + 1
+    try:
+        await _serve(websocket, run_id, settings, repo, user, since)
+    finally:
+        _open[user] -= 1
+        if _open[user] <= 0:
+            del _open[user]
+
+
+async def _serve(
+    websocket: WebSocket, run_id: str, settings: Settings, repo: RunRepository, user: str, since: str | None
+) -> None:
     try:
         rec = await asyncio.to_thread(repo.get, run_id)
         if not may_access(settings.auth_required, user, rec):
@@ -78,14 +136,15 @@ async def run_events(
         )
         await websocket.close(code=4422)
         return
-    r = aioredis.from_url(settings.redis_url, decode_responses=True)
+    r = shared_redis(settings.redis_url)
     key = stream_key(run_id)
     cursor = since or "0-0"
     try:
         first = await r.xrange(key, count=1)
         first_id = first[0][0] if first else None
         if since and is_trimmed(since, first_id):
-            live = {k: json.loads(v) for k, v in (await r.hgetall(f"netlapse:run:{run_id}:live")).items()}
+            raw = await cast("Awaitable[dict[str, str]]", r.hgetall(f"netlapse:run:{run_id}:live"))
+            live = {k: json.loads(v) for k, v in raw.items()}
             await websocket.send_json(
                 {
                     "id": "",

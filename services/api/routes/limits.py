@@ -1,0 +1,27 @@
+"""GET /api/limits: the bounds this server enforces, as it enforces them (clients and tests read them here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from netlapse.api.deps import SettingsDep
+from netlapse.api.limits import MAX_BODY_BYTES
+from netlapse.api.routes.runs import MAX_LISTED_RUNS
+
+router = APIRouter(tags=["limits"])
+
+
+@router.get("/limits")
+def limits(settings: SettingsDep) -> dict[str, Any]:
+    """Every per-request and per-user bound of this server (docs/security.md says what each protects).
+    Bounds on query parameters (scatter points, index lists) are in the OpenAPI document as ``maximum``."""
+    return {
+        "max_body_bytes": MAX_BODY_BYTES,
+        "max_listed_runs": MAX_LISTED_RUNS,
+        "max_epochs": settings.max_epochs,
+        "auth_cache_s": settings.auth_cache_s,
+        "ws_ticket_ttl_s": settings.ws_ticket_ttl_s,
+        "ws_max_per_user": settings.ws_max_per_user,
+    }
