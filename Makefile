@@ -70,6 +70,7 @@ screenshots: setup
 
 bench: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run
+	$(PY) -m bench.bench_sdk --out bench/results/sdk.json
 
 bench-quick: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run --quick --out bench/results/engine-quick.json

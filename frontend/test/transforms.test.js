@@ -84,6 +84,7 @@ describe("run display", () => {
   it("model label is the preset or the layer count", () => {
     expect(modelLabel({ preset: "paper-cnn", model: { layers: [1, 2] }, status: "queued" })).toBe("paper-cnn");
     expect(modelLabel({ preset: null, model: { layers: [1, 2, 3] }, status: "queued" })).toBe("3 layers");
+    expect(modelLabel({ preset: null, model: null, source: "sdk", sdk: { modules: { a: "Conv2d", "a.b": "ReLU" } } })).toBe("SDK · 2 modules");
   });
   it("formats", () => {
     expect(fmtBytes(4799528)).toBe("4.80 MB");

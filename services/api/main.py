@@ -11,9 +11,11 @@ from fastapi.staticfiles import StaticFiles
 
 from netlapse.api import redact
 from netlapse.api.deps import current_user, visible_run
-from netlapse.api.limits import MAX_BODY_BYTES, BodySizeLimit, RequestGuard
+from netlapse.api.limits import MAX_BODY_BYTES, RequestGuard
 from netlapse.api.routes import analyses, catalog, events, health, runs, tensors, users
 from netlapse.api.routes import limits as limits_routes
+from netlapse.api.routes.ingest import UploadBodyLimit, heartbeat_checks
+from netlapse.api.routes.ingest import router as ingest_router
 from netlapse.core.settings import get_settings
 from netlapse.core.tape import TapeCorrupt
 
@@ -31,8 +33,13 @@ def create_app() -> FastAPI:
     """
     settings = get_settings()
     redact.install()  # no token or ticket in any log line (uvicorn logs paths with their query strings)
-    app = FastAPI(title="netlapse", version="0.1.0", description="Every parameter after every batch.")
-    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    app = FastAPI(
+        title="netlapse",
+        version="0.1.0",
+        description="Every parameter after every batch.",
+        lifespan=heartbeat_checks,  # SDK runs whose training process died are marked failed
+    )
+    app.add_middleware(UploadBodyLimit, limit=MAX_BODY_BYTES, upload_limit=settings.ingest_max_object_bytes)
     app.add_middleware(RequestGuard, settings=settings)  # outermost: Host, Origin, Content-Type first
     for public in (health.router, catalog.router):  # GET /api/health, /api/presets, /api/datasets
         app.include_router(public, prefix="/api")
@@ -46,6 +53,7 @@ def create_app() -> FastAPI:
         analyses.router,
     ):
         app.include_router(router, prefix="/api", dependencies=guarded)
+    app.include_router(ingest_router, prefix="/api", dependencies=guarded)
     app.include_router(events.router, prefix="/api")
 
     @app.exception_handler(TapeCorrupt)

@@ -5,10 +5,12 @@ import { fmtAge, fmtNum, fmtPct } from "../format.js";
 import { buildHash } from "../state.js";
 import { TERMINAL } from "../events.js";
 
-/** "paper-cnn" for a preset run, otherwise "N layers". Accepts a run or a model spec. */
+/** "paper-cnn" for a preset run, "SDK · N modules" for a run recorded by the SDK, otherwise "N layers".
+ * Accepts a run or a model spec. */
 export function modelLabel(run) {
   if (!run) return "—";
   if (run.preset) return run.preset;
+  if (run.source === "sdk") return `SDK · ${Object.keys(run.sdk?.modules ?? {}).length} modules`;
   const model = run.model ?? run;
   if (model.preset) return model.preset;
   const n = model.layers?.length ?? 0;

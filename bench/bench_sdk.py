@@ -1,0 +1,185 @@
+"""The SDK's capture overhead on a plain training loop, next to the trainer's own pipeline.
+
+One plain loop (paper-cnn, 1.2 M parameters, batches of 128 of MNIST-shaped inputs, SGD with momentum), timed
+per round of ``--steps`` optimizer steps *including* the end of recording (drain, close / finish), in these
+variants, interleaved round by round so machine noise hits them alike:
+
+- ``none``: the loop alone;
+- ``trainer``: what the server's trainer does — ``CapturePipeline`` + ``TapeWriter`` into a local store;
+- ``sdk-offline``: ``netlapse.init(dir=...)`` + ``run.watch`` (the same pipeline, written to a directory);
+- ``sdk-online``: ``netlapse.init(server=...)`` + ``run.watch``: encoding, upload queue and HTTP client in the
+  training process; the server is an in-process stand-in that checks each upload's SHA-256 and keeps nothing
+  (``--server URL`` uses a real one instead, e.g. a ``make run`` on another machine).
+
+    python -m bench.bench_sdk [--steps 40] [--rounds 5] [--out bench/results/sdk.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+import torch.nn.functional as F
+
+import netlapse
+from netlapse.core.capture import CapturePipeline, capturable_tensors
+from netlapse.core.modelspec import PRESETS, build_model
+from netlapse.core.store import LocalStore
+from netlapse.core.tape import TapeOptions, TapeWriter
+from netlapse.sdk.transport import IngestClient
+
+
+def model_and_opt(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = build_model(PRESETS["paper-cnn"].spec)
+    model.train()
+    return model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+
+def fake_ingest(request: httpx.Request) -> httpx.Response:
+    """An ingest server that answers like the real one and verifies checksums, storing nothing."""
+    path = request.url.path
+    if request.method == "PUT":
+        assert hashlib.sha256(request.content).hexdigest() == request.headers["x-netlapse-sha256"]
+        return httpx.Response(200, json={"stored": True})
+    if path.endswith("/api/ingest/runs"):
+        run = {"id": "bench0000001", "status": "running"}
+        return httpx.Response(
+            201, json={"run": run, "created": True, "heartbeat_s": 10, "max_object_bytes": 1 << 26}
+        )
+    return httpx.Response(200, json={"status": "succeeded"})
+
+
+class Loop:
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        gen = torch.Generator().manual_seed(1)
+        self.x = torch.randn(steps, 128, 1, 28, 28, generator=gen)
+        self.y = torch.randint(0, 10, (steps, 128), generator=gen)
+
+    def run(self, model: torch.nn.Module, opt: torch.optim.Optimizer, after: Callable[[int], None]) -> None:
+        for i in range(self.steps):
+            loss = F.cross_entropy(model(self.x[i]), self.y[i])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            after(i + 1)
+
+
+def round_none(loop: Loop, tmp: Path) -> dict[str, Any]:
+    model, opt = model_and_opt()
+    t0 = time.perf_counter()
+    loop.run(model, opt, lambda s: None)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def round_trainer(loop: Loop, tmp: Path) -> dict[str, Any]:
+    model, opt = model_and_opt()
+    writer = TapeWriter(
+        LocalStore(tmp / "trainer"), "t/", capturable_tensors(model), TapeOptions(thread_nice=10)
+    )
+    t0 = time.perf_counter()
+    pipe = CapturePipeline(model, writer, buffers=4, nice=10)
+    pipe.capture(0)
+    loop.run(model, opt, pipe.capture)
+    st = pipe.close()
+    return {
+        "seconds": time.perf_counter() - t0,
+        "wait_seconds": st.wait_seconds,
+        "stored_bytes": st.stored_bytes,
+    }
+
+
+def round_sdk(loop: Loop, tmp: Path, *, online: bool, server: str | None) -> dict[str, Any]:
+    model, opt = model_and_opt()
+    t0 = time.perf_counter()
+    if online and server is None:
+        real = IngestClient.__init__
+
+        def mock_client(self: IngestClient, url: str, token: str | None = None, **kw: Any) -> None:
+            real(self, url, token, http=httpx.Client(transport=httpx.MockTransport(fake_ingest)))
+
+        IngestClient.__init__ = mock_client  # type: ignore[method-assign]
+        try:
+            run = netlapse.init(name="bench", server="http://bench.invalid")
+        finally:
+            IngestClient.__init__ = real  # type: ignore[method-assign]
+    elif online:
+        run = netlapse.init(name="bench-sdk", server=server)
+    else:
+        run = netlapse.init(name="bench", dir=tmp / "sdk")
+    run.watch(model, opt, buffers=True)
+    loop.run(model, opt, lambda s: None)
+    run.finish()
+    st = run.stats
+    return {"seconds": time.perf_counter() - t0, "wait_seconds": st.wait_seconds if st else None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument(
+        "--server", default=None, help="a real netlapse server for sdk-online (default: stand-in)"
+    )
+    ap.add_argument("--out", default="bench/results/sdk.json")
+    args = ap.parse_args()
+    loop = Loop(args.steps)
+    variants: dict[str, Callable[[Loop, Path], dict[str, Any]]] = {
+        "none": round_none,
+        "trainer": round_trainer,
+        "sdk-offline": lambda lp, t: round_sdk(lp, t, online=False, server=None),
+        "sdk-online": lambda lp, t: round_sdk(lp, t, online=True, server=args.server),
+    }
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    round_none(Loop(3), Path("."))  # warm up torch
+    for r in range(args.rounds):
+        for name, fn in variants.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                results[name].append(fn(loop, Path(tmp)))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    base = statistics.median(x["seconds"] for x in results["none"]) / args.steps
+    table = {}
+    print(f"{'variant':<12} {'ms/step':>9} {'slowdown':>9} {'wait s/round':>13}")
+    for name, rounds in results.items():
+        per = statistics.median(x["seconds"] for x in rounds) / args.steps
+        waits = [x["wait_seconds"] for x in rounds if x.get("wait_seconds") is not None]
+        row = {
+            "ms_per_step": round(per * 1000, 2),
+            "slowdown_pct": round((per / base - 1) * 100, 1),
+            "slowdown_pct_range": [
+                round((min(x["seconds"] for x in rounds) / args.steps / base - 1) * 100, 1),
+                round((max(x["seconds"] for x in rounds) / args.steps / base - 1) * 100, 1),
+            ],
+            "capture_wait_seconds_median": round(statistics.median(waits), 3) if waits else None,
+        }
+        table[name] = row
+        wait = f"{row['capture_wait_seconds_median']:.3f}" if waits else "-"
+        print(f"{name:<12} {row['ms_per_step']:>9.2f} {row['slowdown_pct']:>8.1f}% {wait:>13}")
+    out = {
+        "what": "capture overhead on a plain loop: paper-cnn, batch 128, SGD momentum, every step recorded",
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "server": args.server or "in-process stand-in (checks SHA-256, stores nothing)",
+        "variants": table,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The SDK against the real stack: a user's own loop in a separate process, read back through the API.
+
+The loop (tests/integration/sdk_train.py) saves its own copy of every tensor after every real optimizer
+step; the server must return exactly those bits, at exactly those steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from netlapse.cli.stack import Stack
+from tests.conftest import REPO
+from tests.integration.helpers import get_npy, wait_terminal
+
+pytestmark = pytest.mark.integration
+
+TRAIN = [sys.executable, "-m", "tests.integration.sdk_train"]
+
+
+def env_for(stack: Stack) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETLAPSE_")}
+    env["NETLAPSE_URL"] = f"http://127.0.0.1:{stack.api_port}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def train(stack: Stack, out: Path, *extra: str, timeout: float = 300) -> dict[str, Any]:
+    p = subprocess.run(
+        [*TRAIN, "--out", str(out), *extra],
+        cwd=REPO,
+        env=env_for(stack),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert p.returncode == 0, p.stderr[-4000:]
+    return json.loads((out / "run.json").read_text())
+
+
+def copies(out: Path, steps: int) -> dict[int, dict[str, np.ndarray]]:
+    res = {}
+    for k in range(steps + 1):
+        with np.load(out / f"step{k}.npz") as z:
+            res[k] = {name: z[name] for name in z.files}
+    return res
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def assert_tape_matches(api: httpx.Client, run_id: str, want: dict[int, dict[str, np.ndarray]]) -> None:
+    """Every tensor at every step through the API, bit-identical to the loop's copies; nothing else captured."""
+    assert api.get(f"/api/runs/{run_id}/steps").json()["steps"] == sorted(want)
+    names = list(want[0])
+    listed = api.get(f"/api/runs/{run_id}/tensors").json()["tensors"]
+    assert [t["name"] for t in listed] == names  # module paths, in the model's order
+    for step, snap in want.items():
+        for name, value in snap.items():
+            got = get_npy(api, f"/api/runs/{run_id}/tensors/{name}", step=step)
+            assert same_bits(got, value), f"{name} at step {step} differs from the loop's copy"
+
+
+def test_sdk_run_bit_identical_diff_exact_metrics_complete(
+    api: httpx.Client, stack: Stack, tmp_path: Path
+) -> None:
+    out = tmp_path / "loop"
+    info = train(stack, out, "--steps", "9", "--skip-at", "3")
+    run_id, steps = info["run_id"], info["steps"]
+    assert steps == 8  # 9 iterations, GradScaler skipped one optimizer step: no snapshot for it
+
+    run = wait_terminal(api, run_id, timeout=60)
+    assert run["status"] == "succeeded" and run["source"] == "sdk" and run["tape_complete"]
+    assert run["summary"]["steps_captured"] == steps + 1
+    assert run["sdk"]["modules"]["block.a"] == "Conv2d" and run["sdk"]["buffers"] is True
+    assert run["sdk"]["program"] is True and run["sdk"]["eval_data"] is True
+    assert run["sdk"]["config"] == {"lr": 0.01, "steps": 9}
+    assert run["progress"]["step"] == steps
+
+    want = copies(out, steps)
+    assert "block.bn_a.running_mean" in want[0] and "stem.bias" in want[0]
+    assert same_bits(want[0]["stem.bias"], want[steps]["stem.bias"])  # frozen, recorded all the same
+    assert_tape_matches(api, run_id, want)
+
+    kinds = {t["name"]: t for t in api.get(f"/api/runs/{run_id}/tensors").json()["tensors"]}
+    assert kinds["block.a.weight"]["layer"] == "block.a" and kinds["block.a.weight"]["kind"] == "conv2d"
+    assert kinds["block.bn_a.running_var"]["kind"] == "batchnorm" and kinds["head.bias"]["kind"] == "linear"
+
+    for name in ("block.a.weight", "head.weight", "block.bn_b.running_mean"):
+        d = get_npy(api, f"/api/runs/{run_id}/diff/{name}", **{"from": 0, "to": steps})
+        assert same_bits(d, want[steps][name] - want[0][name]), f"diff of {name} is not exact"
+
+    logged = json.loads((out / "logged.json").read_text())
+    metrics = api.get(f"/api/runs/{run_id}/metrics").json()
+    assert metrics["steps"] == logged  # every logged row, exactly, at its optimizer step
+
+    listed = {r["id"]: r for r in api.get("/api/runs").json()["runs"]}
+    assert listed[run_id]["source"] == "sdk" and listed[run_id]["name"] == "sdk-resnet"
+
+
+def test_offline_run_pushed_gives_identical_tensors_and_pushing_twice_one_run(
+    api: httpx.Client, stack: Stack, tmp_path: Path
+) -> None:
+    out, runs_dir = tmp_path / "loop", tmp_path / "netlapse-runs"
+    info = train(stack, out, "--steps", "6", "--skip-at", "-1", "--offline", str(runs_dir))
+    run_id, steps = info["run_id"], info["steps"]
+    assert Path(info["path"]) == runs_dir / run_id and (runs_dir / run_id / "run.json").is_file()
+    assert api.get(f"/api/runs/{run_id}").status_code == 404  # offline: the server has not heard of it
+
+    push = [sys.executable, "-m", "netlapse.cli.main", "push", str(runs_dir / run_id)]
+    env = {**env_for(stack), "NETLAPSE_URL": ""}
+    server = ["--server", f"http://127.0.0.1:{stack.api_port}"]
+    first = subprocess.run([*push, *server], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert f"run {run_id} is succeeded" in first.stdout
+    assert "tape" in first.stderr  # progress was shown
+
+    run = api.get(f"/api/runs/{run_id}").json()
+    assert run["status"] == "succeeded" and run["source"] == "sdk" and run["sdk"]["offline"] is True
+    want = copies(out, steps)
+    assert_tape_matches(api, run_id, want)
+    assert api.get(f"/api/runs/{run_id}/metrics").json()["steps"] == json.loads(
+        (out / "logged.json").read_text()
+    )
+
+    total = api.get("/api/runs").json()["total"]
+    again = subprocess.run([*push, *server], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "already on the server" in again.stderr
+    assert api.get("/api/runs").json()["total"] == total
+    assert [r["id"] for r in api.get("/api/runs").json()["runs"]].count(run_id) == 1
+
+
+def test_sigkill_of_the_training_process_fails_the_run_and_keeps_committed_steps(
+    api: httpx.Client, stack: Stack, tmp_path: Path
+) -> None:
+    out = tmp_path / "loop"
+    proc = subprocess.Popen(
+        [*TRAIN, "--out", str(out), "--steps", "400", "--sleep", "0.2", "--segment-steps", "2"],
+        cwd=REPO,
+        env=env_for(stack),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    started = time.monotonic()
+    try:
+        deadline = started + 120
+        run_id, committed = None, []
+        # Live longer than the heartbeat timeout (15 s): heartbeats, not luck, keep the run alive.
+        while time.monotonic() < deadline and (len(committed) < 5 or time.monotonic() - started < 20):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            if run_id is None and (out / "run.json").exists():
+                run_id = json.loads((out / "run.json").read_text())["run_id"]
+            if run_id is not None:
+                r = api.get(f"/api/runs/{run_id}/steps")
+                committed = r.json()["steps"] if r.status_code == 200 else []
+            time.sleep(0.2)
+        assert run_id is not None and len(committed) >= 5, "the loop never committed 5 steps"
+        assert time.monotonic() - started >= 20
+        assert api.get(f"/api/runs/{run_id}").json()["status"] == "running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    killed = time.monotonic()
+
+    while time.monotonic() - killed < 120:
+        run = api.get(f"/api/runs/{run_id}").json()
+        if run["status"] != "running":
+            break
+        time.sleep(0.5)
+    took = time.monotonic() - killed
+    assert run["status"] == "failed", f"still {run['status']} {took:.0f} s after SIGKILL"
+    assert "training process lost" in run["error"]
+    assert took < 60  # heartbeat timeout 15 s (tests/conftest.py) + the check every second, with slack
+
+    steps = api.get(f"/api/runs/{run_id}/steps").json()["steps"]
+    assert steps[: len(committed)] == committed and steps == list(range(len(steps)))
+    want = copies(out, steps[-1])
+    for step in (0, steps[len(steps) // 2], steps[-1]):
+        for name in ("block.a.weight", "head.bias", "block.bn_b.running_var"):
+            got = get_npy(api, f"/api/runs/{run_id}/tensors/{name}", step=step)
+            assert same_bits(got, want[step][name])
+    r = api.post(f"/api/ingest/runs/{run_id}/heartbeat", json={})  # a late heartbeat does not revive it
+    assert r.status_code == 200 and r.json()["status"] == "failed"
