@@ -93,3 +93,33 @@ export function ink(v, lo, hi) {
 export const NEUTRAL = "#4b5563";
 export const ACCENT = "#2563eb";
 export const SERIES = { loss: "#b45309", accuracy: "#2563eb", val: "#059669" };
+
+/** One colour per compared run (up to 8), in selection order; run i is always RUN_COLORS[i]. */
+export const RUN_COLORS = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#6b7280"];
+
+// Sequential stops for magnitudes on a log scale (light yellow → dark blue), e.g. update-to-weight ratios.
+const SEQ_STOPS = [
+  [255, 255, 217],
+  [199, 233, 180],
+  [65, 182, 196],
+  [34, 94, 168],
+  [8, 29, 88],
+];
+
+/**
+ * Log-sequential scale over [lo, hi] (both > 0): v ↦ position of log10(v) between log10(lo) and log10(hi), clamped.
+ * Values ≤ 0 or not finite (no update, a null) get NAN_COLOR. `scale.domain` is [lo, hi].
+ */
+export function logSequential(lo, hi) {
+  const a = Math.log10(lo > 0 ? lo : 1e-12);
+  const b = Math.log10(hi > 0 ? hi : 1);
+  const span = b > a ? b - a : 1;
+  const scale = (v) => {
+    if (!(v > 0) || !Number.isFinite(v)) return NAN_COLOR.slice();
+    const t = Math.max(0, Math.min(1, (Math.log10(v) - a) / span));
+    return ramp(SEQ_STOPS, t);
+  };
+  scale.domain = [10 ** a, 10 ** b];
+  scale.stops = () => SEQ_STOPS.map((c, i) => ({ offset: i / (SEQ_STOPS.length - 1), color: `rgb(${c.join(",")})` }));
+  return scale;
+}

@@ -12,9 +12,11 @@ import * as explorer from "./views/explorer.js";
 import * as scatter from "./views/scatter.js";
 import * as activations from "./views/activations.js";
 import * as overview from "./views/overview.js";
+import * as compare from "./views/compare.js";
+import * as healthView from "./views/health.js";
 import { setHook } from "./hooks.js";
 
-const VIEWS = { runs, newrun, live, explorer, scatter, activations, overview };
+const VIEWS = { runs, newrun, live, explorer, scatter, activations, overview, compare, health: healthView };
 
 // The sign-in control hears every 401; a sign-in or sign-out re-mounts the current view so it reloads.
 let authBar = null;

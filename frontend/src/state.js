@@ -41,6 +41,8 @@ export const ROUTES = [
   [["runs", ":id", "overview"], "overview"],
   [["runs", ":id", "scatter"], "scatter"],
   [["runs", ":id", "activations"], "activations"],
+  [["runs", ":id", "health"], "health"],
+  [["compare"], "compare"],
 ];
 
 /** Match parsed segments against ROUTES → {view, routeParams} or null. */

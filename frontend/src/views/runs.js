@@ -4,6 +4,7 @@ import { h, setChildren, spinner, errorBanner, statusBadge, progressBar } from "
 import { fmtAge, fmtNum, fmtPct } from "../format.js";
 import { buildHash } from "../state.js";
 import { TERMINAL } from "../events.js";
+import { MAX_RUNS as MAX_COMPARED } from "./compare.js";
 
 /** "paper-cnn" for a preset run, "SDK · N modules" for a run recorded by the SDK, otherwise "N layers".
  * Accepts a run or a model spec. */
@@ -32,9 +33,17 @@ export function mount(root, { api, navigate }) {
   let destroyed = false;
   const ctl = new AbortController();
 
+  // Runs ticked for comparison, in the order they were ticked (run A, run B, …).
+  const selected = [];
+  const compareBtn = h("button", { type: "button", "data-testid": "compare-selected", disabled: true, onclick: () => navigate(buildHash(["compare"], { runs: selected.join(",") })) }, "Compare");
+  const updateCompare = () => {
+    compareBtn.disabled = selected.length < 2 || selected.length > MAX_COMPARED;
+    compareBtn.textContent = selected.length ? `Compare ${selected.length} runs` : "Compare";
+    compareBtn.title = selected.length > MAX_COMPARED ? `at most ${MAX_COMPARED} runs` : "tick two to eight runs";
+  };
   setChildren(
     root,
-    h("div.page-head", {}, h("h1", {}, "Runs"), h("a.button.primary", { href: "#/new", "data-testid": "new-run" }, "New run")),
+    h("div.page-head", {}, h("h1", {}, "Runs"), compareBtn, h("a.button.primary", { href: "#/new", "data-testid": "new-run" }, "New run")),
     banner,
     list,
   );
@@ -75,7 +84,23 @@ export function mount(root, { api, navigate }) {
       const open = () => navigate(href);
       return h(
         "tr.run-row",
-        { "data-testid": "run-row", "data-run-id": r.id, "data-status": r.status, onclick: (ev) => (ev.target.closest("a,button") ? null : open()) },
+        { "data-testid": "run-row", "data-run-id": r.id, "data-status": r.status, onclick: (ev) => (ev.target.closest("a,button,input,label") ? null : open()) },
+        h(
+          "td",
+          {},
+          h("input", {
+            type: "checkbox",
+            "data-testid": "run-select",
+            "aria-label": `compare ${r.name || r.id}`,
+            checked: selected.includes(r.id),
+            onchange: (ev) => {
+              const i = selected.indexOf(r.id);
+              if (ev.target.checked && i < 0) selected.push(r.id);
+              if (!ev.target.checked && i >= 0) selected.splice(i, 1);
+              updateCompare();
+            },
+          }),
+        ),
         h("td", {}, h("a", { href, "data-testid": "run-link" }, r.name || r.id)),
         h("td", {}, statusBadge(r.status)),
         h("td", {}, r.dataset ?? "—"),
@@ -91,6 +116,7 @@ export function mount(root, { api, navigate }) {
         h(
           "td.actions",
           {},
+          h("a.button.small", { href: buildHash(["runs", r.id, "health"]), "data-testid": "health-link" }, "Health"),
           !TERMINAL.has(r.status) ? h("button.small", { type: "button", onclick: () => act(api.cancelRun, r) }, "Cancel") : null,
           TERMINAL.has(r.status)
             ? h("button.small.danger", { type: "button", "aria-label": `Delete run ${r.name || r.id}`, onclick: () => confirm(`Delete run ${r.name || r.id} and all its data?`) && act(api.deleteRun, r) }, "Delete")
@@ -103,7 +129,7 @@ export function mount(root, { api, navigate }) {
       h(
         "table.table",
         { "data-testid": "runs-table" },
-        h("thead", {}, h("tr", {}, ...["Name", "Status", "Dataset", "Model", "Progress", "Result", "Age", ""].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ...["", "Name", "Status", "Dataset", "Model", "Progress", "Result", "Age", ""].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, rows),
       ),
     );
