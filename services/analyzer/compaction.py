@@ -16,15 +16,24 @@ pass removes; a crash after it leaves replaced segments that the next pass delet
 is listed, and re-read the indexes when a segment they expected is gone. Lossy tapes are left as they are
 (their step-major form is already small, and a re-encode must not move any value).
 
-Run one pass at a time per tape: the analyzer task takes a per-run Redis lock.
+One pass at a time per tape: the compaction task takes a per-run Redis lock, refreshed while the pass runs,
+and the pass is *fenced*: it checks the lock before every delete and before its commit, and the commit itself
+is a compare-and-set write of ``compaction.json`` against the version the pass started from. A pass that
+stalled past its lock (and so may have a successor) can therefore neither commit nor delete. Every pass
+names its parts with its own id, and before removing unlisted parts as orphans it first bumps
+``compaction.json``'s version (compare-and-set), so any older pass still holding parts can no longer commit
+them: orphan clean-up never removes parts a live pass could still list.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,7 +41,7 @@ import numpy as np
 
 from netlapse.core.schemas import tape_prefix
 from netlapse.core.settings import Settings
-from netlapse.core.store import ObjectNotFound, Store
+from netlapse.core.store import ObjectNotFound, PreconditionFailed, Store
 from netlapse.core.tape import (
     CODEC,
     COMPACT_DIR,
@@ -111,25 +120,61 @@ def plan_units(
     return units
 
 
+class LockLost(RuntimeError):
+    """The pass no longer holds its run's compaction lock: it must neither commit nor delete."""
+
+
+class IndexChanged(RuntimeError):
+    """compaction.json changed since the pass read it (another pass committed or cleaned up)."""
+
+
+Fence = Callable[[], None]
+
+
+def _no_fence() -> None:
+    return None
+
+
+def _commit_index(store: Store, prefix: str, comp: dict[str, Any], etag: str | None) -> str:
+    """Compare-and-set write of compaction.json; IndexChanged if it is no longer at ``etag``."""
+    data = json.dumps(comp, separators=(",", ":"), allow_nan=False).encode()
+    try:
+        return store.put_if(prefix + COMPACTION_NAME, data, etag)
+    except PreconditionFailed as e:
+        raise IndexChanged(f"{prefix}{COMPACTION_NAME} changed while this pass ran: {e}") from None
+
+
 def _cleanup(
-    store: Store, prefix: str, comp: dict[str, Any], manifest_keys: set[str], delete: bool
-) -> tuple[int, int]:
-    """Remove leftovers of an interrupted pass: unlisted parts, and replaced segments still present."""
+    store: Store,
+    prefix: str,
+    comp: dict[str, Any],
+    etag: str | None,
+    manifest_keys: set[str],
+    delete: bool,
+    fence: Fence,
+) -> tuple[int, int, dict[str, Any], str | None]:
+    """Remove leftovers of interrupted passes: unlisted parts, and replaced segments still present.
+
+    Before any orphan goes, compaction.json's version is bumped (compare-and-set), so a pass that wrote those
+    parts and still hopes to list them fails its commit instead. Returns (orphans, deleted, index, etag)."""
     listed = {str(p["key"]) for u in comp.get("units", []) for p in u["parts"]}
-    orphans = 0
-    for key in store.list(prefix + COMPACT_DIR):
-        rel = key[len(prefix) :]
-        if rel not in listed:
+    orphans = [k for k in store.list(prefix + COMPACT_DIR) if k[len(prefix) :] not in listed]
+    if orphans:
+        fence()
+        comp = {**comp, "generation": int(comp.get("generation", 0)) + 1, "updated_at": time.time()}
+        etag = _commit_index(store, prefix, comp, etag)
+        for key in orphans:
+            fence()
             store.delete_prefix(key)
-            orphans += 1
     deleted = 0
     if delete:
         for u in comp.get("units", []):
             for k in u["replaces"]:
                 if k in manifest_keys and store.exists(prefix + k):
+                    fence()
                     store.delete_prefix(prefix + k)
                     deleted += 1
-    return orphans, deleted
+    return len(orphans), deleted, comp, etag
 
 
 def _encode_unit(
@@ -142,6 +187,8 @@ def _encode_unit(
     block_lanes: int,
     part_bytes: int,
     zstd_level: int,
+    pass_id: str,
+    fence: Fence,
 ) -> dict[str, Any]:
     """Encode, verify and upload one unit's parts; returns its compaction.json entry (not yet listed)."""
     steps = [st for s in unit for st in s["steps"]]
@@ -178,7 +225,8 @@ def _encode_unit(
             "block_lanes": block_lanes,
         }
         data, info = pack_object(chunks, rows, header)
-        key = f"{COMPACT_DIR}{steps[0]:012d}-{steps[-1]:012d}.{len(parts):04d}.tm"
+        key = f"{COMPACT_DIR}{steps[0]:012d}-{steps[-1]:012d}.{pass_id}.{len(parts):04d}.tm"
+        fence()
         store.put(prefix + key, data)
         # Read it back: what the index will point at must be exactly what was verified.
         if hashlib.sha256(store.get(prefix + key)).hexdigest() != info["sha256"]:
@@ -239,9 +287,14 @@ def compact_tape(
     zstd_level: int = 3,
     delete_replaced: bool = True,
     crash_after_parts: bool = False,
+    fence: Fence = _no_fence,
 ) -> CompactionReport:
     """One compaction pass over the tape at ``prefix`` (see the module docstring). ``crash_after_parts``
-    stops right before the index write, as a crash would (for tests)."""
+    stops right before the index write, as a crash would (for tests). ``fence()`` raises LockLost once the
+    pass may have a successor; it is called before every write and delete.
+
+    A pass that loses the race (IndexChanged, LockLost) returns with ``skipped`` saying so: nothing it wrote
+    is listed, its parts are orphans for the next pass."""
     t0 = time.perf_counter()
     if not prefix.endswith("/"):
         prefix += "/"
@@ -251,11 +304,62 @@ def compact_tape(
         report.skipped = "lossy tape: its step-major form is kept as written"
         return report
     try:
-        comp: dict[str, Any] = store.get_json(prefix + COMPACTION_NAME)
+        raw, etag = store.get_versioned(prefix + COMPACTION_NAME)
+        comp: dict[str, Any] = json.loads(raw)
     except ObjectNotFound:
-        comp = {"format": 1, "units": []}
+        comp, etag = {"format": 1, "units": []}, None
     manifest_keys = {str(s["key"]) for s in reader.manifest.get("segments", [])}
-    report.orphans_removed, report.deleted = _cleanup(store, prefix, comp, manifest_keys, delete_replaced)
+    pass_id = uuid.uuid4().hex[:12]
+    try:
+        return _compact_pass(
+            store,
+            prefix,
+            reader,
+            report,
+            comp,
+            etag,
+            manifest_keys,
+            pass_id,
+            fence,
+            t0,
+            group_steps=group_steps,
+            block_lanes=block_lanes,
+            unit_steps=unit_steps,
+            part_bytes=part_bytes,
+            zstd_level=zstd_level,
+            delete_replaced=delete_replaced,
+            crash_after_parts=crash_after_parts,
+        )
+    except (LockLost, IndexChanged) as e:
+        report.skipped = f"stopped, nothing committed or deleted since: {e}"
+        report.seconds = time.perf_counter() - t0
+        log.warning("compaction of %s %s", prefix, report.skipped)
+        return report
+
+
+def _compact_pass(
+    store: Store,
+    prefix: str,
+    reader: TapeReader,
+    report: CompactionReport,
+    comp: dict[str, Any],
+    etag: str | None,
+    manifest_keys: set[str],
+    pass_id: str,
+    fence: Fence,
+    t0: float,
+    *,
+    group_steps: int,
+    block_lanes: int,
+    unit_steps: int,
+    part_bytes: int,
+    zstd_level: int,
+    delete_replaced: bool,
+    crash_after_parts: bool,
+) -> CompactionReport:
+    report.orphans_removed, report.deleted, comp, etag = _cleanup(
+        store, prefix, comp, etag, manifest_keys, delete_replaced, fence
+    )
 
     units = plan_units(reader.uncovered_segments(), unit_steps=unit_steps, complete=reader.complete)
     if not units:
@@ -273,6 +377,8 @@ def compact_tape(
             block_lanes=block_lanes,
             part_bytes=part_bytes,
             zstd_level=zstd_level,
+            pass_id=pass_id,
+            fence=fence,
         )
         new_units.append(entry)
         report.units += 1
@@ -287,13 +393,16 @@ def compact_tape(
         return report
     comp = {
         "format": 1,
+        "generation": int(comp.get("generation", 0)),
         "units": [*comp.get("units", []), *new_units],
         "updated_at": time.time(),
     }
-    store.put_json(prefix + COMPACTION_NAME, comp)  # the commit point: written last
+    fence()
+    _commit_index(store, prefix, comp, etag)  # the commit point: written last, compare-and-set
     if delete_replaced:
         for u in new_units:
             for k in u["replaces"]:
+                fence()  # a pass that lost its lock leaves them to the next pass
                 store.delete_prefix(prefix + k)
                 report.deleted += 1
     report.seconds = time.perf_counter() - t0
@@ -309,7 +418,10 @@ def compact_tape(
     return report
 
 
-LOCK_TTL_S = 3600
+LOCK_TTL_S = 120.0  # refreshed every third of it while a pass runs
+
+_REFRESH = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 def compact_lock_key(run_id: str) -> str:
@@ -317,12 +429,66 @@ def compact_lock_key(run_id: str) -> str:
     return f"netlapse:run:{run_id}:compact-lock"
 
 
-def compact_run(store: Store, settings: Settings, run_id: str, redis_client: Any) -> dict[str, Any]:
-    """One compaction pass over a run's tape under a per-run Redis lock; returns the report as a dict.
+class PassLock:
+    """A run's compaction lock: taken with a random token, refreshed in the background while the pass runs.
+
+    ``check()`` (the pass's fence) raises LockLost once the lock is not provably ours: a refresh found
+    another token or none, or the last successful refresh is older than the TTL (Redis away, or this
+    process stalled), whichever comes first. ``refresh=False`` models a stalled process (tests)."""
+
+    def __init__(self, r: Any, key: str, ttl_s: float = LOCK_TTL_S, refresh: bool = True) -> None:
+        self.r, self.key, self.ttl_s, self.refresh = r, key, ttl_s, refresh
+        self.token = uuid.uuid4().hex
+        self._valid_until = 0.0
+        self._lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        t = time.monotonic()
+        if not self.r.set(self.key, self.token, nx=True, px=int(self.ttl_s * 1000)):
+            return False
+        self._valid_until = t + self.ttl_s
+        if self.refresh:
+            self._thread = threading.Thread(target=self._loop, name="netlapse-compact-lock", daemon=True)
+            self._thread.start()
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            t = time.monotonic()
+            try:
+                ok = self.r.eval(_REFRESH, 1, self.key, self.token, int(self.ttl_s * 1000))
+            except Exception:  # Redis away: the lock may expire there; check() fences us at our deadline
+                log.warning("refreshing the compaction lock %s failed", self.key, exc_info=True)
+                continue
+            if not ok:
+                self._lost = True
+                return
+            self._valid_until = t + self.ttl_s
+
+    def check(self) -> None:
+        if self._lost or time.monotonic() >= self._valid_until:
+            raise LockLost(f"the compaction lock {self.key} expired or passed to another pass")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.r.eval(_RELEASE, 1, self.key, self.token)
+        except Exception:  # it expires by itself
+            log.warning("releasing the compaction lock %s failed", self.key, exc_info=True)
+
+
+def compact_run(
+    store: Store, settings: Settings, run_id: str, redis_client: Any, *, lock_ttl_s: float = LOCK_TTL_S
+) -> dict[str, Any]:
+    """One compaction pass over a run's tape under its refreshed, fenced Redis lock; returns the report.
 
     A pass already running for the run makes this one a no-op (the running pass or a later one catches up)."""
-    key, token = compact_lock_key(run_id), uuid.uuid4().hex
-    if not redis_client.set(key, token, nx=True, ex=LOCK_TTL_S):
+    lock = PassLock(redis_client, compact_lock_key(run_id), lock_ttl_s)
+    if not lock.acquire():
         return CompactionReport(prefix=tape_prefix(run_id), skipped="another pass holds the lock").to_json()
     try:
         report = compact_tape(
@@ -330,10 +496,10 @@ def compact_run(store: Store, settings: Settings, run_id: str, redis_client: Any
             tape_prefix(run_id),
             group_steps=settings.compact_group_steps,
             unit_steps=settings.compact_unit_steps,
+            fence=lock.check,
         )
     except ObjectNotFound:
         report = CompactionReport(prefix=tape_prefix(run_id), skipped="the run has no tape (deleted?)")
     finally:
-        if redis_client.get(key) == token:
-            redis_client.delete(key)
+        lock.release()
     return report.to_json()

@@ -1,4 +1,8 @@
-"""The embedded stack of ``make run``: private Redis (AOF), trainer + analyzer workers, api — stopped together."""
+"""The embedded stack of ``make run``: private Redis (AOF), trainer, analyzer and compactor workers, api.
+
+``netlapse up`` supervises them the way compose's ``restart: unless-stopped`` does: a child that exits is
+started again (Redis on the same port and data dir, so its AOF brings the queues back), with a growing delay
+when it keeps dying, and each restart is logged. Ctrl-C (SIGINT) or SIGTERM stops them all, in order."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -47,8 +52,13 @@ class Stack:
     log_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     analyzer_concurrency: int = 1
-    api_log_level: str = "warning"  # "info" logs every request line (secrets in URLs are masked: api/redact.py)
+    trainers: int = 1
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    redis_port: int | None = None
+    _next_start: dict[str, float] = field(default_factory=dict)
+    _recent: dict[str, list[float]] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -74,13 +84,14 @@ class Stack:
             start_new_session=True,
         )
         self.procs[name] = p
+        self.argv[name] = argv
         return p
 
     def start_redis(self) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server is not on PATH; install it or set NETLAPSE_REDIS_URL")
-        port = free_port()
+        port = self.redis_port = self.redis_port or free_port()
         rdir = (self.data_dir / "redis").resolve()
         rdir.mkdir(parents=True, exist_ok=True)
         p = self._spawn(
@@ -112,45 +123,17 @@ class Stack:
         try:
             if self.redis_url is None:
                 self.start_redis()
-            celery = [py, "-m", "celery"]
-            self._spawn(
-                "trainer",
-                celery
-                + [
-                    "-A",
-                    "netlapse.trainer.worker",
-                    "worker",
-                    "-Q",
-                    "train",
-                    "-c",
-                    "1",
-                    "-n",
-                    f"trainer-{os.getpid()}@%h",
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-            )
+            for i in range(self.trainers):
+                name = "trainer" if i == 0 else f"trainer{i + 1}"
+                self._spawn(name, self.worker_argv("netlapse.trainer.worker", "train", 1, name))
             self._spawn(
                 "analyzer",
-                celery
-                + [
-                    "-A",
-                    "netlapse.analyzer.worker",
-                    "worker",
-                    "-Q",
-                    "analyze",
-                    "-c",
-                    str(self.analyzer_concurrency),
-                    "-n",
-                    f"analyzer-{os.getpid()}@%h",
-                    "--loglevel",
-                    "INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
+                self.worker_argv(
+                    "netlapse.analyzer.worker", "analyze", self.analyzer_concurrency, "analyzer"
+                ),
             )
+            # Compaction on its own queue and process, so diffs never wait behind it.
+            self._spawn("compactor", self.worker_argv("netlapse.analyzer.worker", "compact", 1, "compactor"))
             if with_api:
                 api = self._spawn(
                     "api",
@@ -164,7 +147,7 @@ class Stack:
                         "--port",
                         str(self.api_port),
                         "--log-level",
-                        self.api_log_level,
+                        "warning",
                     ],
                 )
                 import httpx
@@ -175,12 +158,60 @@ class Stack:
             self.stop()
             raise
 
+    def worker_argv(self, app: str, queue: str, concurrency: int, name: str) -> list[str]:
+        """A Celery worker of ``app`` consuming ``queue``."""
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app,
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]
 
+    def supervise(self, log: Any = None) -> list[str]:
+        """Restart children that exited (compose's ``restart: unless-stopped``); returns the ones restarted.
+
+        A child that died more than 3 times in a minute waits 1, 2, 4 … up to 30 s before its next start."""
+        restarted = []
+        now = time.monotonic()
+        for name in self.dead():
+            if now < self._next_start.get(name, 0.0):
+                continue
+            code = self.procs[name].returncode
+            recent = [t for t in self._recent.get(name, []) if now - t < 60] + [now]
+            self._recent[name] = recent
+            if len(recent) > 3 and name not in self._next_start:
+                delay = min(30.0, 2.0 ** (len(recent) - 4))
+                self._next_start[name] = now + delay
+                _say(log, f"netlapse: {name} keeps exiting (code {code}); next start in {delay:.0f} s")
+                continue
+            self._next_start.pop(name, None)
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            _say(
+                log,
+                f"netlapse: {name} exited with code {code}; restarting it (restart #{self.restarts[name]})",
+            )
+            self._spawn(name, self.argv[name])
+            restarted.append(name)
+        return restarted
+
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM the api and workers (warm shutdown), then Redis (flushes its AOF); SIGKILL stragglers."""
-        services = [n for n in ("api", "trainer", "analyzer") if n in self.procs]
+        services = [n for n in self.procs if n != "redis"]
         for group in (services, [n for n in ("redis",) if n in self.procs]):
             for n in group:
                 p = self.procs[n]
@@ -218,19 +249,14 @@ def run_forever(stack: Stack) -> int:
     )
     if stack.log_dir is not None:
         print(f"netlapse: service logs in {stack.log_dir.resolve()}/", flush=True)
-    code = 0
     while not stopping:
-        dead = stack.dead()
-        if dead:
-            print(
-                f"netlapse: {', '.join(dead)} exited unexpectedly; stopping the rest",
-                file=sys.stderr,
-                flush=True,
-            )
-            code = 1
-            break
+        stack.supervise(sys.stderr)
         time.sleep(0.5)
     print("netlapse: stopping …", flush=True)
     stack.stop()
     print("netlapse: stopped", flush=True)
-    return code
+    return 0
+
+
+def _say(stream: Any, msg: str) -> None:
+    print(msg, file=stream or sys.stderr, flush=True)

@@ -13,6 +13,7 @@ from netlapse.core.modelspec import ModelRef, ModelSpec
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"]
+TrainingDevice = Literal["auto", "cpu", "cuda"]
 RUN_ID_RE = re.compile(r"^[a-z0-9]{8,32}$")
 
 
@@ -39,6 +40,9 @@ class TrainingConfig(Strict):
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas, each in [0, 1)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     max_train_samples: int | None = Field(None, ge=1, description="use only the first N training samples")
+    device: TrainingDevice = Field(
+        "auto", description="auto = CUDA when the trainer has it, else CPU; cuda needs a GPU trainer"
+    )
 
     @field_validator("betas")
     @classmethod
@@ -148,6 +152,10 @@ class RunRecord(BaseModel):
     error: str | None = None
     summary: RunSummary = RunSummary()
     tape_complete: bool = False
+    cancel_requested: bool = Field(False, description="a cancel was asked for; the trainer stops soon after")
+    lease_owner: str | None = Field(None, description="the trainer (host:pid:token) holding the running run")
+    lease_until: datetime | None = Field(None, description="the lease ends then unless its trainer renews it")
+    resumed_from: int | None = Field(None, description="the step the latest attempt resumed from")
 
     def layer_spec(self) -> ModelSpec:
         """The declarative model of a server run; NoLayerSpec for an SDK run (the user's own model)."""

@@ -7,9 +7,12 @@ Both backends share one contract (the ``Store`` protocol) and are chosen by URL 
 from __future__ import annotations
 
 import builtins
+import fcntl
+import hashlib
 import io
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,25 @@ _TMP_PREFIX = ".tmp-"
 
 class StoreError(Exception):
     """Any failure of the object store (other than bad arguments, which are ValueError)."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the object changed, vanished, or (for a create) already exists."""
+
+
+# Objects whose write commits other objects (readers trust what they list): on local disk they are fsynced,
+# together with the objects written before them, so a crash never leaves a commit pointing at lost data.
+COMMIT_NAMES = frozenset({"manifest.json", "compaction.json", "run.json"})
+
+
+def is_commit_key(key: str) -> bool:
+    """Whether ``key`` names a commit object (see COMMIT_NAMES)."""
+    return key.rsplit("/", 1)[-1] in COMMIT_NAMES
+
+
+def content_etag(data: bytes) -> str:
+    """The version tag LocalStore gives an object: a digest of its bytes."""
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 class ObjectNotFound(StoreError, KeyError):
@@ -56,6 +78,8 @@ class Store(Protocol):
     def delete_prefix(self, prefix: str) -> int: ...
     def put_json(self, key: str, obj: Any) -> None: ...
     def get_json(self, key: str) -> Any: ...
+    def get_versioned(self, key: str) -> tuple[bytes, str]: ...
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str: ...
 
 
 def validate_key(key: str) -> str:
@@ -123,6 +147,8 @@ class LocalStore(JsonStoreMixin):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
+        self._unsynced: set[Path] = set()  # written since the last commit object, not yet fsynced
+        self._unsynced_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -139,14 +165,80 @@ class LocalStore(JsonStoreMixin):
             raise StoreError(f"cannot put {key!r}: an object is stored where a prefix of it should be") from e
         if path.is_dir():
             raise StoreError(f"cannot put {key!r}: a prefix of that name holds other objects")
+        self._write(path, data, durable=is_commit_key(key))
+
+    def _write(self, path: Path, data: bytes, durable: bool) -> None:
+        """Temp file + rename. ``durable``: fsync the objects written before, this file, and its directory."""
         tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
+                if durable:
+                    self._sync_pending()
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        if durable:
+            _fsync_dir(path.parent)
+        else:
+            with self._unsynced_lock:
+                self._unsynced.add(path)
+
+    def _sync_pending(self) -> None:
+        """fsync the objects (and their directories) written since the last commit object."""
+        with self._unsynced_lock:
+            pending, self._unsynced = self._unsynced, set()
+        for p in pending:
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for d in {p.parent for p in pending}:
+            _fsync_dir(d)
+
+    def _key_lock(self, key: str) -> Any:
+        """An exclusive cross-process lock for conditional writes of ``key`` (a lock file under the root)."""
+        lock_dir = self.root / f"{_TMP_PREFIX}locks"
+        lock_dir.mkdir(exist_ok=True)
+        f = open(lock_dir / hashlib.sha256(key.encode()).hexdigest()[:40], "a+b")  # noqa: SIM115
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        return f
+
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and its version tag (pass the tag to put_if to write only over this version)."""
+        data = self.get(key)
+        return data, content_etag(data)
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        """Write ``data`` only if the object is still at version ``etag`` (None: only if it does not exist).
+
+        Raises PreconditionFailed otherwise (changed, deleted, or already created). Returns the new tag.
+        The write is fsynced (file and directory): conditional writes are commit points."""
+        path = self._path(key)
+        lock = self._key_lock(key)
+        try:
+            try:
+                current: str | None = content_etag(path.read_bytes())
+            except (FileNotFoundError, NotADirectoryError):
+                current = None
+            if current != etag:
+                what = "already exists" if etag is None else ("was deleted" if current is None else "changed")
+                raise PreconditionFailed(f"conditional write of {key!r} in {self.url}: the object {what}")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as e:
+                raise StoreError(f"cannot put {key!r}: an object is stored where a prefix should be") from e
+            self._write(path, data, durable=True)
+        finally:
+            lock.close()  # releases the flock
+        return content_etag(data)
 
     def get(self, key: str) -> bytes:
         """The whole object under ``key``."""
@@ -308,6 +400,43 @@ class S3Store(JsonStoreMixin):
         except Exception as e:
             raise self._wrap(e, key, "put") from e
 
+    def get_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and its ETag (pass it to put_if to write only over this version)."""
+        name = self._name(key)
+        resp = None
+        try:
+            resp = self.client.get_object(self.bucket, name)
+            return resp.read(), str(resp.headers.get("etag", "")).strip('"')
+        except Exception as e:
+            raise self._wrap(e, key, "get") from e
+        finally:
+            if resp is not None:
+                resp.close()
+                resp.release_conn()
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> str:
+        """A conditional PUT: ``If-Match: etag`` (or ``If-None-Match: *`` for a create). Raises
+        PreconditionFailed when the object changed, was deleted or already exists. Returns the new ETag.
+
+        S3, MinIO and moto honour both headers; a server that ignored them would make this a plain put."""
+        from minio.error import S3Error
+
+        name = self._name(key)
+        headers: dict[str, str | list[str] | tuple[str]] = {"Content-Type": "application/octet-stream"}
+        if etag is None:
+            headers["If-None-Match"] = "*"
+        else:
+            headers["If-Match"] = f'"{etag}"'
+        try:
+            res = self.client._put_object(self.bucket, name, data, headers=headers)
+        except S3Error as e:
+            if e.code in ("PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict"):
+                raise PreconditionFailed(f"conditional write of {key!r} in {self.url}: {e.code}") from e
+            raise self._wrap(e, key, "put") from e
+        except Exception as e:
+            raise self._wrap(e, key, "put") from e
+        return str(res.etag).strip('"')
+
     def _read(self, key: str, offset: int = 0, length: int = 0) -> bytes:
         name = self._name(key)
         resp = None
@@ -400,6 +529,18 @@ class S3Store(JsonStoreMixin):
                 f"delete_prefix {prefix!r} in {self.url}: {len(errors)} deletes failed: {errors[0]}"
             )
         return len(keys)
+
+
+def _fsync_dir(d: Path) -> None:
+    """Make a rename or unlink in directory ``d`` durable."""
+    try:
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
@@ -15,14 +16,16 @@ from netlapse.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from netlapse.api.errors import invalid
+from netlapse.api.errors import invalid, not_found
+from netlapse.api.limits import refuse_costly_spec
 from netlapse.core.auth import may_access
 from netlapse.core.datasets import list_datasets
 from netlapse.core.events import EventStream
+from netlapse.core.metrics import read_metrics
 from netlapse.core.modelspec import ModelSpec
-from netlapse.core.queue import TASK_TRAIN, TRAIN_QUEUE
+from netlapse.core.queue import TASK_TRAIN, TRAIN_GPU_QUEUE, TRAIN_QUEUE
 from netlapse.core.results import forget_tape
-from netlapse.core.runs import new_run_id
+from netlapse.core.runs import RunNotFound, new_run_id
 from netlapse.core.schemas import (
     TERMINAL_STATUSES,
     Progress,
@@ -30,11 +33,9 @@ from netlapse.core.schemas import (
     RunPublic,
     RunRecord,
     TrainTask,
-    metrics_key,
-    utcnow,
 )
-from netlapse.core.store import ObjectNotFound
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["runs"])
 
 MAX_LISTED_RUNS = 1000
@@ -48,7 +49,8 @@ def public(rec: RunRecord, events: EventStream) -> RunPublic:
             live = events.live(rec.id)
         except Exception:  # Redis down: the stored record is still a correct, if older, answer
             live = {}
-        if "progress" in live:
+        # Redis may have restarted with older progress than the trainer's last record write: newest wins.
+        if "progress" in live and int(live["progress"].get("step", 0)) >= out.progress.step:
             out.progress = Progress.model_validate({**out.progress.model_dump(), **live["progress"]})
     return out
 
@@ -76,7 +78,13 @@ def create_run(
         )
     if not ds.available:
         raise invalid(["body", "dataset"], f"dataset {body.dataset!r} is not available here: {ds.reason}")
+    if body.training.device == "cuda" and not settings.cuda_trainers:
+        raise invalid(
+            ["body", "training", "device"],
+            "this server has no GPU trainers (NETLAPSE_CUDA_TRAINERS is off): use device 'auto' or 'cpu'",
+        )
     spec: ModelSpec = body.model.resolve()
+    refuse_costly_spec(spec, body.training.batch_size, settings, inline=body.model.preset is None)
     if list(spec.input_shape) != list(ds.input_shape) or spec.num_classes != ds.num_classes:
         raise invalid(
             ["body", "model"],
@@ -93,9 +101,18 @@ def create_run(
         training=body.training,
         capture=body.capture,
     )
-    repo.save(rec)
-    events.publish(rec.id, "status", {"status": "queued", "error": None})
-    celery.send_task(TASK_TRAIN, args=[TrainTask(run_id=rec.id).model_dump()], queue=TRAIN_QUEUE)
+    repo.create(rec)  # the stored record is the queue; the message below only wakes a trainer
+    queue = TRAIN_GPU_QUEUE if body.training.device == "cuda" else TRAIN_QUEUE
+    try:
+        events.publish(rec.id, "status", {"status": "queued", "error": None})
+        celery.send_task(
+            TASK_TRAIN,
+            args=[TrainTask(run_id=rec.id).model_dump()],
+            queue=queue,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+        )
+    except Exception:  # Redis away: the trainers' reaper wakes a trainer for every queued record
+        log.warning("could not send the wake-up for run %s; the reaper will", rec.id, exc_info=True)
     return public(rec, events)
 
 
@@ -121,15 +138,20 @@ def get_run(run_id: str, rec: RunDep, events: EventsDep) -> RunPublic:
 @router.post("/runs/{run_id}/cancel")
 def cancel_run(run_id: str, rec: RunDep, repo: RepoDep, events: EventsDep) -> RunPublic:
     """Ask a queued or running run to stop; the trainer sees the flag within a few batches."""
-    if rec.status in TERMINAL_STATUSES:
+    try:
+        rec, applied = repo.request_cancel(run_id)  # compare-and-set: never overwrites a trainer's save
+    except RunNotFound:
+        raise not_found(f"run {run_id!r} not found") from None
+    if not applied:
         raise HTTPException(
             409, detail=f"run {run_id} already {rec.status}; only queued or running runs can be cancelled"
         )
-    events.request_cancel(run_id)
-    if rec.status == "queued":
-        rec.status, rec.finished_at = "cancelled", utcnow()
-        repo.save(rec)
-        events.publish(run_id, "status", {"status": "cancelled", "error": None})
+    try:
+        events.request_cancel(run_id)  # the fast path; the record above is the truth
+        if rec.status == "cancelled":
+            events.publish(run_id, "status", {"status": "cancelled", "error": None})
+    except Exception:  # Redis is a cache: the trainer sees the cancel in the record
+        log.warning("could not publish the cancel of run %s to Redis", run_id, exc_info=True)
     return public(rec, events)
 
 
@@ -147,7 +169,4 @@ def delete_run(run_id: str, rec: RunDep, repo: RepoDep, events: EventsDep, store
 @router.get("/runs/{run_id}/metrics")
 def metrics(run_id: str, rec: RunDep, store: StoreDep) -> dict[str, Any]:
     """Loss/accuracy per step and validation per epoch (a running run's are at most a few seconds old)."""
-    try:
-        return store.get_json(metrics_key(run_id))
-    except ObjectNotFound:
-        return {"steps": [], "epochs": []}
+    return read_metrics(store, run_id)
