@@ -30,7 +30,7 @@ from netlapse.core.modelspec import PRESETS, build_model
 from netlapse.core.schemas import TrainingConfig
 from netlapse.core.settings import Settings
 from netlapse.core.store import LocalStore, Store
-from netlapse.core.tape import TapeReader, TapeWriter
+from netlapse.core.tape import TapeOptions, TapeReader, TapeWriter
 from netlapse.trainer.training import make_optimizer
 
 SGD = {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9}
@@ -103,13 +103,7 @@ class NetlapseVariant(Variant):
         super().__init__(model, store, tmp)
         s = settings()
         self.writer = TapeWriter(
-            store,
-            "bench/tape/",
-            capturable_tensors(model),
-            zstd_level=s.zstd_level,
-            keyframe_interval=s.keyframe_interval,
-            threads=1,
-            thread_nice=s.capture_nice,
+            store, "bench/tape/", capturable_tensors(model), TapeOptions.from_settings(s)
         )
         self.pipe = CapturePipeline(model, self.writer, buffers=s.capture_buffers, nice=s.capture_nice)
         self.pipe.capture(0)
@@ -176,7 +170,31 @@ class TorchSaveVariant(Variant):
         return {"stored_bytes": self.bytes}
 
 
-VARIANTS: list[type[Variant]] = [Variant, NetlapseVariant, TensorBoardVariant, TorchSaveVariant]
+class HistcVariant(Variant):
+    """What ``wandb.watch(model, log="parameters")`` computes: a 64-bin ``torch.histc`` of every parameter
+    on its device at every step (here kept in memory, as counts and edges; nothing uploaded)."""
+
+    name = "histc"
+
+    def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
+        super().__init__(model, store, tmp)
+        self.logged: list[tuple[torch.Tensor, float, float]] = []
+        self.bytes = 0
+
+    def hook(self, step: int) -> None:
+        with torch.no_grad():
+            for _, p in self.model.named_parameters():
+                t = p.detach()
+                lo, hi = float(t.min()), float(t.max())
+                counts = torch.histc(t, bins=64, min=lo, max=hi)
+                self.logged.append((counts.cpu(), lo, hi))
+                self.bytes += 64 * 4 + 16
+
+    def close(self) -> dict[str, Any]:
+        return {"stored_bytes": self.bytes}
+
+
+VARIANTS: list[type[Variant]] = [Variant, NetlapseVariant, TensorBoardVariant, HistcVariant, TorchSaveVariant]
 
 
 def bench_slowdown(

@@ -114,13 +114,15 @@ def table(res: dict[str, Any]) -> str:
     if s:
         nl = s["netlapse"]
         rows.append(("1 paper-cnn step, no capture", f"{s['none']['step_seconds'] * 1e3:.0f} ms/step", ""))
-        for k in ("netlapse", "tensorboard", "torch.save"):
-            v = s[k]
+        for k in ("netlapse", "tensorboard", "histc", "torch.save"):
+            v = s.get(k)
+            if v is None:  # results of an older bench without that variant
+                continue
             rows.append(
                 (
                     f"1 slowdown: {k}",
                     f"{fmt_pct(v['slowdown'])} (median round {fmt_pct(v['slowdown_median_round'])})",
-                    "<= +3 %, < tensorboard" if k == "netlapse" else "",
+                    "<= +5 %, < tensorboard and histc" if k == "netlapse" else "",
                 )
             )
         sc = res.get("slowdown_spare_core")
@@ -196,6 +198,28 @@ def table(res: dict[str, Any]) -> str:
                 "p50 <= 100 ms",
             )
         )
+    cd = res.get("codec")
+    if cd:
+        for o in ("sgd", "adam"):
+            c = cd[o]
+            names = [k for k in ("release-0.1.0", "numpy", "torch-cpu") if k in c]
+            rows.append(
+                (
+                    f"5 encoder per thread, {o}: " + " | ".join(names),
+                    " | ".join(
+                        f"{c[k]['mb_per_s_thread_median']:.0f} MB/s ({c[k]['ratio']:.3f})" for k in names
+                    ),
+                    ">= 3x release" if "release-0.1.0" in c else "",
+                )
+            )
+        rnd = cd["random_every_step"]
+        rows.append(
+            (
+                "5 random weights every step: stored/raw",
+                " | ".join(f"{k} {v['ratio']:.3f}" for k, v in rnd.items()),
+                "<= 1.0",
+            )
+        )
     w = res.get("writer")
     if w:
         for k, v in w.items():
@@ -245,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="fewer steps everywhere (a smoke run, not for the README)"
     )
     ap.add_argument(
-        "--skip", default="", help="comma-separated parts to skip: slowdown,ratio,writer,api,wide"
+        "--skip", default="", help="comma-separated parts to skip: slowdown,ratio,writer,codec,api,wide"
     )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -290,6 +314,15 @@ def main(argv: list[str] | None = None) -> int:
         log("(5) writer throughput alone ...")
         res["writer"] = bench_capture.bench_writer(snaps)
     snaps = None
+    if "codec" not in skip:
+        log("(5) the encoder alone per thread: release 0.1.0 vs numpy vs torch on the CPU ...")
+        from bench import bench_codec
+
+        codec_out = REPO / "bench" / "results" / ("codec-quick.json" if q else "codec.json")
+        bench_codec.main(
+            ["--steps", "8" if q else "24", "--rounds", "2" if q else "3", "--out", str(codec_out)]
+        )
+        res["codec"] = json.loads(codec_out.read_text())
     if "api" not in skip:
         log("(3, 4) API: diffs, trajectories, events, compaction ...")
         res["api"] = bench_api.bench_api(epochs=1, pairs=8 if q else 30, log=log)

@@ -170,7 +170,7 @@ def _lanes_of_signed(signed: np.dtype[Any]) -> _Lanes:
 MODE_DENSE = 3
 # Mode choice looks at this many lanes of a block (strided), in exact integer arithmetic, so every
 # implementation of the encoder (numpy, torch) picks the same mode.
-MODE_SAMPLE = 4096
+MODE_SAMPLE = 1024
 
 
 def _zigzag_into(r: np.ndarray, lanes: _Lanes, tmp: np.ndarray) -> np.ndarray:
@@ -189,11 +189,10 @@ def _vote_mode(m: np.ndarray, m1: np.ndarray, m2: np.ndarray | None) -> int:
     if m2 is None or m.size == 0:
         return MODE_D1
     stride = max(1, m.size // MODE_SAMPLE)
-    a = m[::stride].astype(np.int64)
-    b = m1[::stride].astype(np.int64)
-    c = m2[::stride].astype(np.int64)
-    r1 = a - b
-    r2 = r1 - (b - c)
+    a, b = m[::stride], m1[::stride]
+    r1 = np.subtract(a, b, dtype=np.int64)
+    r2 = np.subtract(b, m2[::stride], dtype=np.int64)
+    np.subtract(r1, r2, out=r2)
     np.abs(r1, out=r1)
     np.abs(r2, out=r2)
     wins = int(np.count_nonzero(r2 < r1))
