@@ -8,6 +8,8 @@ import json
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from netlapse.api.errors import invalid
+from netlapse.core.modelspec import ModelSpec, SpecTooCostly, check_compute_bounds
 from netlapse.core.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -190,3 +192,21 @@ class RequestGuard:
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
+
+
+def refuse_costly_spec(spec: ModelSpec, batch_size: int, settings: Settings, inline: bool) -> None:
+    """422 naming the layer and the bound when the spec needs more parameters, activation memory or compute
+    per training step than this server allows (computed from the spec: nothing is built or run)."""
+    try:
+        check_compute_bounds(
+            spec,
+            batch_size,
+            max_params=settings.max_params,
+            max_activation_elements=settings.max_activation_elements,
+            max_step_flops=settings.max_step_flops,
+        )
+    except SpecTooCostly as exc:
+        loc: list[str | int] = ["body", "model"]
+        if inline and exc.index is not None:
+            loc += ["layers", exc.index]
+        raise invalid(loc, str(exc), bound=exc.bound) from None

@@ -35,6 +35,7 @@ __all__ = [
     "DropoutLayer",
     "FlattenLayer",
     "Layer",
+    "LayerCost",
     "LayerInfo",
     "LinearLayer",
     "MaxPool2dLayer",
@@ -44,11 +45,14 @@ __all__ = [
     "Preset",
     "PresetRef",
     "SpecNet",
+    "SpecTooCostly",
+    "check_compute_bounds",
     "TensorKind",
     "UnknownTensor",
     "build_model",
     "conv_layers",
     "count_params",
+    "layer_costs",
     "layer_table",
     "state_dict_shapes",
     "tensor_kind",
@@ -393,6 +397,107 @@ def layer_table(spec: ModelSpec) -> list[LayerInfo]:
             )
         )
     return rows
+
+
+class LayerCost(BaseModel):
+    """What one layer costs per input sample: activation elements kept for the backward pass, forward FLOPs."""
+
+    index: int
+    name: str
+    type: str
+    output_shape: list[int]
+    activation_elements: int
+    flops: int
+
+
+def layer_costs(spec: ModelSpec) -> list[LayerCost]:
+    """Per-layer cost of one sample, from the spec alone (nothing is built). Activations count every tensor
+    autograd keeps: a conv/linear output, plus its post-activation and batchnorm outputs when present, pooling
+    and dropout outputs (flatten is a view). FLOPs count a multiply-add as 2."""
+    out: list[LayerCost] = []
+    shape: tuple[int, ...] = tuple(spec.input_shape)
+    for row, layer in zip(layer_table(spec), spec.layers, strict=True):
+        in_shape, shape = shape, tuple(row.output_shape)
+        n = math.prod(shape)
+        if isinstance(layer, Conv2dLayer):
+            flops = 2 * in_shape[0] * layer.kernel_size**2 * n
+        elif isinstance(layer, LinearLayer):
+            flops = 2 * in_shape[0] * n
+        elif isinstance(layer, MaxPool2dLayer | AvgPool2dLayer):
+            flops = layer.kernel_size**2 * n
+        else:
+            flops = 0 if isinstance(layer, FlattenLayer) else n
+        kept = 0 if isinstance(layer, FlattenLayer) else n
+        if isinstance(layer, ParamLayer):
+            extra = int(layer.activation != "none") + int(layer.batchnorm)
+            kept += extra * n
+            flops += 4 * n * extra
+        out.append(
+            LayerCost(
+                index=row.index,
+                name=row.name,
+                type=row.type,
+                output_shape=row.output_shape,
+                activation_elements=kept,
+                flops=flops,
+            )
+        )
+    return out
+
+
+class SpecTooCostly(ValueError):
+    """A spec over one of the server's compute bounds; ``index`` is the layer that crosses it (None: the whole
+    model) and ``bound`` the setting's name."""
+
+    def __init__(self, index: int | None, bound: str, message: str) -> None:
+        super().__init__(message)
+        self.index, self.bound = index, bound
+
+
+TRAIN_STEP_FLOPS_FACTOR = 3
+"""A training step costs about 3 forward passes (forward, plus a backward twice as expensive)."""
+
+
+def check_compute_bounds(
+    spec: ModelSpec, batch_size: int, *, max_params: int, max_activation_elements: int, max_step_flops: float
+) -> None:
+    """Refuse a spec (:class:`SpecTooCostly`, naming the layer and the bound) whose parameters, activation
+    elements per sample or FLOPs per training step exceed this server's bounds, before anything runs."""
+    rows = layer_costs(spec)
+    params = count_params(spec)
+    if params > max_params:
+        big = max(layer_table(spec), key=lambda r: r.params)
+        raise SpecTooCostly(
+            big.index,
+            "NETLAPSE_MAX_PARAMS",
+            f"the model has {params:,} parameters; this server allows at most {max_params:,} "
+            f"(NETLAPSE_MAX_PARAMS); the largest layer is layers[{big.index}] ({big.name}) with {big.params:,}",
+        )
+    total = math.prod(spec.input_shape)
+    for r in rows:
+        total += r.activation_elements
+        if total > max_activation_elements:
+            raise SpecTooCostly(
+                r.index,
+                "NETLAPSE_MAX_ACTIVATION_ELEMENTS",
+                f"layers[{r.index}] ({r.name}, {r.type}): activations reach {total:,} elements per sample by this "
+                f"layer (its output is {_fmt_shape(tuple(r.output_shape))}); this server allows at most "
+                f"{max_activation_elements:,} (NETLAPSE_MAX_ACTIVATION_ELEMENTS): use fewer or narrower layers, "
+                "or downsample earlier",
+            )
+    flops = 0
+    for r in rows:
+        flops += r.flops * batch_size * TRAIN_STEP_FLOPS_FACTOR
+        if flops > max_step_flops:
+            heaviest = max(rows, key=lambda x: x.flops)
+            raise SpecTooCostly(
+                r.index,
+                "NETLAPSE_MAX_STEP_FLOPS",
+                f"layers[{r.index}] ({r.name}, {r.type}): a training step at batch_size {batch_size} reaches "
+                f"{flops:.3g} FLOPs by this layer; this server allows at most {max_step_flops:.3g} per step "
+                f"(NETLAPSE_MAX_STEP_FLOPS); the heaviest layer is layers[{heaviest.index}] ({heaviest.name}): "
+                "use a smaller batch_size or a lighter model",
+            )
 
 
 def count_params(spec: ModelSpec) -> int:

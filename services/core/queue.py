@@ -40,4 +40,23 @@ def make_celery(name: str, settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         task_track_started=True,
     )
+    apply_task_limits(app, settings)
     return app
+
+
+HARD_LIMIT_GRACE_S = 60.0
+"""Celery's hard time limit (it kills the worker child) comes this long after the watchdog's readable stop."""
+
+
+def apply_task_limits(app: Celery, settings: Settings) -> None:
+    """Time limits per task and a memory ceiling per worker process (docs/security.md): the watchdog stops a
+    task over either with a readable reason (a trainer marks its run failed with it); Celery's hard limit and
+    ``worker_max_memory_per_child`` are the backstop for code that never returns to Python."""
+    from netlapse.core import watchdog_celery  # noqa: PLC0415 - signal handlers, connected once per process
+
+    app.conf.update(
+        task_time_limit=settings.task_time_limit_s + HARD_LIMIT_GRACE_S,
+        task_annotations={TASK_TRAIN: {"time_limit": settings.train_time_limit_s + HARD_LIMIT_GRACE_S}},
+        worker_max_memory_per_child=settings.worker_max_memory_mb * 1024 or None,  # KiB
+    )
+    watchdog_celery.configure(settings)

@@ -60,6 +60,26 @@ class Settings(BaseSettings):
     compact_unit_steps: int = Field(default=64, ge=2, description="steps per compaction unit (live runs)")
 
     max_epochs: int = Field(default=100, ge=1)
+    # Runaway tasks (docs/security.md): a task over its time or a worker over its memory is stopped, with the reason.
+    train_time_limit_s: float = Field(default=86_400.0, gt=0, description="longest one training task may run")
+    task_time_limit_s: float = Field(
+        default=3600.0, gt=0, description="longest an analysis/compaction task may run"
+    )
+    worker_max_memory_mb: int = Field(
+        default=16_384, ge=0, description="resident memory a worker process may use; 0 = no ceiling"
+    )
+    # Compute bounds of a run's model spec, checked before it is accepted (docs/security.md).
+    max_params: int = Field(default=64_000_000, ge=1, description="largest parameter count of a model spec")
+    max_activation_elements: int = Field(
+        default=16_000_000,
+        ge=1,
+        description="activation elements per input sample a spec may keep for backward",
+    )
+    max_step_flops: float = Field(
+        default=1e13,
+        gt=0,
+        description="FLOPs of one training step (3 forward passes x batch_size) a spec may need",
+    )
 
     # Durability (docs/durability.md): resume after a crash, leases, the reaper.
     max_run_attempts: int = Field(
@@ -98,7 +118,10 @@ class Settings(BaseSettings):
         default=5.0, ge=0, le=300, description="the api remembers a token lookup (valid or not) this long"
     )
     ws_ticket_ttl_s: float = Field(
-        default=30.0, gt=0, le=600, description="a WebSocket ticket (POST /api/ws-ticket) is valid this long, once"
+        default=30.0,
+        gt=0,
+        le=600,
+        description="a WebSocket ticket (POST /api/ws-ticket) is valid this long, once",
     )
     ws_max_per_user: int = Field(default=8, ge=1, description="live event WebSockets one user may hold open")
 

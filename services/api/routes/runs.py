@@ -17,6 +17,7 @@ from netlapse.api.deps import (
     StoreDep,
 )
 from netlapse.api.errors import invalid, not_found
+from netlapse.api.limits import refuse_costly_spec
 from netlapse.core.auth import may_access
 from netlapse.core.datasets import list_datasets
 from netlapse.core.events import EventStream
@@ -83,6 +84,7 @@ def create_run(
             "this server has no GPU trainers (NETLAPSE_CUDA_TRAINERS is off): use device 'auto' or 'cpu'",
         )
     spec: ModelSpec = body.model.resolve()
+    refuse_costly_spec(spec, body.training.batch_size, settings, inline=body.model.preset is None)
     if list(spec.input_shape) != list(ds.input_shape) or spec.num_classes != ds.num_classes:
         raise invalid(
             ["body", "model"],
