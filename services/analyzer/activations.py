@@ -427,6 +427,7 @@ def _cached_answer(stored: Stored, _: Any) -> Answer:
 
 ACTIVATIONS = Analysis(
     name="activations",
+    title="Per-label normalized activations (Eq. 1) of a conv layer at a step",
     request=ActivationTask,
     compute=_activations,
     summary="Per-label normalized activations (the paper's Eq. 1) of one conv layer at one captured step.\n\n"
@@ -494,6 +495,7 @@ def _check_compare(ctx: Context, c: ActivationCompareTask) -> None:
 
 COMPARE_ACTIVATIONS = Analysis(
     name="activations_compare",
+    title="Eq. 1 of one layer at two steps and their difference",
     request=ActivationCompareTask,
     compute=_compare,
     summary="One layer's Eq. 1 matrix at two steps and their difference (to − from), e.g. step 0 vs the last, "
@@ -586,6 +588,7 @@ def _featuremaps_answer(stored: Stored, _: Any) -> Answer:
 
 FEATUREMAPS = Analysis(
     name="featuremaps",
+    title="Feature maps of one input",
     request=FeatureMapRequest,
     compute=_featuremaps,
     summary="The maps [F, H, W] of one input for one conv layer at one step, with the input, its label and "

@@ -160,6 +160,7 @@ def tensor_answer(stored: Stored, _: Any) -> Answer:
 
 DIFF = Analysis(
     name="diff",
+    title="Difference of one tensor between two steps",
     request=DiffRequest,
     compute=_diff,
     summary="value(to) − value(from) of one tensor, in its dtype (bit-exact with a client's own subtraction), "
@@ -217,6 +218,7 @@ def scatter_answer(stored: Stored, _: Any) -> Answer:
 
 SCATTER = Analysis(
     name="scatter",
+    title="Initial value vs change of one tensor",
     request=ScatterRequest,
     compute=_scatter,
     summary="Initial value vs change: x = value at `from`, y = value(to) − value(from). A seeded sample of "
@@ -293,6 +295,7 @@ def trajectory_answer(stored: Stored, _: Any) -> Answer:
 
 TRAJECTORY = Analysis(
     name="trajectory",
+    title="Values of chosen elements over every captured step",
     request=TrajectoryRequest,
     compute=_trajectory,
     summary="Values of chosen elements of one tensor at every captured step: values[step_i][index_j]. Read "

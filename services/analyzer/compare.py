@@ -107,6 +107,7 @@ def _compare_diff(ctx: Context, r: CompareDiffRequest) -> Result:
 
 COMPARE_DIFF = Analysis(
     name="compare_diff",
+    title="Difference of one tensor between two runs",
     request=CompareDiffRequest,
     compute=_compare_diff,
     summary="value in run b at its step − value in run a at its step, of one tensor (same shape and dtype, else "
@@ -211,6 +212,7 @@ def _overlay(ctx: Context, r: MetricsOverlayRequest) -> Result:
 
 METRICS_OVERLAY = Analysis(
     name="compare_metrics",
+    title="Loss and accuracy of up to 8 runs on one axis",
     request=MetricsOverlayRequest,
     compute=_overlay,
     summary=f"Loss and accuracy of up to {MAX_OVERLAY_RUNS} runs on one step axis and one epoch axis: "
@@ -278,6 +280,7 @@ def _compare_activations(ctx: Context, r: CompareActivationsRequest) -> Result:
 
 COMPARE_ACTIVATIONS = Analysis(
     name="compare_activations",
+    title="Eq. 1 of one layer in two runs and their difference",
     request=CompareActivationsRequest,
     compute=_compare_activations,
     summary="One conv layer's per-label activations (Eq. 1) in run a at its step and run b at its step, and "
@@ -360,6 +363,7 @@ def _compare_scatter(ctx: Context, r: CompareScatterRequest) -> Result:
 
 COMPARE_SCATTER = Analysis(
     name="compare_scatter",
+    title="Initial value vs change of one tensor in two runs",
     request=CompareScatterRequest,
     compute=_compare_scatter,
     summary="Initial value vs change of the same tensor in two runs: each run's scatter result (x = value at "

@@ -241,6 +241,7 @@ def compute_health(ctx: Context, r: HealthRequest) -> Result:
 
 HEALTH = Analysis(
     name="health",
+    title="Training health for every captured step",
     request=HealthRequest,
     compute=compute_health,
     summary="Training health from the tape, for every captured step: per tensor the update-to-weight ratio "
@@ -346,6 +347,7 @@ def _unit_positions(model: torch.nn.Module, layer: str, x: torch.Tensor) -> list
 
 DEAD_UNITS = Analysis(
     name="health_dead",
+    title="Dead units at a step",
     request=DeadUnitsRequest,
     compute=compute_dead_units,
     summary="Dead units at one step: the model at that step runs over every input of the split, and a conv filter "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -306,6 +307,13 @@ class Analysis:
     inline: bool = False
     cache: bool = True
     tags: tuple[str, ...] = ("analyses",)
+    title: str = ""
+
+    @property
+    def short(self) -> str:
+        """A one-line title (the OpenAPI summary): ``title``, else the summary's first sentence."""
+        first = re.split(r"(?<=[a-z)])\.\s+(?=[A-Z])|\n", self.summary, maxsplit=1)[0]
+        return self.title or first.rstrip(".")
 
     @property
     def task_name(self) -> str:
@@ -439,7 +447,7 @@ def catalog(analyses: Iterable[Analysis] | None = None) -> list[dict[str, Any]]:
                 "name": a.name,
                 "method": a.method,
                 "path": a.path,
-                "summary": a.summary.split("\n")[0],
+                "summary": a.short,
                 "body": a.method == "POST",
                 "request": a.request.model_json_schema(by_alias=True),
                 "aliases": {n: f.alias for n, f in a.request.model_fields.items() if f.alias},

@@ -363,6 +363,11 @@ async function main() {
         check(dead.includes("conv1:2") && dead.filter((f) => f.startsWith("conv1:")).length === 1, "conv1 filter 2, and only it of conv1, is dead", dead);
         check((await page.getAttribute("[data-testid=health-note]", "data-scaled-gradient")) === "true", "plain SGD: the view says the update is -lr times the gradient");
       }
+      if (REALISTIC) {
+        // The README shows the real run's health, not the crafted one.
+        await page.goto(`${BASE}/#/runs/${ids[0]}/health`);
+        for (const t of ["health-ratio", "health-curves", "health-units", "health-top"]) await waitReady(page, t);
+      }
       await screenshot(page, "health");
     }, page);
   } finally {

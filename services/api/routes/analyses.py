@@ -125,7 +125,7 @@ def _add(r: APIRouter, a: Analysis) -> None:
         _endpoint(a),
         methods=[a.method],
         name=a.name,
-        summary=a.summary.split("\n")[0].split(". ")[0],
+        summary=a.short,
         description=a.summary,
         tags=list(a.tags),
         response_class=FastJSONResponse,
