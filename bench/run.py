@@ -1,4 +1,4 @@
-"""The snapshot engine benchmark (``make bench``): all six measurements of issue 5 side by side.
+"""The snapshot engine benchmark (``make bench``): all six measurements of docs/performance.md side by side.
 
     NETLAPSE_DATA_DIR=.data .venv/bin/python -m bench.run [--quick]
 

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from netlapse.client import Client
 
 FORMATS = ("png", "svg")
-DIVERGING = "RdBu"  # low = red, 0 = white, high = blue: decrease red, increase blue (DESIGN §1)
+DIVERGING = "RdBu"  # low = red, 0 = white, high = blue: decrease red, increase blue (docs/analyses.md)
 POINTS_UP_TO = 5000  # tensors with more elements are drawn as a density from the exact histogram
 
 

@@ -20,7 +20,8 @@ TASK_COMPACT = "netlapse.analyzer.compact"
 
 
 def make_celery(name: str, settings: Settings) -> Celery:
-    """A Celery app with the reliability settings of DESIGN §8: late acks, requeue on worker loss, prefetch 1, JSON."""
+    """A Celery app with the settings of docs/architecture.md ("Components"): late acks, requeue on worker loss,
+    prefetch 1, JSON."""
     app = Celery(name, broker=settings.redis_url, backend=settings.redis_url)
     app.conf.update(
         task_acks_late=True,

@@ -220,7 +220,7 @@ def analysis_prefix(run_id: str) -> str:
     return f"runs/{run_id}/analysis/"
 
 
-# --- analyses (issue 3): requests the api validates and task payloads the analyzer runs -------------------
+# --- analyses (docs/architecture.md, "Analyses"): requests the api validates, payloads the analyzer runs ---
 
 FeaturePointName = Literal["post", "pre"]
 SplitName = Literal["test", "train"]
