@@ -126,6 +126,7 @@ class OnlineSink:
         self._cond = threading.Condition()
         self._metrics_seq = 0
         self._stopping = threading.Event()
+        self._heart_stop = threading.Event()
         self._give_up_at: float | None = None  # monotonic deadline once finish() waits for the queue
         self._uploader = threading.Thread(target=self._run, name="netlapse-uploader", daemon=True)
         self._heart = threading.Thread(target=self._beat, name="netlapse-heartbeat", daemon=True)
@@ -181,6 +182,7 @@ class OnlineSink:
 
     def close(self) -> None:
         self._stopping.set()
+        self._heart_stop.set()
         self._queue.put(None)
         self._uploader.join(10)
         self._heart.join(self.heartbeat_s + 5)
@@ -243,6 +245,9 @@ class OnlineSink:
         elif op.kind == "watch":
             c.watch(rid, op.payload, **kw)
         elif op.kind == "finish":
+            # No heartbeat may write the run record while the server finishes it.
+            self._heart_stop.set()
+            self._heart.join(60)
             op.payload["answer"] = c.finish(
                 rid, {k: op.payload[k] for k in ("status", "error", "summary")}, **kw
             )
@@ -250,7 +255,7 @@ class OnlineSink:
     # -- heartbeat thread
 
     def _beat(self) -> None:
-        while not self._stopping.wait(self.heartbeat_s):
+        while not self._heart_stop.wait(self.heartbeat_s) and not self._stopping.is_set():
             try:
                 out = self.client.heartbeat(self.run_id, retry=False)
             except IngestRejected as exc:  # refused, not lost: say so (the run would be given up on)

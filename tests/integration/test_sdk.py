@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 
-from netlapse.cli.stack import Stack
+import netlapse
+from netlapse.cli.stack import Stack, free_port
 from tests.conftest import REPO
 from tests.integration.helpers import get_npy, wait_terminal
 
@@ -194,3 +196,59 @@ def test_sigkill_of_the_training_process_fails_the_run_and_keeps_committed_steps
             assert same_bits(got, want[step][name])
     r = api.post(f"/api/ingest/runs/{run_id}/heartbeat", json={})  # a late heartbeat does not revive it
     assert r.status_code == 200 and r.json()["status"] == "failed"
+
+
+def test_serve_opens_the_ui_and_api_on_an_offline_runs_directory(tmp_path: Path) -> None:
+    """`netlapse serve DIR`: the directory's runs are the server's runs, read in place."""
+    runs_dir = tmp_path / "netlapse-runs"
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with netlapse.init(name="served", dir=runs_dir) as run:
+        run.watch(model, opt)
+        for _ in range(3):
+            opt.zero_grad()
+            model(torch.randn(5, 4)).sum().backward()
+            opt.step()
+            run.log({"loss": 1.0})
+    final = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETLAPSE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netlapse.cli.main", "serve", str(runs_dir), "--port", str(port)],
+        cwd=REPO,
+        env={**env, "NETLAPSE_FRONTEND_DIR": str(REPO / "frontend" / "dist")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                try:
+                    if c.get("/api/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "netlapse serve did not come up"
+                time.sleep(0.5)
+            runs = c.get("/api/runs").json()["runs"]
+            assert [(r["id"], r["name"], r["source"], r["status"]) for r in runs] == [
+                (run.id, "served", "sdk", "succeeded")
+            ]
+            assert c.get(f"/api/runs/{run.id}/steps").json()["steps"] == [0, 1, 2, 3]
+            for name, value in final.items():
+                assert same_bits(get_npy(c, f"/api/runs/{run.id}/tensors/{name}", step=3), value)
+            assert c.get("/").status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert (runs_dir / run.id / "run.json").is_file()  # the runs stay where they were
