@@ -182,11 +182,6 @@ class ProgressBar:
             self.out.flush()
 
 
-def _ws_url(client: Client, run_id: str, since: str | None) -> str:
-    base = client.base_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    return f"{base}/runs/{run_id}/events" + (f"?since={since}" if since else "")
-
-
 def ws_events(client: Client, run_id: str, since: str | None = None) -> Iterator[dict[str, Any]]:
     """The run's events over the WebSocket (replayed from ``since``, then live) until the server closes it.
 
@@ -194,11 +189,11 @@ def ws_events(client: Client, run_id: str, since: str | None = None) -> Iterator
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
-    headers = dict(client._auth)
     retries = 0
     while True:
         try:
-            with connect(_ws_url(client, run_id, since), additional_headers=headers, open_timeout=30) as ws:
+            # a fresh single-use ticket for every connection when the server requires tokens
+            with connect(client.events_url(run_id, since), open_timeout=30) as ws:
                 retries = 0
                 for raw in ws:
                     ev = json.loads(raw)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ import numpy as np
 import pytest
 
 from netlapse.cli.stack import Stack, free_port
+from netlapse.core.auth import Accounts
 from netlapse.core.runs import RunRepository, new_run_id
 from netlapse.core.schemas import RunRecord
 from netlapse.core.settings import Settings
-from netlapse.core.store import store_from_settings
+from netlapse.core.store import LocalStore, store_from_settings
 from tests.integration.helpers import create_run, get_npy, wait_terminal
 
 pytestmark = pytest.mark.integration
@@ -159,7 +161,7 @@ def test_delete_of_a_running_run_is_refused(stack: Stack, api: httpx.Client) -> 
         assert "cancel it first" in res.stderr
         assert api.get(f"/api/runs/{run['id']}").status_code == 200
     finally:
-        api.post(f"/api/runs/{run['id']}/cancel")
+        api.post(f"/api/runs/{run['id']}/cancel", json={})
         wait_terminal(api, run["id"])
 
 
@@ -201,3 +203,35 @@ def test_server_from_the_alias_the_flag_and_unreachable(stack: Stack, finished: 
     assert res.returncode == 2 and f"cannot reach {dead}" in res.stderr
     bad = netlapse(stack, "runs", "create", "/nonexistent/spec.json")
     assert bad.returncode == 2 and "cannot read /nonexistent/spec.json" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def auth_stack(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iterator[tuple[Stack, str]]:
+    """A stack that requires tokens, and a token of its one user."""
+    data = tmp_path_factory.mktemp("netlapse-cli-auth")
+    token = Accounts(LocalStore(data / "store")).add_user("carol")
+    s = Stack(
+        data_dir=data,
+        api_port=free_port(),
+        log_dir=artifacts_dir / "stack-logs-cli-auth",
+        extra_env={"NETLAPSE_AUTH_REQUIRED": "1", "NETLAPSE_STORE_URL": f"file://{data / 'store'}"},
+    )
+    s.start()
+    try:
+        yield s, token
+    finally:
+        s.stop()
+
+
+def test_commands_on_a_server_that_requires_tokens(auth_stack: tuple[Stack, str], tmp_path: Path) -> None:
+    stack, token = auth_stack
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({**SPEC, "training": {**SPEC["training"], "epochs": 1}}))
+    refused = netlapse(stack, "runs", "list")
+    assert refused.returncode == 2 and "401" in refused.stderr and "Authorization: Bearer" in refused.stderr
+    # the token from the environment, the event stream through a single-use ticket
+    res = netlapse(stack, "runs", "create", str(spec), "--follow", env={"NETLAPSE_TOKEN": token})
+    assert res.returncode == 0, res.stderr
+    assert "8/8 steps 100%" in res.stderr
+    listed = netlapse(stack, "runs", "--token", token, "list")
+    assert listed.returncode == 0 and res.stdout.strip() in listed.stdout
