@@ -32,22 +32,38 @@ MAX_TRAJECTORY_INDICES = 1000
 MAX_SCATTER_POINTS = 200_000
 
 
+# Elements per pass: float64 temporaries of 8 MB, not of the whole (possibly 25 M-element) tensor.
+_STATS_CHUNK = 1 << 20
+
+
 def diff_stats(d: np.ndarray, kind: str | None = None) -> dict[str, Any]:
-    """Summary of a difference: range, mean, mean |Δ|, sign counts, per-filter L2 for conv weights."""
-    f = d.astype(np.float64, copy=False)
+    """Summary of a difference: range, mean, mean |Δ|, sign counts, per-filter L2 for conv weights.
+
+    Sums are float64, taken chunk by chunk so a wide layer needs no float64 copy of itself."""
+    flat = d.reshape(-1)
+    total = abs_total = sq_total = 0.0
+    for i in range(0, flat.size, _STATS_CHUNK):
+        c = flat[i : i + _STATS_CHUNK].astype(np.float64)
+        total += float(c.sum())
+        sq_total += float(np.dot(c, c))
+        np.abs(c, out=c)
+        abs_total += float(c.sum())
+    n = int(d.size)
+    pos, neg = int(np.count_nonzero(d > 0)), int(np.count_nonzero(d < 0))
     stats: dict[str, Any] = {
-        "min": float(f.min()) if f.size else 0.0,
-        "max": float(f.max()) if f.size else 0.0,
-        "mean": float(f.mean()) if f.size else 0.0,
-        "mean_abs": float(np.abs(f).mean()) if f.size else 0.0,
-        "l2": float(np.sqrt((f * f).sum())),
-        "increased": int((d > 0).sum()),
-        "decreased": int((d < 0).sum()),
-        "unchanged": int((d == 0).sum()),
-        "count": int(d.size),
+        "min": float(d.min()) if n else 0.0,
+        "max": float(d.max()) if n else 0.0,
+        "mean": total / n if n else 0.0,
+        "mean_abs": abs_total / n if n else 0.0,
+        "l2": float(np.sqrt(sq_total)),
+        "increased": pos,
+        "decreased": neg,
+        "unchanged": int(np.count_nonzero(d == 0)),
+        "count": n,
     }
     if d.ndim == 4:  # conv weight [out, in, kh, kw]: which filters moved most
-        per = np.sqrt((f.reshape(d.shape[0], -1) ** 2).sum(axis=1))
+        rows = d.reshape(d.shape[0], -1)
+        per = np.sqrt(np.array([float(np.dot(r64, r64)) for r64 in (r.astype(np.float64) for r in rows)]))
         stats["per_filter_l2"] = [float(v) for v in per]
         stats["top_filters"] = [int(i) for i in np.argsort(-per, kind="stable")[:8]]
     return stats
