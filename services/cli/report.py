@@ -8,6 +8,9 @@ Figures (each as PNG and SVG), plus ``report.json`` with the numbers behind them
   tensors, the server's exact 2-D histogram for large ones; Pearson r and the sign fractions in the titles.
 - ``activations_<layer>``: per-label normalized activations (Eq. 1) at ``to``, one small bar chart per filter,
   x = label.
+- ``health``: the update-to-weight ratio of every tensor at every captured step (log colour scale), the weight
+  norms and the fraction of signs flipped since step 0, with the frozen and dead units named (docs/analyses.md,
+  "Training health").
 
 Everything comes through :class:`netlapse.client.Client`, so the report works against any server.
 """
@@ -23,7 +26,7 @@ import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
-from netlapse.client import Client
+from netlapse.client import ApiError, Client
 
 FORMATS = ("png", "svg")
 DIVERGING = "RdBu"  # low = red, 0 = white, high = blue: decrease red, increase blue (docs/analyses.md)
@@ -192,6 +195,93 @@ def figure_activations(res: dict[str, Any], spread: dict[str, Any], classes: lis
     return fig
 
 
+def _matrix(rows: list[list[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
+
+
+def health_numbers(h: dict[str, Any], dead: dict[str, Any] | None) -> dict[str, Any]:
+    """What report.json keeps of the health analysis: per tensor the median and last update ratio, the last
+    sign-flip fraction, the frozen and the dead units, and what an update means for this optimizer."""
+    ratio, flips = _matrix(h["update_ratio"]), _matrix(h["sign_flip_fraction"])
+    per_tensor = {}
+    for i, t in enumerate(h["tensors"]):
+        r = ratio[i][np.isfinite(ratio[i])]
+        per_tensor[t["name"]] = {
+            "update_ratio_median": float(np.median(r)) if r.size else None,
+            "update_ratio_last": float(r[-1]) if r.size else None,
+            "sign_flip_fraction_last": float(flips[i][-1]) if np.isfinite(flips[i][-1]) else None,
+        }
+    return {
+        "steps": [h["steps"][0], h["steps"][-1]] if h["steps"] else [],
+        "tensors": per_tensor,
+        "frozen": {u["layer"]: u["frozen"] for u in h["units"] if u["frozen"]},
+        "dead": {lay["layer"]: lay["dead"] for lay in dead["layers"] if lay["dead"]} if dead else None,
+        "dead_step": dead["step"] if dead else None,
+        "updates": h["updates"],
+    }
+
+
+def figure_health(h: dict[str, Any], numbers: dict[str, Any]) -> Figure:
+    """Update-to-weight ratio (tensors × steps, log scale) on top; weight norms and sign flips below."""
+    names = [t["name"] for t in h["tensors"]]
+    ratio = _matrix(h["update_ratio"])
+    keep = [i for i in range(len(names)) if np.isfinite(ratio[i]).any()]
+    steps = h["steps"]
+    fig = Figure(figsize=(12, 3.2 + 0.22 * len(keep) + 2.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[0.6 + 0.22 * len(keep), 2.6])  # type: ignore[misc]
+    ax = top.subplots()
+    shown = ratio[keep] if keep else np.full((1, max(1, len(steps))), np.nan)
+    pos = shown[np.isfinite(shown) & (shown > 0)]
+    norm = mcolors.LogNorm(vmin=float(pos.min()), vmax=float(pos.max())) if pos.size else None
+    cmap = _colormap("YlGnBu").with_extremes(bad="#d9d9d9")
+    img = ax.imshow(
+        np.where(shown > 0, shown, np.nan),
+        aspect="auto",
+        interpolation="nearest",
+        cmap=cmap,
+        norm=norm,
+        extent=(steps[0] - 0.5, steps[-1] + 0.5, len(keep) - 0.5, -0.5) if steps else None,
+    )
+    ax.set_yticks(range(len(keep)))
+    ax.set_yticklabels([names[i] for i in keep], fontsize=7)
+    ax.set_xlabel("step")
+    ax.set_title("update-to-weight ratio ||w(t) − w(t−1)|| / ||w(t−1)|| (log scale; grey: none)", fontsize=10)
+    top.colorbar(img, ax=ax, label="ratio")
+    a1, a2 = bottom.subplots(1, 2)
+    norms, flips = _matrix(h["norm"]), _matrix(h["sign_flip_fraction"])
+    for i, n in enumerate(names):
+        if not n.endswith(".weight"):
+            continue
+        a1.plot(steps, norms[i], lw=1.2, label=n)
+        a2.plot(steps, flips[i], lw=1.2, label=n)
+    a1.set_title("weight norm ||w||", fontsize=10)
+    a2.set_title("fraction of signs different from step 0", fontsize=10)
+    for a in (a1, a2):
+        a.set_xlabel("step")
+        a.legend(fontsize=7)
+    flagged = [
+        f"{layer} frozen: " + ", ".join(f"#{u['unit']} (since {u['since']})" for u in us)
+        for layer, us in numbers["frozen"].items()
+    ]
+    if numbers["dead"]:
+        flagged += [
+            f"{layer} dead at step {numbers['dead_step']}: #{', #'.join(map(str, us))}"
+            for layer, us in numbers["dead"].items()
+        ]
+    fig.suptitle(
+        f"training health: {h['updates']['note']}"
+        + ("\n" + "; ".join(flagged) if flagged else "\nno frozen or dead unit"),
+        fontsize=9,
+    )
+    return fig
+
+
+def _colormap(name: str) -> mcolors.Colormap:
+    from matplotlib import colormaps
+
+    return colormaps[name]
+
+
 def make_report(
     client: Client,
     run_id: str,
@@ -302,6 +392,16 @@ def make_report(
             }
         }
 
+    # 4. training health over every captured step (from the tape), dead units at `to`
+    health = client.analysis("health", run_id=run_id)
+    try:
+        dead = client.analysis("health_dead", run_id=run_id, step=b, split=split)
+    except ApiError as exc:  # e.g. an SDK run without evaluation data: the rest of the health figure stands
+        dead = None
+        report["health_dead_error"] = str(exc)
+    report["health"] = health_numbers(health, dead)
+    report["files"] += _save(figure_health(health, report["health"]), out, "health", formats)
+
     (out / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
     report["files"].append("report.json")
     return report
@@ -332,4 +432,20 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             lines.append(f"  note: {v['note']}")
     for k, v in (report.get("label_spread_ratio") or {}).items():
         lines.append(f"label spread ratio {k}: mean CV {v['mean_cv']:.2f}x, median CV {v['median_cv']:.2f}x")
+    h = report.get("health")
+    if h:
+        ratios = [
+            f"{n} {t['update_ratio_median']:.2g}"
+            for n, t in h["tensors"].items()
+            if n.endswith(".weight") and t["update_ratio_median"] is not None
+        ]
+        lines.append("median update-to-weight ratio: " + ", ".join(ratios))
+        frozen = [
+            f"{layer} #{u['unit']} (since {u['since']})" for layer, us in h["frozen"].items() for u in us
+        ]
+        lines.append("frozen units: " + (", ".join(frozen) if frozen else "none"))
+        if h["dead"] is not None:
+            dead = [f"{layer} #{u}" for layer, us in h["dead"].items() for u in us]
+            lines.append(f"dead units at step {h['dead_step']}: " + (", ".join(dead) if dead else "none"))
+        lines.append(f"updates: {h['updates']['note']}")
     return lines

@@ -82,12 +82,54 @@ class FakeClient:
             "note": "label 9 (0 of 5)",
         }
 
+    def analysis(self, kind: str, /, **params: Any) -> dict[str, Any]:
+        self.calls.append(f"{kind} {params.get('step', '')}".strip())
+        if kind == "health_dead":
+            return {
+                "step": params["step"],
+                "split": "test",
+                "evaluated": 256,
+                "layers": [{"layer": "conv1", "dead": [2]}],
+            }
+        assert kind == "health", kind
+        names = list(self.w)
+        norm = [[float(np.linalg.norm(v.astype(np.float64))) for v in self.w[n]] for n in names]
+        upd = [
+            [None]
+            + [
+                float(np.linalg.norm((b - a).astype(np.float64)))
+                for a, b in zip(self.w[n], self.w[n][1:], strict=False)
+            ]
+            for n in names
+        ]
+        ratio = [
+            [None] + [u / nm for u, nm in zip(us[1:], ns, strict=False)]
+            for us, ns in zip(upd, norm, strict=False)
+        ]  # type: ignore[operator]
+        flips = [[float(np.mean(np.sign(v) != np.sign(self.w[n][0]))) for v in self.w[n]] for n in names]
+        return {
+            "steps": [0, 1, 2, 3, 4],
+            "tensors": [{"name": n, "shape": list(self.w[n][0].shape), "dtype": "float32"} for n in names],
+            "norm": norm,
+            "update_norm": upd,
+            "update_ratio": ratio,
+            "sign_flip_fraction": flips,
+            "units": [
+                {"layer": "conv1", "frozen": [{"unit": 2, "since": 0}]},
+                {"layer": "conv2", "frozen": []},
+            ],
+            "updates": {
+                "note": "sgd: an update is not a gradient (momentum)",
+                "update_is_scaled_gradient": False,
+            },
+        }
+
 
 def test_report_writes_figures_and_numbers(tmp_path: Path) -> None:
     c = FakeClient()
     rep = make_report(c, "fake1234", tmp_path, per_label=5, formats=("png", "svg"))  # type: ignore[arg-type]
     names = {p.name for p in tmp_path.iterdir()}
-    for stem in ("filters", "scatter", "activations_conv1", "activations_conv2"):
+    for stem in ("filters", "scatter", "activations_conv1", "activations_conv2", "health"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names
         assert (tmp_path / f"{stem}.png").stat().st_size > 5000
     j = json.loads((tmp_path / "report.json").read_text())
@@ -101,8 +143,21 @@ def test_report_writes_figures_and_numbers(tmp_path: Path) -> None:
     assert set(j["activations"]) == {"conv1", "conv2"} and j["activations"]["conv1"]["note"]
     assert j["activations"]["conv2"]["label_spread"]["inactive_filters"] == [0]
     assert "conv2/conv1" in j["label_spread_ratio"]
-    assert c.calls == ["activations conv1 4", "activations conv2 4"]
-    assert any("r(initial, change)" in line for line in summary_lines(rep))
+    assert c.calls == ["activations conv1 4", "activations conv2 4", "health", "health_dead 4"]
+    lines = summary_lines(rep)
+    assert any("r(initial, change)" in line for line in lines)
+    h = j["health"]
+    w1 = [v.astype(np.float64) for v in c.w["conv1.weight"]]
+    ratios = [np.linalg.norm(b - a) / np.linalg.norm(a) for a, b in zip(w1, w1[1:], strict=False)]
+    assert h["tensors"]["conv1.weight"]["update_ratio_median"] == pytest.approx(float(np.median(ratios)))
+    assert h["tensors"]["conv1.weight"]["update_ratio_last"] == pytest.approx(ratios[-1])
+    assert (
+        h["frozen"] == {"conv1": [{"unit": 2, "since": 0}]}
+        and h["dead"] == {"conv1": [2]}
+        and h["dead_step"] == 4
+    )
+    assert "frozen units: conv1 #2 (since 0)" in lines and "dead units at step 4: conv1 #2" in lines
+    assert any(line.startswith("updates: ") and "not a gradient" in line for line in lines)
 
 
 def test_report_rejects_unknown_layers(tmp_path: Path) -> None:
