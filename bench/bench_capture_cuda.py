@@ -1,5 +1,6 @@
 """Capture on CUDA: training time per step with no capture, netlapse (lossless, every step, pinned buffers,
-side stream, multi-threaded encoding) and TensorBoard histograms, interleaved; paper-cnn and wide-cnn.
+side stream, multi-threaded encoding), TensorBoard histograms and a wandb.watch-style 64-bin torch.histc of
+every parameter on the device, interleaved; paper-cnn and wide-cnn.
 
     python bench/bench_capture_cuda.py --out DIR      (writes DIR/capture_cuda.json)
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / ".pkg"))  # the 
 from netlapse.core.capture import CapturePipeline, capturable_tensors  # noqa: E402
 from netlapse.core.modelspec import PRESETS, build_model  # noqa: E402
 from netlapse.core.store import LocalStore  # noqa: E402
-from netlapse.core.tape import TapeWriter  # noqa: E402
+from netlapse.core.tape import TapeOptions, TapeWriter  # noqa: E402
 
 
 def data(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -72,7 +73,7 @@ def run(
             st: dict[str, Any] = {"model": model, "opt": opt, "seconds": [], "step": 0, "captured": 0}
             if v == "netlapse":
                 w = TapeWriter(
-                    LocalStore(Path(tmp) / v), "t/", capturable_tensors(model), threads=threads, zstd_level=1
+                    LocalStore(Path(tmp) / v), "t/", capturable_tensors(model), TapeOptions(threads=threads)
                 )
                 st["pipe"] = CapturePipeline(model, w, buffers=4)
                 st["pipe"].capture(0)
@@ -102,6 +103,12 @@ def run(
                 elif v == "tensorboard":
                     for name, p in model.named_parameters():
                         st["tb"].add_histogram(name, p.detach(), st["step"])
+                elif v == "histc":  # wandb.watch(log="parameters"): a 64-bin histogram on the device
+                    with torch.no_grad():
+                        for p in model.parameters():
+                            t = p.detach()
+                            lo, hi = float(t.min()), float(t.max())
+                            st.setdefault("hist", []).append(torch.histc(t, bins=64, min=lo, max=hi).cpu())
             if v == "netlapse":
                 while st["pipe"].stats.steps < st["captured"]:
                     time.sleep(0.0005)
@@ -162,7 +169,13 @@ def main() -> int:
     }
     t0 = time.perf_counter()
     res["paper_cnn"] = run(
-        "paper-cnn", ["none", "netlapse", "tensorboard"], 2 if q else 3, 20 if q else 100, 128, threads, dev
+        "paper-cnn",
+        ["none", "netlapse", "tensorboard", "histc"],
+        2 if q else 3,
+        20 if q else 100,
+        128,
+        threads,
+        dev,
     )
     print(json.dumps(res["paper_cnn"]), flush=True)
     res["wide_cnn"] = run(
