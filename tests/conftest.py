@@ -46,6 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iter
             "NETLAPSE_RESUME_INTERVAL_S": "1",  # a resume checkpoint at least every second (chaos tests)
             "NETLAPSE_FRONTEND_DIR": str(REPO / "frontend" / "dist"),
             "NETLAPSE_AUTH_REQUIRED": "0",  # the shared stack is single-user; tests/integration/test_auth.py has its own
+            "NETLAPSE_USER_MAX_ACTIVE_RUNS": "0",  # tests queue many runs at once; tests/unit/test_user_bounds.py
             "NETLAPSE_SDK_HEARTBEAT_TIMEOUT_S": "15",  # an SDK run whose process died fails within ~16 s
             "NETLAPSE_SDK_REAPER_INTERVAL_S": "1",
         },

@@ -278,6 +278,14 @@ def _trajectory_indices(ctx: Context, r: TrajectoryRequest) -> list[int]:
     require_tensor(tape, r.name)
     idx = parse_indices(r.index, "index", MAX_TRAJECTORY_INDICES)
     info = tape.tensor(r.name)
+    n_steps = len(tape.steps())
+    if n_steps * len(idx) > ctx.settings.max_response_values:  # refused before anything is decoded
+        raise invalid(
+            ["query", "index"],
+            f"{len(idx)} elements over {n_steps:,} captured steps are {n_steps * len(idx):,} values; at most "
+            f"{ctx.settings.max_response_values:,} are sent (NETLAPSE_MAX_RESPONSE_VALUES): ask for at most "
+            f"{max(1, ctx.settings.max_response_values // max(n_steps, 1))} elements",
+        )
     bad = [i for i in idx if not 0 <= i < info.numel]
     if bad:
         raise invalid(

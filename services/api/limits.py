@@ -4,12 +4,14 @@ or for unknown Host names are refused (:class:`RequestGuard`)."""
 from __future__ import annotations
 
 import json
+import math
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from netlapse.api.errors import invalid
-from netlapse.core.modelspec import ModelSpec, SpecTooCostly, check_compute_bounds
+from netlapse.core.modelspec import ModelSpec, SpecTooCostly, check_compute_bounds, state_dict_shapes
+from netlapse.core.schemas import TERMINAL_STATUSES, CaptureConfig, RunRecord, TrainingConfig
 from netlapse.core.settings import Settings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -210,3 +212,119 @@ def refuse_costly_spec(spec: ModelSpec, batch_size: int, settings: Settings, inl
         if inline and exc.index is not None:
             loc += ["layers", exc.index]
         raise invalid(loc, str(exc), bound=exc.bound) from None
+
+
+# --- per-user bounds at run creation: active runs and capture volume ------------------------------------------
+
+
+def snapshot_bytes(spec: ModelSpec) -> int:
+    """Raw bytes of one captured snapshot: every floating-point ``state_dict`` tensor as float32."""
+    return sum(
+        4 * math.prod(shape)
+        for name, shape in state_dict_shapes(spec).items()
+        if not name.endswith("_tracked")
+    )
+
+
+def captured_count(total_steps: int, every: int) -> int:
+    """Snapshots a run of ``total_steps`` keeps: step 0, every ``every``-th step and the last one."""
+    return 1 + total_steps // every + (1 if total_steps % every else 0)
+
+
+def planned_steps(training: TrainingConfig, train_size: int) -> int:
+    n = min(train_size, training.max_train_samples or train_size)
+    return training.epochs * math.ceil(n / training.batch_size)
+
+
+def smallest_every(total_steps: int, snap: int, allowed_bytes: int) -> int | None:
+    """The smallest ``capture.every`` whose raw capture fits ``allowed_bytes`` (None: not even step 0 + last)."""
+    if snap * captured_count(total_steps, max(total_steps, 1)) > allowed_bytes:
+        return None
+    lo, hi = 1, max(total_steps, 1)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if captured_count(total_steps, mid) * snap <= allowed_bytes:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.2f} GB"
+
+
+def planned_raw_bytes(rec: RunRecord, train_sizes: dict[str, int]) -> int:
+    """What a stored run holds or will hold: its measured raw bytes, else its plan (0 when unknown)."""
+    if rec.summary.raw_bytes:
+        return int(rec.summary.raw_bytes)
+    if rec.status in TERMINAL_STATUSES or rec.dataset not in train_sizes:
+        return 0
+    try:
+        spec = rec.layer_spec()
+    except Exception:  # an SDK run has no spec: it reports what it uploaded
+        return 0
+    return snapshot_bytes(spec) * captured_count(
+        planned_steps(rec.training, train_sizes[rec.dataset]), rec.capture.every
+    )
+
+
+def refuse_over_user_bounds(
+    spec: ModelSpec,
+    training: TrainingConfig,
+    capture: CaptureConfig,
+    train_size: int,
+    settings: Settings,
+    user: str,
+    runs: list[RunRecord],
+    train_sizes: dict[str, int],
+) -> None:
+    """429 when ``user`` already has ``user_max_active_runs`` queued or running; 422 suggesting a
+    ``capture.every`` when the run's planned raw capture is over ``run_max_raw_bytes`` or the user's remaining
+    ``user_storage_quota_bytes``."""
+    mine = [r for r in runs if r.owner == user]
+    active = sum(r.status not in TERMINAL_STATUSES for r in mine)
+    if settings.user_max_active_runs and active >= settings.user_max_active_runs:
+        raise HTTPException(
+            429,
+            detail=(
+                f"you have {active} runs queued or running; this server allows {settings.user_max_active_runs} "
+                "per user at once (NETLAPSE_USER_MAX_ACTIVE_RUNS): wait for one to finish or cancel one"
+            ),
+        )
+    total = planned_steps(training, train_size)
+    snap = snapshot_bytes(spec)
+    raw = snap * captured_count(total, capture.every)
+    limits = []
+    if settings.run_max_raw_bytes:
+        limits.append(
+            (
+                settings.run_max_raw_bytes,
+                f"the per-run limit of {_gb(settings.run_max_raw_bytes)} (NETLAPSE_RUN_MAX_RAW_BYTES)",
+            )
+        )
+    if settings.user_storage_quota_bytes:
+        used = sum(planned_raw_bytes(r, train_sizes) for r in mine)
+        left = max(0, settings.user_storage_quota_bytes - used)
+        limits.append(
+            (
+                left,
+                f"your remaining storage of {_gb(left)} (quota {_gb(settings.user_storage_quota_bytes)}, "
+                f"your runs hold or plan {_gb(used)}; NETLAPSE_USER_STORAGE_QUOTA_BYTES)",
+            )
+        )
+    for allowed, what in sorted(limits):
+        if raw <= allowed:
+            continue
+        every = smallest_every(total, snap, allowed)
+        hint = (
+            f"use capture.every >= {every} ({captured_count(total, every):,} snapshots)"
+            if every is not None
+            else "even step 0 and the last step alone do not fit: delete old runs or train a smaller model"
+        )
+        raise invalid(
+            ["body", "capture", "every"],
+            f"this run would capture {captured_count(total, capture.every):,} snapshots of {snap / 1e6:,.1f} MB "
+            f"= {_gb(raw)} raw, over {what}; {hint}",
+            suggested_every=every,
+        )

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 
 from netlapse.core.results import npy_bytes
+from netlapse.core.settings import get_settings
 
 NPY = "application/x-npy"
 
@@ -32,8 +33,26 @@ def wants_npy(request: Request) -> bool:
     return NPY in request.headers.get("accept", "")
 
 
+def bound_values(n: int, npy: bool, what: str = "this response") -> None:
+    """422 naming the limit when a response would carry more numbers than this server sends in its format."""
+    s = get_settings()
+    if npy and n > s.max_response_values:
+        raise HTTPException(
+            422,
+            detail=f"{what} would carry {n:,} values; at most {s.max_response_values:,} are sent "
+            "(NETLAPSE_MAX_RESPONSE_VALUES): ask for fewer elements or steps",
+        )
+    if not npy and n > s.max_json_values:
+        raise HTTPException(
+            422,
+            detail=f"{what} would carry {n:,} values; JSON answers carry at most {s.max_json_values:,} "
+            f"(NETLAPSE_MAX_JSON_VALUES): send `Accept: {NPY}` for .npy bytes, or ask for a window",
+        )
+
+
 def tensor_response(request: Request, meta: dict[str, Any], a: np.ndarray) -> Response:
     """JSON with ``data`` flat, or ``.npy`` bytes (metadata in ``X-Netlapse-*`` headers) when Accept asks for it."""
+    bound_values(int(a.size), wants_npy(request), f"tensor {meta.get('name', '')!s}".strip())
     if wants_npy(request):
         headers = {
             f"X-Netlapse-{k.capitalize()}": str(v) for k, v in meta.items() if isinstance(v, int | str)

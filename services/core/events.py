@@ -9,6 +9,11 @@ from typing import Any, Literal, cast
 import redis
 from pydantic import BaseModel, Field
 
+ENDED = frozenset({"succeeded", "failed", "cancelled"})
+ENDED_STREAM_TTL_S = 3600
+"""A run's event stream and live hash expire this long after its final status (late viewers get the current
+state from the run record instead)."""
+
 EventType = Literal["status", "progress", "metrics", "snapshot", "epoch", "analysis", "error", "trimmed"]
 
 
@@ -61,6 +66,9 @@ class EventStream:
         if type_ in ("progress", "status"):
             pipe.hset(live_key(run_id), mapping={type_: json.dumps(data)})
             pipe.expire(live_key(run_id), 7 * 24 * 3600)
+        if type_ == "status" and data.get("status") in ENDED:  # the store keeps the truth; Redis forgets
+            pipe.expire(stream_key(run_id), ENDED_STREAM_TTL_S)
+            pipe.expire(live_key(run_id), ENDED_STREAM_TTL_S)
         res = pipe.execute()
         return str(res[0])
 

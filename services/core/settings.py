@@ -60,6 +60,23 @@ class Settings(BaseSettings):
     compact_unit_steps: int = Field(default=64, ge=2, description="steps per compaction unit (live runs)")
 
     max_epochs: int = Field(default=100, ge=1)
+    # Per-user bounds (docs/security.md): active runs, raw capture per run, storage per user (0 = no bound).
+    user_max_active_runs: int = Field(
+        default=4, ge=0, description="queued + running runs per user (429 beyond)"
+    )
+    run_max_raw_bytes: int = Field(
+        default=50_000_000_000, ge=0, description="planned raw capture of one run (captured steps x snapshot)"
+    )
+    user_storage_quota_bytes: int = Field(
+        default=500_000_000_000, ge=0, description="raw capture all of one user's runs may hold or plan"
+    )
+    # Responses that scale with steps x elements (docs/security.md): over these, a 422 names the limit.
+    max_json_values: int = Field(
+        default=4_000_000, ge=1, description="numbers one JSON response may carry (ask for .npy beyond)"
+    )
+    max_response_values: int = Field(
+        default=64_000_000, ge=1, description="numbers one tensor or trajectory response may carry as .npy"
+    )
     # Runaway tasks (docs/security.md): a task over its time or a worker over its memory is stopped, with the reason.
     train_time_limit_s: float = Field(default=86_400.0, gt=0, description="longest one training task may run")
     task_time_limit_s: float = Field(

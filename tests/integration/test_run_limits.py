@@ -13,7 +13,7 @@ import pytest
 from netlapse.cli.stack import Stack, free_port
 from tests.integration.helpers import wait_terminal
 
-TRAIN_LIMIT_S = 6
+TRAIN_LIMIT_S = 20  # a fresh worker process needs several seconds to import what training uses
 
 
 def body(**training: Any) -> dict[str, Any]:
@@ -32,20 +32,32 @@ def limited(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> It
         data_dir=tmp_path_factory.mktemp("netlapse-limits"),
         api_port=free_port(),
         log_dir=artifacts_dir / "stack-logs-limits",
-        extra_env={"NETLAPSE_TRAIN_TIME_LIMIT_S": str(TRAIN_LIMIT_S)},
+        extra_env={
+            "NETLAPSE_TRAIN_TIME_LIMIT_S": str(TRAIN_LIMIT_S),
+            "NETLAPSE_MAX_JSON_VALUES": "500",
+            "NETLAPSE_MAX_RESPONSE_VALUES": "1000",
+        },
     )
     s.start()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=60) as c:
+            c.stack = s  # type: ignore[attr-defined]
             yield c
     finally:
         s.stop()
 
 
+@pytest.fixture(scope="module")
+def finished(limited: httpx.Client) -> dict[str, Any]:
+    run = wait_terminal(limited, limited.post("/api/runs", json=body()).json()["id"])
+    assert run["status"] == "succeeded", run
+    return run
+
+
 def test_a_run_over_the_training_time_limit_is_stopped_and_failed_with_the_reason(
     limited: httpx.Client,
 ) -> None:
-    r = limited.post("/api/runs", json=body(epochs=40, batch_size=8))  # minutes of work on this machine
+    r = limited.post("/api/runs", json=body(epochs=100, batch_size=8))  # minutes of work here
     assert r.status_code == 201, r.text
     run = wait_terminal(limited, r.json()["id"], timeout=TRAIN_LIMIT_S + 120)
     assert run["status"] == "failed"
@@ -53,3 +65,48 @@ def test_a_run_over_the_training_time_limit_is_stopped_and_failed_with_the_reaso
     # the trainer is free again: a short run afterwards succeeds
     ok = wait_terminal(limited, limited.post("/api/runs", json=body()).json()["id"])
     assert ok["status"] == "succeeded", ok
+
+
+def test_responses_scaling_with_steps_and_elements_are_bounded(
+    limited: httpx.Client, finished: dict[str, Any]
+) -> None:
+    rid = finished["id"]
+    lim = limited.get("/api/limits").json()
+    json_max, npy_max = lim["max_json_values"], lim["max_response_values"]
+    steps = len(limited.get(f"/api/runs/{rid}/steps").json()["steps"])
+    npy = {"Accept": "application/x-npy"}
+
+    def trajectory(k: int, headers: dict[str, str] | None = None) -> httpx.Response:
+        index = ",".join(str(i) for i in range(k))
+        return limited.get(f"/api/runs/{rid}/trajectory/fc1.weight", params={"index": index}, headers=headers)
+
+    k = json_max // steps  # just under the JSON bound, then just over
+    assert trajectory(k).status_code == 200
+    r = trajectory(k + 1)
+    assert r.status_code == 422 and "NETLAPSE_MAX_JSON_VALUES" in r.text and "application/x-npy" in r.text
+    assert trajectory(k + 1, npy).status_code == 200  # the same numbers as .npy are fine
+    k = npy_max // steps  # just under the bound of any response, then just over (refused before decoding)
+    assert trajectory(k, npy).status_code == 200
+    r = trajectory(k + 1, npy)
+    assert r.status_code == 422 and "NETLAPSE_MAX_RESPONSE_VALUES" in r.text
+    # a whole tensor over the JSON bound: 422 as JSON, bytes as .npy (fc1.weight has 2,000 values)
+    r = limited.get(f"/api/runs/{rid}/tensors/fc1.weight", params={"step": 0})
+    assert r.status_code == 422 and "NETLAPSE_MAX_JSON_VALUES" in r.text
+    r = limited.get(f"/api/runs/{rid}/tensors/fc1.weight", params={"step": 0}, headers=npy)
+    assert r.status_code == 422 and "NETLAPSE_MAX_RESPONSE_VALUES" in r.text  # 2,000 > 1,000
+    assert limited.get(f"/api/runs/{rid}/tensors/conv1.weight", params={"step": 0}).status_code == 200
+
+
+def test_a_runs_event_stream_expires_after_it_ends(limited: httpx.Client, finished: dict[str, Any]) -> None:
+    import redis
+
+    from netlapse.core.events import ENDED_STREAM_TTL_S, stream_key
+    from tests.integration.helpers import ws_events
+
+    r = redis.Redis.from_url(limited.stack.redis_url)  # type: ignore[attr-defined]
+    ttl = r.ttl(stream_key(finished["id"]))
+    assert 0 < ttl <= ENDED_STREAM_TTL_S
+    r.delete(stream_key(finished["id"]))  # as if it had expired: a late viewer still learns how the run ended
+    events = ws_events(limited, finished["id"], timeout=30)
+    assert [e["type"] for e in events] == ["status", "progress"]
+    assert events[0]["data"]["status"] == "succeeded"

@@ -21,7 +21,7 @@ from netlapse.analyzer.registry import Analysis, Context, catalog, registry
 from netlapse.api.analysis import dispatcher, http_error, serve
 from netlapse.api.deps import CeleryDep, CurrentUser, RepoDep, SettingsDep, StoreDep, load_run
 from netlapse.api.errors import not_found
-from netlapse.api.responses import NPY, FastJSONResponse, wants_npy
+from netlapse.api.responses import NPY, FastJSONResponse, bound_values, wants_npy
 from netlapse.core.auth import may_access
 from netlapse.core.results import npy_bytes
 
@@ -107,6 +107,8 @@ def _endpoint(a: Analysis) -> Callable[..., Response]:
             raise err from None
         content = {**ans.content}
         content.setdefault("cached", stored.cached)
+        if ans.npy is not None:
+            bound_values(int(ans.npy.size), wants_npy(request), f"the {a.name} answer")
         if ans.npy is not None and wants_npy(request):
             headers = ans.headers if ans.headers is not None else _npy_headers(content)
             return Response(npy_bytes(ans.npy), media_type=NPY, headers=headers)

@@ -142,6 +142,11 @@ async def _serve(
     try:
         first = await r.xrange(key, count=1)
         first_id = first[0][0] if first else None
+        if first_id is None and rec.status in TERMINAL_STATUSES:  # the stream expired after the run ended
+            for ev in _current_state(rec, {}):
+                await websocket.send_json(ev)
+            await websocket.close(code=1000)
+            return
         if since and is_trimmed(since, first_id):
             raw = await cast("Awaitable[dict[str, str]]", r.hgetall(f"netlapse:run:{run_id}:live"))
             live = {k: json.loads(v) for k, v in raw.items()}

@@ -17,7 +17,7 @@ from netlapse.api.deps import (
     StoreDep,
 )
 from netlapse.api.errors import invalid, not_found
-from netlapse.api.limits import refuse_costly_spec
+from netlapse.api.limits import refuse_costly_spec, refuse_over_user_bounds
 from netlapse.core.auth import may_access
 from netlapse.core.datasets import list_datasets
 from netlapse.core.events import EventStream
@@ -91,6 +91,16 @@ def create_run(
             f"the model takes input {list(spec.input_shape)} with {spec.num_classes} classes, "
             f"dataset {body.dataset!r} has input {list(ds.input_shape)} with {ds.num_classes} classes",
         )
+    refuse_over_user_bounds(  # 429 over the active-run quota, 422 over the capture budget
+        spec,
+        body.training,
+        body.capture,
+        ds.train_size,
+        settings,
+        user,
+        repo.list(),
+        {d.name: d.train_size for d in known.values()},
+    )
     rec = RunRecord(
         id=new_run_id(),
         name=body.name,
