@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from netlapse.core.runs import RunRepository, new_run_id
 from netlapse.core.schemas import RunRecord
 from netlapse.core.settings import Settings
 from netlapse.core.store import LocalStore, store_from_settings
+from tests.conftest import REPO
 from tests.integration.helpers import create_run, get_npy, wait_terminal
 
 pytestmark = pytest.mark.integration
@@ -203,6 +205,42 @@ def test_server_from_the_alias_the_flag_and_unreachable(stack: Stack, finished: 
     assert res.returncode == 2 and f"cannot reach {dead}" in res.stderr
     bad = netlapse(stack, "runs", "create", "/nonexistent/spec.json")
     assert bad.returncode == 2 and "cannot read /nonexistent/spec.json" in bad.stderr
+
+
+def test_follow_an_sdk_run_while_it_trains(stack: Stack, tmp_path: Path) -> None:
+    out = tmp_path / "loop"
+    e = {k: v for k, v in os.environ.items() if not k.startswith("NETLAPSE_")}
+    e["NETLAPSE_URL"] = f"http://127.0.0.1:{stack.api_port}"
+    loop = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.sdk_train",
+            "--out",
+            str(out),
+            "--steps",
+            "12",
+            "--sleep",
+            "0.5",
+        ],
+        env=e,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "run.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        run_id = json.loads((out / "run.json").read_text())["run_id"]
+        res = netlapse(stack, "runs", "follow", run_id)
+    finally:
+        loop.wait(timeout=120)
+    assert res.returncode == 0, res.stderr
+    steps = json.loads((out / "run.json").read_text())["steps"]
+    assert f"step {steps}  loss " in res.stderr and res.stderr.splitlines()[-1] == f"run {run_id} succeeded"
+    row = next(r for r in netlapse(stack, "runs", "list").stdout.splitlines() if r.startswith(run_id))
+    assert row.split()[1:5] == ["sdk-resnet", "succeeded", "sdk", "own"]
 
 
 @pytest.fixture(scope="module")
