@@ -13,6 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from netlapse.cli.stack import Stack
 from netlapse.core.store import LocalStore
 from tests.crafted_runs import write_dead_filter_run
@@ -21,6 +23,7 @@ from tests.e2e.test_browser import REPO, _preflight
 SCRIPT = Path(__file__).with_name("analyses.e2e.mjs")
 
 
+@pytest.mark.timeout(1800)  # the realistic profile trains two paper-cnn runs first
 def test_compare_and_health_views(stack: Stack, artifacts_dir: Path) -> None:
     """Tick two runs → Compare (overlay, cross-run diff pixels, URL state, activations) → Health (ratio pixels)."""
     node = _preflight()
