@@ -39,7 +39,8 @@ def http_error(exc: BaseException) -> HTTPException | None:
 
 def run_analysis(celery: Celery, settings: Settings, task: str, payload: dict[str, Any]) -> str:
     """Send an analysis task to the analyzer, wait for it, and return the store key of its result."""
-    res = celery.send_task(task, args=[payload], queue=ANALYZE_QUEUE)
+    # expires: a task still queued when the api has stopped waiting for it is dropped, not computed for no one
+    res = celery.send_task(task, args=[payload], queue=ANALYZE_QUEUE, expires=settings.analysis_timeout_s)
     return wait_analysis(res, settings)
 
 
@@ -65,7 +66,13 @@ def dispatcher(celery: Celery, settings: Settings, ctx: Context) -> Any:
 
     def dispatch(a: Analysis, reqs: list[BaseModel]) -> list[Stored]:
         sent = [
-            celery.send_task(a.task_name, args=[r.model_dump(mode="json")], queue=ANALYZE_QUEUE) for r in reqs
+            celery.send_task(
+                a.task_name,
+                args=[r.model_dump(mode="json")],
+                queue=ANALYZE_QUEUE,
+                expires=settings.analysis_timeout_s,
+            )
+            for r in reqs
         ]
         return [load(ctx, wait_analysis(s, settings), False) for s in sent]
 

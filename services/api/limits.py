@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -328,3 +331,33 @@ def refuse_over_user_bounds(
             f"= {_gb(raw)} raw, over {what}; {hint}",
             suggested_every=every,
         )
+
+
+# --- analyses in flight per user ---------------------------------------------------------------------------
+
+_analyses: dict[str, int] = {}
+_analyses_lock = threading.Lock()
+
+
+@contextmanager
+def analysis_slot(user: str, settings: Settings) -> Iterator[None]:
+    """Hold one of ``user``'s ``user_max_analyses`` concurrent analysis requests (an api thread waits for the
+    analyzer during each); 429 when all are taken, so one user cannot pin the api's threads."""
+    cap = settings.user_max_analyses
+    with _analyses_lock:
+        n = _analyses.get(user, 0)
+        if cap and n >= cap:
+            raise HTTPException(
+                429,
+                detail=f"you have {n} analyses in progress; this server computes at most {cap} per user at once "
+                "(NETLAPSE_USER_MAX_ANALYSES): wait for one to answer",
+                headers={"Retry-After": "2"},
+            )
+        _analyses[user] = n + 1
+    try:
+        yield
+    finally:
+        with _analyses_lock:
+            _analyses[user] -= 1
+            if _analyses[user] <= 0:
+                del _analyses[user]

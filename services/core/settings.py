@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         default=0, ge=0, description="intra-op threads per worker process; 0 = one per core"
     )
     analysis_timeout_s: float = Field(default=120.0, gt=0, description="api waits this long for the analyzer")
+    user_max_analyses: int = Field(
+        default=4, ge=0, description="analysis requests one user may have in flight at once (429 beyond)"
+    )
 
     # Tape tuning.
     segment_target_bytes: int = Field(default=TapeOptions.segment_target_bytes, ge=64 * 1024)

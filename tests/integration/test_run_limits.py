@@ -36,6 +36,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> It
             "NETLAPSE_TRAIN_TIME_LIMIT_S": str(TRAIN_LIMIT_S),
             "NETLAPSE_MAX_JSON_VALUES": "500",
             "NETLAPSE_MAX_RESPONSE_VALUES": "1000",
+            "NETLAPSE_USER_MAX_ANALYSES": "1",
         },
     )
     s.start()
@@ -110,3 +111,29 @@ def test_a_runs_event_stream_expires_after_it_ends(limited: httpx.Client, finish
     events = ws_events(limited, finished["id"], timeout=30)
     assert [e["type"] for e in events] == ["status", "progress"]
     assert events[0]["data"]["status"] == "succeeded"
+
+
+def test_one_user_cannot_pin_the_api_with_analyses(limited: httpx.Client, finished: dict[str, Any]) -> None:
+    import threading
+
+    rid = finished["id"]
+    cap = limited.get("/api/limits").json()["user_max_analyses"]
+    n = cap + 7
+    barrier = threading.Barrier(n)
+    codes: list[int] = []
+
+    def ask(i: int) -> None:  # distinct requests: none is answered from the cache
+        barrier.wait()
+        r = limited.get(f"/api/runs/{rid}/trajectory/fc1.weight", params={"index": f"{i},{i + 100}"})
+        codes.append(r.status_code)
+        if r.status_code == 429:
+            assert "NETLAPSE_USER_MAX_ANALYSES" in r.json()["detail"] and r.headers["retry-after"] == "2"
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(set(codes)) == [200, 429] and len(codes) == n
+    r = limited.get(f"/api/runs/{rid}/trajectory/fc1.weight", params={"index": "999"})
+    assert r.status_code == 200  # the slots were given back

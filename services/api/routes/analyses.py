@@ -21,6 +21,7 @@ from netlapse.analyzer.registry import Analysis, Context, catalog, registry
 from netlapse.api.analysis import dispatcher, http_error, serve
 from netlapse.api.deps import CeleryDep, CurrentUser, RepoDep, SettingsDep, StoreDep, load_run
 from netlapse.api.errors import not_found
+from netlapse.api.limits import analysis_slot
 from netlapse.api.responses import NPY, FastJSONResponse, bound_values, wants_npy
 from netlapse.core.auth import may_access
 from netlapse.core.results import npy_bytes
@@ -96,7 +97,8 @@ def _endpoint(a: Analysis) -> Callable[..., Response]:
             for rid in a.run_ids(req):  # routes under /runs/{run_id} are guarded already; the others here
                 if not may_access(kw["settings"].auth_required, kw["user"], load_run(kw["repo"], rid)):
                     raise not_found(f"run {rid!r} not found")
-            stored = serve(a, req, ctx, kw["celery"])
+            with analysis_slot(kw["user"], kw["settings"]):  # bounded per user: 429 beyond
+                stored = serve(a, req, ctx, kw["celery"])
             ans = a.answer(stored, req)
         except HTTPException:
             raise

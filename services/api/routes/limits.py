@@ -27,6 +27,8 @@ def limits(settings: SettingsDep) -> dict[str, Any]:
         "max_json_values": settings.max_json_values,
         "max_response_values": settings.max_response_values,
         "user_max_active_runs": settings.user_max_active_runs,
+        "user_max_analyses": settings.user_max_analyses,
+        "analysis_timeout_s": settings.analysis_timeout_s,
         "run_max_raw_bytes": settings.run_max_raw_bytes,
         "user_storage_quota_bytes": settings.user_storage_quota_bytes,
         "train_time_limit_s": settings.train_time_limit_s,
