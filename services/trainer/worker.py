@@ -9,7 +9,9 @@ runs whose trainer died (its lease in the run record expired), which are then re
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 import threading
 from typing import Any
 
@@ -57,6 +59,7 @@ def queue_for(rec: RunRecord) -> str:
 
 @worker_process_init.connect
 def _init_process(**_: object) -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <pid>` prints every thread's stack
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
 
