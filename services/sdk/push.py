@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from netlapse.core.metrics import read_metrics
 from netlapse.core.program import program_key
 from netlapse.core.runs import RunRepository
 from netlapse.core.schemas import TERMINAL_STATUSES, tape_prefix
-from netlapse.core.sdkruns import read_metric_rows
 from netlapse.core.tape import SEGMENTS_DIR
 from netlapse.sdk.offline import RunsDirStore, split_run_dir
 from netlapse.sdk.sink import EVAL_KEYS
@@ -133,7 +133,7 @@ def _push_metrics(
     state: dict[str, Any],
     report: Callable[[str, int, int], None],
 ) -> None:
-    rows = read_metric_rows(store, run_id)["steps"]  # type: ignore[arg-type]
+    rows = read_metrics(store, run_id)["steps"]  # type: ignore[arg-type]
     sent = set(state.get("metrics_seqs", []))
     batches = [rows[i : i + METRICS_BATCH] for i in range(0, len(rows), METRICS_BATCH)]
     for seq, batch in enumerate(batches):

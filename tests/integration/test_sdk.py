@@ -103,6 +103,12 @@ def test_sdk_run_bit_identical_diff_exact_metrics_complete(
         d = get_npy(api, f"/api/runs/{run_id}/diff/{name}", **{"from": 0, "to": steps})
         assert same_bits(d, want[steps][name] - want[0][name]), f"diff of {name} is not exact"
 
+    # The exported program + eval data serve Eq. 1 through the same route as server runs (docs/sdk.md).
+    r = api.post(f"/api/runs/{run_id}/activations", json={"step": steps, "layer": "block.a", "per_label": 5})
+    assert r.status_code == 200, r.text
+    act = r.json()
+    assert act["labels"] == [0, 1, 2] and len(act["activation"]) == 4  # block.a has 4 filters
+
     logged = json.loads((out / "logged.json").read_text())
     metrics = api.get(f"/api/runs/{run_id}/metrics").json()
     assert metrics["steps"] == logged  # every logged row, exactly, at its optimizer step

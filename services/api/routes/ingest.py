@@ -55,9 +55,10 @@ from netlapse.api.errors import invalid
 from netlapse.api.limits import BodySizeLimit
 from netlapse.api.routes.runs import public
 from netlapse.core.events import EventStream, EventType
+from netlapse.core.metrics import metrics_parts_prefix, read_metrics
 from netlapse.core.program import eval_inputs_key, eval_labels_key, program_key
 from netlapse.core.queue import ANALYZE_QUEUE, TASK_COMPACT
-from netlapse.core.runs import RunNotFound, RunRepository, new_run_id
+from netlapse.core.runs import RunExists, RunNotFound, RunRepository, new_run_id
 from netlapse.core.schemas import (
     RUN_ID_RE,
     TERMINAL_STATUSES,
@@ -72,14 +73,7 @@ from netlapse.core.schemas import (
     tape_prefix,
     utcnow,
 )
-from netlapse.core.sdkruns import (
-    create_record,
-    finalize_metrics,
-    metrics_parts_prefix,
-    put_metrics_part,
-    read_metric_rows,
-    update_record,
-)
+from netlapse.core.sdkruns import finalize_metrics, put_metrics_part
 from netlapse.core.settings import Settings, get_settings
 from netlapse.core.store import ObjectNotFound, Store
 from netlapse.core.tape import MANIFEST_NAME, SEGMENTS_DIR, TapeReader
@@ -239,7 +233,7 @@ def heartbeat(repo: RunRepository, run_id: str) -> RunRecord:
         r.sdk = (r.sdk or SdkInfo()).model_copy(update={"heartbeat_at": utcnow()})
         return True
 
-    return update_record(repo, run_id, change)
+    return repo.update(run_id, change)
 
 
 # --- routes ------------------------------------------------------------------------------------------------
@@ -269,8 +263,10 @@ def create_sdk_run(
         started_at=now,
         attempts=1,
     )
-    old = create_record(repo, rec)
-    if old is not None:
+    try:
+        repo.create(rec)
+    except RunExists:
+        old = repo.get(rec.id)
         if old.owner != user or old.source != "sdk":
             raise HTTPException(409, detail=f"run id {rec.id} is taken by another run") from None
         response.status_code = 200
@@ -335,7 +331,7 @@ def watch(run_id: str, body: IngestWatch, rec: RunDep, repo: RepoDep) -> RunPubl
             }
         )
 
-    return RunPublic.model_validate(update_record(repo, run_id, change).model_dump())
+    return RunPublic.model_validate(repo.update(run_id, change).model_dump())
 
 
 @router.put("/runs/{run_id}/tape/{key:path}")
@@ -489,7 +485,7 @@ async def put_program(
     if hashlib.sha256(body).hexdigest() != want:
         raise invalid(["body"], "the body's SHA-256 differs from the header's: the upload was damaged")
     await run_in_threadpool(store.put, program_key(run_id), body)
-    await run_in_threadpool(update_record, repo, run_id, lambda r: _set_sdk(r, program=True))
+    await run_in_threadpool(repo.update, run_id, lambda r: _set_sdk(r, program=True))
     return {"stored": True, "size": len(body)}
 
 
@@ -523,7 +519,7 @@ async def put_eval(
     await run_in_threadpool(store.put, EVAL_KEYS[part](run_id), body)
     both = all(store.exists(EVAL_KEYS[p](run_id)) for p in EVAL_PARTS)
     if both:
-        await run_in_threadpool(update_record, repo, run_id, lambda r: _set_sdk(r, eval_data=True))
+        await run_in_threadpool(repo.update, run_id, lambda r: _set_sdk(r, eval_data=True))
     return {"stored": True, "shape": list(arr.shape), "dtype": str(arr.dtype)}
 
 
@@ -549,7 +545,7 @@ def finish(
         raise HTTPException(
             409, detail="upload the tape's final manifest (complete) before finishing as succeeded"
         )
-    merged = read_metric_rows(store, run_id)
+    merged = read_metrics(store, run_id)
     last = merged["steps"][-1] if merged["steps"] else {}
 
     def change(r: RunRecord) -> bool:
@@ -570,7 +566,7 @@ def finish(
         )
         return True
 
-    out = update_record(repo, run_id, change)
+    out = repo.update(run_id, change)
     if out.status != body.status:
         why = f": {out.error}" if out.error else ""
         raise HTTPException(409, detail=f"run {run_id} is already {out.status}{why}")
@@ -645,7 +641,7 @@ def reap_lost_runs(store: Store, events: EventStream | None, settings: Settings)
             return True
 
         try:
-            out = update_record(repo, run_id, change)
+            out = repo.update(run_id, change)
         except RunNotFound:
             _deactivate(store, run_id)
             continue
