@@ -8,7 +8,7 @@ MNIST := $(DATA_DIR)/datasets/mnist-10k.npz
 UI := frontend/dist/index.html
 UI_SRC := $(shell find frontend/src frontend/index.html frontend/package.json frontend/package-lock.json frontend/vite.config.* -type f 2>/dev/null)
 
-.PHONY: setup lock audit run test lint unit integration frontend-test e2e screenshots bench bench-quick bench-cuda bench-analyses report clean
+.PHONY: setup lock audit run test lint unit integration frontend-test e2e screenshots bench bench-quick bench-cuda bench-analyses bench-explorer report clean
 
 setup: $(STAMP) $(MNIST) $(UI)
 
@@ -71,6 +71,7 @@ screenshots: setup
 bench: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run
 	$(PY) -m bench.bench_sdk --out bench/results/sdk.json
+	$(PY) -m bench.bench_explorer
 
 bench-quick: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run --quick --out bench/results/engine-quick.json
@@ -80,6 +81,9 @@ bench-cuda: $(STAMP)
 
 bench-analyses: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.bench_analyses
+
+bench-explorer: setup
+	$(PY) -m bench.bench_explorer
 
 report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=<run id> [OUT=dir]"; exit 2; }

@@ -3,7 +3,7 @@
 // open/close a group, Enter picks, Home/End). Built once per open; search only toggles `hidden`, so
 // hundreds of tensors stay instant.
 
-import { h, setChildren } from "./ui.js";
+import { h, setChildren, debounce } from "./ui.js";
 import { fmtShape } from "./format.js";
 
 const numel = (shape) => (shape ?? []).reduce((a, b) => a * b, 1);
@@ -156,21 +156,29 @@ export function createTensorPicker({ tensors, selected, onSelect, testid = "tens
     li.focus();
   }
 
+  // Only what changes is written to the DOM: a keystroke over 500 tensors touches a few dozen nodes.
+  const setHidden = (li, hide) => {
+    if (li.hidden !== hide) li.hidden = hide;
+  };
+
   function applyFilter() {
     const q = search.value.trim();
+    const terms = q.toLowerCase().split(/\s+/).filter(Boolean);
     let shown = 0;
     const walk = (ul) => {
       let any = false;
       for (const li of ul.children) {
         if (li.classList.contains("tree-leaf")) {
-          const ok = !q || matchesQuery(li.dataset.name, q);
-          li.hidden = !ok;
+          const n = (li._lower ??= li.dataset.name.toLowerCase());
+          const ok = terms.every((t) => n.includes(t));
+          setHidden(li, !ok);
           if (ok) shown++;
           any ||= ok;
         } else {
           const ok = walk(li.lastElementChild);
-          li.hidden = !ok;
-          if (q && ok) li.setAttribute("aria-expanded", "true");
+          setHidden(li, !ok);
+          if (q && ok && li.getAttribute("aria-expanded") !== "true")
+            li.setAttribute("aria-expanded", "true");
           any ||= ok;
         }
       }
@@ -222,8 +230,9 @@ export function createTensorPicker({ tensors, selected, onSelect, testid = "tens
     leaves.get(name)?.setAttribute("aria-selected", "true");
   }
 
-  search.addEventListener("input", applyFilter);
+  search.addEventListener("input", debounce(applyFilter, 40));
   search.addEventListener("keydown", (ev) => {
+    if (ev.key === "ArrowDown" || ev.key === "Enter") applyFilter(); // what was typed, even within the debounce
     if (ev.key === "ArrowDown") {
       ev.preventDefault();
       focusItem(visibleItems()[0]);
