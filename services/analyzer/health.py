@@ -228,7 +228,15 @@ def compute_health(ctx: Context, r: HealthRequest) -> Result:
         "units": units,
         "min_frozen_updates": need,
         "top_moved": top_moved,
-        "updates": update_semantics(rec.training, rec.capture.every),
+        "updates": update_semantics(rec.training, rec.capture.every)
+        if rec.training is not None
+        else {  # an SDK run: the optimizer is the user's own, unknown to the server
+            "optimizer": None,
+            "capture_every": rec.capture.every,
+            "update_is_scaled_gradient": False,
+            "note": "recorded by the SDK: the server does not know the optimizer, so an update is not read as "
+            "a gradient",
+        },
         "definitions": {
             "update_ratio": "||w(t) - w(t-1)|| / ||w(t-1)||, t-1 the previous captured step; null at the first",
             "sign_flip_fraction": "fraction of elements with sign(w(t)) != sign(w(first step))",

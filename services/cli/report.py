@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
-from netlapse.client import ApiError, Client
+from netlapse.client import ApiError, Client, format_detail
 
 FORMATS = ("png", "svg")
 DIVERGING = "RdBu"  # low = red, 0 = white, high = blue: decrease red, increase blue (docs/analyses.md)
@@ -360,7 +360,14 @@ def make_report(
     # 3. per-label activations (Eq. 1) at `to`, one chart per filter
     report["activations"] = {}
     for layer in conv:
-        res = client.activations(run_id, b, layer, per_label=per_label, split=split)
+        try:
+            res = client.activations(run_id, b, layer, per_label=per_label, split=split)
+        except ApiError as exc:
+            if run.get("source") != "sdk" or exc.status != 422:
+                raise
+            # an SDK run without a model program or evaluation data (the message says which): the rest stands
+            report["activations_error"] = format_detail(exc.detail)
+            break
         spread = label_spread(res["activation"])
         report["activations"][layer] = {
             k: res[k]
@@ -384,7 +391,7 @@ def make_report(
     med = {layer: v["label_spread"]["median_cv"] for layer, v in report["activations"].items()}
     report["label_spread_mean_cv"] = cv
     report["label_spread_median_cv"] = med
-    if len(conv) >= 2 and cv[conv[0]] and cv[conv[1]] and med[conv[0]] and med[conv[1]]:
+    if len(cv) >= 2 and cv[conv[0]] and cv[conv[1]] and med[conv[0]] and med[conv[1]]:
         report["label_spread_ratio"] = {
             f"{conv[1]}/{conv[0]}": {
                 "mean_cv": cv[conv[1]] / cv[conv[0]],
@@ -430,6 +437,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             )
         if v["note"]:
             lines.append(f"  note: {v['note']}")
+    if report.get("activations_error"):
+        lines.append(f"no per-label activations: {report['activations_error']}")
     for k, v in (report.get("label_spread_ratio") or {}).items():
         lines.append(f"label spread ratio {k}: mean CV {v['mean_cv']:.2f}x, median CV {v['median_cv']:.2f}x")
     h = report.get("health")

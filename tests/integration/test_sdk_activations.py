@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 import netlapse
+from netlapse.cli.report import make_report, summary_lines
 from netlapse.cli.stack import Stack
+from netlapse.client import Client
 from netlapse.core.program import eval_inputs_key, eval_labels_key
 from netlapse.core.results import npy_load
 from netlapse.core.settings import Settings
@@ -103,10 +105,15 @@ def test_eq1_and_feature_maps_of_an_sdk_run_equal_an_independent_computation(
     # layers are module paths; anything else is a 422 listing them
     r = api.post(f"/api/runs/{run_id}/activations", json={"step": last, "layer": "head"})
     assert r.status_code == 422 and "stem, block.a, block.b" in json.dumps(r.json())
+    # netlapse report draws the per-label activations of every conv layer, as for a server run
+    with Client(f"http://127.0.0.1:{stack.api_port}") as c:
+        report = make_report(c, run_id, tmp_path / "report", per_label=4, formats=("png",))
+    assert list(report["activations"]) == ["stem", "block.a", "block.b"]
+    assert "activations_block.a.png" in report["files"] and "activations_error" not in report
 
 
 def test_sdk_run_without_program_or_eval_data_answers_what_to_hand_over(
-    api: httpx.Client, stack: Stack
+    api: httpx.Client, stack: Stack, tmp_path: Path
 ) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 3))
@@ -129,3 +136,9 @@ def test_sdk_run_without_program_or_eval_data_answers_what_to_hand_over(
     assert r.status_code == 422 and "run.eval_data(inputs, labels)" in json.dumps(r.json())
     r = api.get(f"/api/runs/{run2.id}/featuremaps", params={"step": 1, "layer": "0", "index": 0})
     assert r.status_code == 422 and "run.eval_data(inputs, labels)" in json.dumps(r.json())
+    # the report still draws what it can, and says what is missing for the rest
+    with Client(f"http://127.0.0.1:{stack.api_port}") as c:
+        report = make_report(c, run2.id, tmp_path / "report", formats=("png",))
+    assert report["activations"] == {} and "run.eval_data(inputs, labels)" in report["activations_error"]
+    assert "filters.png" in report["files"] and "scatter.png" in report["files"]
+    assert any(line.startswith("no per-label activations: ") for line in summary_lines(report))
