@@ -229,6 +229,11 @@ def test_a_release_0_1_tape_resumes_with_the_new_writer(tmp_path: Path) -> None:
             assert np.array_equal(bits(r.read(t.name, s)), bits(expected[f"lossless/{t.name}@{s}"]))
         for s, snap in more.items():
             assert np.array_equal(bits(r.read(t.name, s)), bits(snap[t.name]))
+    # One element's trajectory crosses from format-1 into format-2 segments.
+    steps, vals = r.trajectory("conv.weight", [0, 5, 71])
+    old_part = [expected[f"lossless/conv.weight@{s}"].reshape(-1)[[0, 5, 71]] for s in steps[:10]]
+    new_part = [more[s]["conv.weight"].reshape(-1)[[0, 5, 71]] for s in steps[10:]]
+    assert np.array_equal(bits(vals), bits(np.stack(old_part + new_part)))
     r.verify()
 
 
