@@ -7,6 +7,8 @@ when it keeps dying, and each restart is logged. Ctrl-C (SIGINT) or SIGTERM stop
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -18,6 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+
+def redact_url(url: str) -> str:
+    """``redis://:secret@host:port/0`` → ``redis://:***@host:port/0``: URLs printed or logged keep no password."""
+    return re.sub(r"(//[^:/@]*:)[^@/]+@", r"\1***@", url)
 
 
 def free_port() -> int:
@@ -52,6 +59,8 @@ class Stack:
     log_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     analyzer_concurrency: int = 1
+    redis_password: str | None = None
+    api_log_level: str = "warning"  # "info": every request line (URL secrets masked: api/redact.py)
     trainers: int = 1
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
@@ -94,10 +103,19 @@ class Stack:
         port = self.redis_port = self.redis_port or free_port()
         rdir = (self.data_dir / "redis").resolve()
         rdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(rdir, 0o700)
+        # A random password, in a 0600 config file (not argv, which `ps` shows to every local user): another
+        # account on this machine cannot reach the queues, the event streams or the WebSocket tickets.
+        self.redis_password = self.redis_password or secrets.token_urlsafe(24)
+        conf = rdir / "netlapse-redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {self.redis_password}\n")
         p = self._spawn(
             "redis",
             [
                 exe,
+                str(conf),
                 "--port",
                 str(port),
                 "--bind",
@@ -112,7 +130,7 @@ class Stack:
                 "yes",
             ],
         )
-        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        self.redis_url = f"redis://:{self.redis_password}@127.0.0.1:{port}/0"
         client = redis.Redis.from_url(self.redis_url)
         wait_for(client.ping, 20, "redis-server", p)
 
@@ -147,7 +165,7 @@ class Stack:
                         "--port",
                         str(self.api_port),
                         "--log-level",
-                        "warning",
+                        self.api_log_level,
                     ],
                 )
                 import httpx
@@ -243,7 +261,7 @@ def run_forever(stack: Stack) -> int:
     print(f"netlapse: starting (data dir {stack.data_dir.resolve()}) …", flush=True)
     stack.start()
     print(
-        f"netlapse: up — UI and API at http://{stack.api_host}:{stack.api_port}  (redis {stack.redis_url}); "
+        f"netlapse: up — UI and API at http://{stack.api_host}:{stack.api_port}  (redis {redact_url(stack.redis_url or '')}); "
         "Ctrl-C stops everything",
         flush=True,
     )

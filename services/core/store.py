@@ -140,12 +140,29 @@ class JsonStoreMixin:
             raise StoreError(f"object {key!r} is not valid JSON: {e}") from e
 
 
+def _private_dirs(path: Path) -> None:
+    """``mkdir -p`` whose new directories are 0700 (``Path.mkdir(parents=True)`` gives parents the default)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # made meanwhile by another writer
+    if not path.is_dir():
+        raise NotADirectoryError(str(path))
+
+
 class LocalStore(JsonStoreMixin):
     """A store in a local directory. Writes go to a temporary file renamed into place, so they are atomic."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        _private_dirs(self.root)
+        os.chmod(self.root, 0o700)  # tokens' hashes, run records and tapes: this account's only
         self.url = self.root.as_uri()
         self._unsynced: set[Path] = set()  # written since the last commit object, not yet fsynced
         self._unsynced_lock = threading.Lock()
@@ -160,7 +177,7 @@ class LocalStore(JsonStoreMixin):
         """Write ``data`` under ``key``; a concurrent reader sees the old object or the new one, never a mix."""
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_dirs(path.parent)
         except (FileExistsError, NotADirectoryError) as e:
             raise StoreError(f"cannot put {key!r}: an object is stored where a prefix of it should be") from e
         if path.is_dir():
@@ -171,7 +188,7 @@ class LocalStore(JsonStoreMixin):
         """Temp file + rename. ``durable``: fsync the objects written before, this file, and its directory."""
         tmp = path.parent / f"{_TMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 f.write(data)
                 if durable:
                     self._sync_pending()
@@ -206,8 +223,9 @@ class LocalStore(JsonStoreMixin):
     def _key_lock(self, key: str) -> Any:
         """An exclusive cross-process lock for conditional writes of ``key`` (a lock file under the root)."""
         lock_dir = self.root / f"{_TMP_PREFIX}locks"
-        lock_dir.mkdir(exist_ok=True)
-        f = open(lock_dir / hashlib.sha256(key.encode()).hexdigest()[:40], "a+b")  # noqa: SIM115
+        _private_dirs(lock_dir)
+        name = lock_dir / hashlib.sha256(key.encode()).hexdigest()[:40]
+        f = os.fdopen(os.open(name, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+b")
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         return f
 
@@ -232,7 +250,7 @@ class LocalStore(JsonStoreMixin):
                 what = "already exists" if etag is None else ("was deleted" if current is None else "changed")
                 raise PreconditionFailed(f"conditional write of {key!r} in {self.url}: the object {what}")
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _private_dirs(path.parent)
             except (FileExistsError, NotADirectoryError) as e:
                 raise StoreError(f"cannot put {key!r}: an object is stored where a prefix should be") from e
             self._write(path, data, durable=True)

@@ -315,3 +315,21 @@ def test_no_token_or_ticket_in_any_service_log(auth_stack: AuthStack, alice_run:
 def artifacts_logs(auth_stack: AuthStack) -> Path:
     assert auth_stack.stack.log_dir is not None
     return auth_stack.stack.log_dir
+
+
+def test_the_embedded_redis_needs_its_random_password(auth_stack: AuthStack) -> None:
+    import redis
+
+    s = auth_stack.stack
+    assert s.redis_url is not None and s.redis_password and f":{s.redis_password}@" in s.redis_url
+    port = int(s.redis_url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(
+            host="127.0.0.1", port=port
+        ).ping()  # another local account knows the port, not the password
+    assert redis.Redis.from_url(s.redis_url).ping()
+    cmdline = Path(f"/proc/{s.procs['redis'].pid}/cmdline").read_bytes()
+    assert s.redis_password.encode() not in cmdline  # `ps` shows argv to every local user
+    assert b"127.0.0.1" in cmdline  # loopback only
+    logs = "".join(p.read_text(errors="replace") for p in artifacts_logs(auth_stack).glob("*.log"))
+    assert s.redis_password not in logs

@@ -299,3 +299,29 @@ def test_log_lines_never_carry_secrets_from_urls() -> None:
     line = rec.getMessage()
     assert "abc" not in line and "xyz" not in line
     assert "/a?since=1-0&ticket=[redacted]&token=[redacted]" in line
+
+
+def test_health_says_only_ok_or_degraded_without_a_token(
+    served: tuple[TestClient, dict[str, str], RunRepository],
+) -> None:
+    client, tokens, _ = served  # its Redis URL points at a closed port: the server is degraded
+    anon = client.get("/api/health")
+    assert anon.status_code == 503 and anon.json() == {"status": "degraded"}
+    bad = client.get("/api/health", headers=auth("not-a-token"))
+    assert bad.json() == {"status": "degraded"}
+    full = client.get("/api/health", headers=auth(tokens["alice"])).json()
+    assert full["status"] == "degraded" and full["redis"].startswith("error") and full["store"] == "ok"
+    assert "store_url" in full
+
+
+def test_local_store_files_are_0600_and_directories_0700(tmp_path: Path) -> None:
+    import stat
+
+    s = LocalStore(tmp_path / "store")
+    s.put("runs/abc/run.json", b"{}")
+    s.put_if("runs/abc/tape/manifest.json", b"{}", None)
+    Accounts(s).add_user("alice")
+    root = tmp_path / "store"
+    for p in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        assert mode == (0o700 if p.is_dir() else 0o600), (p, oct(mode))
