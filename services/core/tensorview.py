@@ -18,6 +18,8 @@ is never averaged away, and the block's mean. NaN elements and gaps are ignored;
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,12 +179,10 @@ class Pooled:
         return max(m) if m else 0.0
 
 
-def pool_maxabs(w: np.ndarray, rows: int, cols: int) -> Pooled:
-    """Pool a 2-D window into at most ``rows x cols`` blocks (fewer when the window is smaller)."""
-    h, wd = w.shape
-    rows, cols = max(1, min(rows, h)), max(1, min(cols, wd))
-    er, ec = block_edges(h, rows), block_edges(wd, cols)
-    sr, sc = er[:-1], ec[:-1]
+def _pool_band(
+    w: np.ndarray, sr: np.ndarray, er: np.ndarray, sc: np.ndarray, ec: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Block max, min, sum and count of the rows of ``w`` that blocks ``sr`` (row starts) cover."""
     nan = np.isnan(w)
     has_nan = bool(nan.any())
     # fmax/fmin skip NaN; the plain ufuncs are twice as fast when there is none.
@@ -190,7 +190,6 @@ def pool_maxabs(w: np.ndarray, rows: int, cols: int) -> Pooled:
     with np.errstate(invalid="ignore"):
         hi = up.reduceat(up.reduceat(w, sc, axis=1), sr, axis=0)
         lo = down.reduceat(down.reduceat(w, sc, axis=1), sr, axis=0)
-    values = np.where(np.abs(lo) > np.abs(hi), lo, hi)
     if has_nan:
         valid = ~nan
         sums = np.add.reduceat(
@@ -200,6 +199,37 @@ def pool_maxabs(w: np.ndarray, rows: int, cols: int) -> Pooled:
     else:
         sums = np.add.reduceat(np.add.reduceat(w, sc, axis=1, dtype=np.float64), sr, axis=0)
         counts = np.diff(er)[:, None] * np.diff(ec)[None, :]
+    return hi, lo, sums, counts
+
+
+_POOL: ThreadPoolExecutor | None = None
+_BAND_CELLS = 1 << 22  # windows above this are pooled in row bands on several threads (numpy drops the GIL)
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(
+            max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="netlapse-pool"
+        )
+    return _POOL
+
+
+def pool_maxabs(w: np.ndarray, rows: int, cols: int) -> Pooled:
+    """Pool a 2-D window into at most ``rows x cols`` blocks (fewer when the window is smaller)."""
+    h, wd = w.shape
+    rows, cols = max(1, min(rows, h)), max(1, min(cols, wd))
+    er, ec = block_edges(h, rows), block_edges(wd, cols)
+    bands = max(1, min(rows, (os.cpu_count() or 1), -(-w.size // _BAND_CELLS)))
+    cuts = block_edges(rows, bands)  # output rows of each band
+    jobs = [
+        (w[er[a] : er[b]], er[a:b] - er[a], er[a : b + 1], ec[:-1], ec)
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+        if b > a
+    ]
+    parts = list(_pool().map(lambda j: _pool_band(*j), jobs)) if len(jobs) > 1 else [_pool_band(*jobs[0])]
+    hi, lo, sums, counts = (np.concatenate([p[k] for p in parts]) for k in range(4))
+    values = np.where(np.abs(lo) > np.abs(hi), lo, hi)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = sums / counts
     means[counts == 0] = np.nan

@@ -160,3 +160,16 @@ def test_window_parsing_says_what_to_fix() -> None:
     with pytest.raises(ValueError, match="r0 < r1"):
         parse_window("3,0,3,5", v)
     assert MAX_GRID == 2048
+
+
+def test_row_bands_on_several_threads_give_the_same_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    from netlapse.core import tensorview
+
+    monkeypatch.setattr(tensorview, "_BAND_CELLS", 64)  # every window is split into bands
+    monkeypatch.setattr(tensorview.os, "cpu_count", lambda: 4)
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((53, 41)).astype(np.float32)
+    assert_pool(a, 7, 6)
+    assert_pool(a, 53, 41)
+    a[rng.random(a.shape) < 0.1] = np.nan
+    assert_pool(a, 9, 4)
