@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -142,6 +143,7 @@ def main() -> int:
         "sdk-online": lambda lp, t: round_sdk(lp, t, online=True, server=args.server),
     }
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
+    load_before = os.getloadavg()
     round_none(Loop(3), Path("."))  # warm up torch
     for r in range(args.rounds):
         for name, fn in variants.items():
@@ -172,6 +174,8 @@ def main() -> int:
         "rounds": args.rounds,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "server": args.server or "in-process stand-in (checks SHA-256, stores nothing)",
         "variants": table,
     }
