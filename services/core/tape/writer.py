@@ -47,7 +47,7 @@ from netlapse.core.tape.container import (
     merged_segments,
     pack_object,
 )
-from netlapse.core.tape.lanes import MODE_DENSE, MODE_KEY, _lanes_of, _lanes_view, _mono
+from netlapse.core.tape.lanes import MODE_D1, MODE_DENSE, MODE_KEY, _lanes_of, _lanes_view, _mono
 from netlapse.core.tape.options import TapeOptions
 from netlapse.core.tape.planes import PlaneCoder
 from netlapse.core.tape.transform import NumpyTransform, TorchTransform
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 _GRID_LIMIT = float(1 << 29)
 # zstd's multi-threaded mode splits input into jobs of this size.
 _MT_JOB_BYTES = 1 << 20
+# Delta steps between two D1/D2 votes of a block.
+_VOTE_EVERY = 4
 # A delta block that compressed to more than this fraction of its raw bytes is also tried as a dense block.
 _DENSE_TRY = 0.9
 
@@ -152,6 +154,9 @@ class TapeWriter:
         self._ring: list[list[Any]] = [[] for _ in self.tensors]
         self._scratch: list[tuple[Any, Any, np.ndarray] | None] = [None] * len(self.tensors)
         self._dense: list[np.ndarray | None] = [None] * len(self.tensors)
+        self._modes: dict[
+            tuple[int, int], tuple[int, int]
+        ] = {}  # (tensor, block) -> (mode, steps since vote)
         self._reset_open_segment()
 
         manifest_key = self.prefix + MANIFEST_NAME
@@ -355,7 +360,16 @@ class TapeWriter:
             return self._coder.encode(bp.planes, (i, b, 0), bp.nonzero), MODE_KEY, q
         assert st.m1 is not None
         m2 = st.m2[sl] if st.m2 is not None else None
-        mode = tr.mode(m[sl], st.m1[sl], m2)
+        # The D1/D2 vote is repeated every _VOTE_EVERY delta steps of a block (the better predictor changes
+        # slowly: it follows the optimizer's momentum); a step right after a keyframe has only D1.
+        last_mode, age = self._modes.get((i, b), (MODE_D1, 0))
+        if m2 is None:
+            mode, age = MODE_D1, 0
+        elif age == 0:
+            mode = tr.mode(m[sl], st.m1[sl], m2)
+        else:
+            mode = last_mode
+        self._modes[(i, b)] = (mode, (age + 1) % _VOTE_EVERY if m2 is not None else 0)
         bp = tr.planes(m[sl], st.m1[sl], m2, mode, lanes, rs, ts, os_)
         chunk = self._coder.encode(bp.planes, (i, b, 1), bp.nonzero)
         if len(chunk) > _DENSE_TRY * os_.size:
