@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +148,7 @@ def test_redis_keeps_an_append_only_file(compose: dict[str, Any]) -> None:
 
 def test_frontend_nginx_proxies_api_with_websocket_upgrade(compose: dict[str, Any]) -> None:
     frontend = compose["services"]["frontend"]
-    assert "8080:80" in [str(p) for p in frontend["ports"]]
+    assert [str(p) for p in frontend["ports"]] == ["${UI_BIND_ADDRESS:-127.0.0.1}:8080:80"]
     dockerfile = (ROOT / frontend["build"]["dockerfile"]).read_text()
     assert re.search(r"npm ci", dockerfile) and re.search(r"npm run build", dockerfile)
     copy = re.search(r"^COPY\s+(\S+\.conf)\s+/etc/nginx/conf\.d/\S+$", dockerfile, re.M)
@@ -197,3 +199,111 @@ def test_env_example_comments_every_setting() -> None:
             assert i > 0 and lines[i - 1].startswith("# "), (
                 f"{line.split('=')[0]} has no comment line above it"
             )
+
+
+# --- safe by default (docs/security.md) -----------------------------------------------------------------------
+
+SECRETS = {
+    "MINIO_ROOT_USER": "root-admin",
+    "MINIO_ROOT_PASSWORD": "root-password",
+    "NETLAPSE_S3_ACCESS_KEY": "netlapse-svc",
+    "NETLAPSE_S3_SECRET_KEY": "svc-password",
+}
+
+
+def _compose_config(files: list[Path], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose is not installed: apt-get install docker-compose (.ci/run does)"
+    args = [a for f in files for a in ("-f", str(f))]
+    return subprocess.run(
+        [exe, *args, "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), **env},
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_no_secret_has_a_default_and_every_image_is_pinned(path: Path) -> None:
+    text = path.read_text()
+    for var in (
+        "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD",
+        "NETLAPSE_S3_ACCESS_KEY",
+        "NETLAPSE_S3_SECRET_KEY",
+        "REDIS_PASSWORD",
+    ):
+        assert not re.search(rf"\$\{{{var}:?-", text), f"{path.name} gives {var} a default"
+        for m in re.finditer(rf"\$\{{{var}([^}}]*)\}}", text):
+            assert m.group(1).startswith(":?"), f"{path.name}: ${{{var}{m.group(1)}}} must be required (:?)"
+    for name, service in _load(path)["services"].items():
+        image = service.get("image")
+        if image and "build" not in service:
+            repo, _, tag = image.rpartition(":")
+            assert repo and tag != "latest" and re.search(r"\d", tag), f"{name}: image {image} is not pinned"
+    for dockerfile in (ROOT / "deploy").glob("Dockerfile.*"):
+        if dockerfile.suffix == ".dockerignore":
+            continue
+        for base in re.findall(r"^FROM\s+(\S+)", dockerfile.read_text(), re.M):
+            assert re.search(r":\S*\d", base) and not base.endswith(":latest"), (
+                f"{dockerfile.name}: FROM {base}"
+            )
+
+
+def test_the_ui_is_published_on_loopback_only_and_the_api_nowhere(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports") or []:
+            assert name == "frontend", f"{name} publishes {port}"
+            assert str(port).startswith("${UI_BIND_ADDRESS:-127.0.0.1}:"), port
+    assert "NETLAPSE_ALLOWED_HOSTS" in _environment(compose["services"]["api"])
+
+
+def test_services_use_a_bucket_scoped_minio_user_never_the_root_one(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("api", "trainer", "analyzer", "compactor"):
+        env = _environment(services[name])
+        assert not any("MINIO_ROOT" in v for v in env.values()), name
+        assert env["NETLAPSE_S3_ACCESS_KEY"].startswith("${NETLAPSE_S3_ACCESS_KEY:?")
+    assert _environment(services["minio"])["MINIO_ROOT_USER"].startswith("${MINIO_ROOT_USER:?")
+    init = " ".join(_command(services["minio-init"]))
+    assert 'mc admin user add local "$$SERVICE_USER"' in init
+    assert "mc admin policy attach local netlapse-bucket --user" in init
+    assert "arn:aws:s3:::%s/*" in init and "arn:aws:s3:::*" not in init  # this bucket only
+    for action in ("s3:CreateBucket", "admin:", "s3:*", "s3:DeleteBucket", "s3:PutBucketPolicy"):
+        assert action not in init, action
+    assert "must not be MinIO's root user" in init
+
+
+def test_compose_refuses_to_start_without_the_secrets() -> None:
+    missing = _compose_config([MAIN_COMPOSE], {})
+    assert missing.returncode != 0
+    assert "MINIO_ROOT_USER" in missing.stderr or "NETLAPSE_S3_ACCESS_KEY" in missing.stderr
+    for var in SECRETS:  # each one alone is enough to refuse
+        res = _compose_config([MAIN_COMPOSE], {k: v for k, v in SECRETS.items() if k != var})
+        assert res.returncode != 0 and var in res.stderr, var
+    ok = _compose_config([MAIN_COMPOSE], SECRETS)
+    assert ok.returncode == 0, ok.stderr
+    cfg = yaml.safe_load(ok.stdout)
+    assert cfg["services"]["minio-init"]["environment"]["SERVICE_USER"] == "netlapse-svc"
+    published = [p for s in cfg["services"].values() for p in s.get("ports") or []]
+    assert all(
+        str(p.get("host_ip", "") if isinstance(p, dict) else p).startswith("127.0.0.1") for p in published
+    )
+
+
+def test_the_multinode_overlay_publishes_nothing_without_credentials() -> None:
+    overlay = ROOT / "deploy" / "compose.multinode.yml"
+    res = _compose_config([MAIN_COMPOSE, overlay], SECRETS)  # no REDIS_PASSWORD
+    assert res.returncode != 0 and "REDIS_PASSWORD" in res.stderr
+    res = _compose_config([MAIN_COMPOSE, overlay], {**SECRETS, "REDIS_PASSWORD": "pw-123456"})
+    assert res.returncode == 0, res.stderr
+    cfg = yaml.safe_load(res.stdout)
+    redis_cmd = " ".join(str(c) for c in cfg["services"]["redis"]["command"])
+    assert "--requirepass pw-123456" in redis_cmd
+    for name in ("api", "trainer", "analyzer", "compactor"):
+        assert cfg["services"][name]["environment"]["NETLAPSE_REDIS_URL"].startswith("redis://:pw-123456@")
+    # what it publishes: Redis (password) and MinIO's S3 API (signed requests with the bucket-scoped user)
+    published = {n for n, s in cfg["services"].items() if s.get("ports")}
+    assert published <= {"redis", "minio", "frontend"}

@@ -11,12 +11,18 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_SECRETS = {  # the compose file refuses to start without them (tests/unit/test_compose.py)
+    "MINIO_ROOT_USER": "root-admin",
+    "MINIO_ROOT_PASSWORD": "root-password",
+    "NETLAPSE_S3_ACCESS_KEY": "netlapse-svc",
+    "NETLAPSE_S3_SECRET_KEY": "svc-password",
+}
 
 
 def compose_config(*args: str) -> dict[str, Any]:
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose is not installed: apt-get install docker-compose (.ci/run does)"
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "NETLAPSE_CUDA_TRAINERS": "true"}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(ROOT), "NETLAPSE_CUDA_TRAINERS": "true", **COMPOSE_SECRETS}
     res = subprocess.run(
         [exe, "-f", str(ROOT / "docker-compose.yml"), *args, "config"],
         capture_output=True,
