@@ -21,6 +21,7 @@ import torch
 
 from netlapse.analyzer.registry import AnalysisError
 from netlapse.core.program import (
+    FeaturePoint,
     Program,
     ProgramError,
     ProgramModule,
@@ -203,11 +204,29 @@ def model_at(store: Store, rec: RunRecord, step: int) -> ProgramModule:
         except StepNotCaptured as exc:
             raise AnalysisError(str(exc)) from None
         try:
-            return prog.module(state)
+            return _Module(prog, state, "cpu")
         except ProgramError as exc:
             raise AnalysisError(str(exc)) from None
 
     return _cached(_MODELS, (store.url, rec.id, step), make)
+
+
+class _Module(ProgramModule):
+    """A ProgramModule whose failures (a program that does not run on these inputs) are 422s, not crashes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return super().forward(x)
+        except ProgramError as exc:
+            raise AnalysisError(
+                f"the run's model program cannot run on its evaluation inputs: {exc}"
+            ) from None
+
+    def feature_maps(self, x: torch.Tensor, layer: str, point: FeaturePoint = "post") -> torch.Tensor:
+        try:
+            return super().feature_maps(x, layer, point)
+        except ProgramError as exc:
+            raise AnalysisError(str(exc)) from None
 
 
 def check_input_shape(store: Store, rec: RunRecord, x: torch.Tensor) -> None:

@@ -9,11 +9,13 @@ connection error; ``follow`` exits with the run's final status: 0 succeeded, 1 f
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any, TextIO
 
 import httpx
 import numpy as np
+from numpy.lib import format as npformat
 
 from netlapse.client import ApiError, Client, server_url
 
@@ -284,25 +287,44 @@ def parse_steps(spec: str | None, captured: list[int]) -> list[int]:
 def export_tensor(
     client: Client, run_id: str, name: str, steps: list[int], out: Path, log: TextIO
 ) -> tuple[int, tuple[int, ...]]:
-    """Write ``steps`` [S] and ``values`` [S, *shape] (bit-exact) and ``name`` to an ``.npz``; atomically."""
-    values: np.ndarray | None = None
-    t0 = time.monotonic()
-    for i, s in enumerate(steps):
-        a = client.tensor(run_id, name, s)
-        if values is None:
-            values = np.empty((len(steps), *a.shape), dtype=a.dtype)
-        values[i] = a
-        if log.isatty() or i + 1 == len(steps) or time.monotonic() - t0 > 2:
-            log.write(f"\r{name}: {i + 1}/{len(steps)} steps" + ("\n" if i + 1 == len(steps) else ""))
-            log.flush()
-            t0 = time.monotonic()
-    assert values is not None
+    """Write ``steps`` [S], ``values`` [S, *shape] (bit-exact) and ``name`` to an ``.npz``, atomically.
+
+    The values are streamed into the archive step by step, so memory holds one tensor, not the whole export."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
-    with open(tmp, "wb") as f:
-        np.savez(f, steps=np.asarray(steps, dtype=np.int64), values=values, name=np.str_(name))
-    os.replace(tmp, out)
-    return len(steps), tuple(values.shape[1:])
+    shape: tuple[int, ...] = ()
+    t0 = time.monotonic()
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            zf.writestr("steps.npy", _npy_bytes(np.asarray(steps, dtype=np.int64)))
+            zf.writestr("name.npy", _npy_bytes(np.asarray(name)))
+            with zf.open("values.npy", "w", force_zip64=True) as f:
+                for i, s in enumerate(steps):
+                    a = np.ascontiguousarray(client.tensor(run_id, name, s))
+                    if i == 0:
+                        shape, dtype = a.shape, a.dtype
+                        header = {"descr": npformat.dtype_to_descr(dtype), "fortran_order": False}
+                        npformat.write_array_header_1_0(f, {**header, "shape": (len(steps), *shape)})
+                    elif a.shape != shape or a.dtype != dtype:
+                        raise CliError(
+                            f"{name} changed from {dtype}{list(shape)} to {a.dtype}{list(a.shape)}"
+                        )
+                    f.write(a.tobytes())
+                    if log.isatty() or i + 1 == len(steps) or time.monotonic() - t0 > 2:
+                        end = "\n" if i + 1 == len(steps) else ""
+                        log.write(f"\r{name}: {i + 1}/{len(steps)} steps{end}")
+                        log.flush()
+                        t0 = time.monotonic()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(steps), shape
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
 
 
 # --- commands ------------------------------------------------------------------------------------------------

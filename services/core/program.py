@@ -547,13 +547,18 @@ def load_program(data: bytes) -> Program:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProgramError(f"the program is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProgramError("the program nests too deeply") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ProgramError(f"not a netlapse program (format must be {FORMAT!r})")
     if doc.get("version") != VERSION:
         raise ProgramError(
             f"program version {doc.get('version')!r} is not supported (this netlapse reads {VERSION})"
         )
-    return Program(doc)
+    try:
+        return Program(doc)
+    except RecursionError:
+        raise ProgramError("the program's arguments nest too deeply") from None
 
 
 class Program:
@@ -766,7 +771,13 @@ class Program:
             return a
 
         for i, n in enumerate(self.nodes):
-            out = n.fn(*value(n.args), **{k: value(v) for k, v in n.kwargs.items()})
+            try:
+                out = n.fn(*value(n.args), **{k: value(v) for k, v in n.kwargs.items()})
+            except (RuntimeError, TypeError, ValueError, IndexError) as exc:
+                where = f" (in {n.module})" if n.module else ""
+                raise ProgramError(
+                    f"the model program failed at node {n.name}, {n.op}{where}: {exc}"
+                ) from None
             if observe is not None and n.name in observe:
                 out = observe[n.name](out)
             env[n.name] = out

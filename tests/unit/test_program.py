@@ -173,6 +173,19 @@ def test_arguments_outside_the_vocabulary_are_refused(exported: tuple[ResNet, by
         load_program(b'{"format": "pickle"}')
 
 
+def test_a_program_that_fails_to_run_says_where(exported: tuple[ResNet, bytes]) -> None:
+    m, data = exported
+    broken = load_program(_tamper(data, args=[{"node": "convolution"}, "not-a-tensor"]))  # relu(x, str)
+    with pytest.raises(ProgramError, match=r"failed at node relu, aten.relu.default \(in act\)"):
+        broken.module(m.state_dict())(torch.randn(2, 1, 10, 10))
+    with pytest.raises(ProgramError, match="nest"):
+        load_program(
+            json.dumps({"format": "netlapse-program", "version": 1, "inputs": [], "nodes": []})
+            .encode()
+            .replace(b'"nodes": []', b'"nodes": [' + b"[" * 100_000 + b"]" * 100_000 + b"]")
+        )
+
+
 class Shaped(nn.Module):
     """Reshapes with the literal batch size, so torch.export cannot keep the batch symbolic."""
 
