@@ -366,7 +366,12 @@ def _serialize(
             entry["dtype"] = _dtype_name(val.dtype)
         if kind == "USER_INPUT":
             entry["kind"] = "input"
-        elif kind == "PARAMETER" or (kind == "BUFFER" and spec.target in persistent):
+        elif kind == "PARAMETER" or (
+            kind == "BUFFER"
+            and spec.target in persistent
+            # the tape holds floating-point tensors only: an integer buffer the graph reads travels inline
+            and (model.get_buffer(spec.target).is_floating_point() or not node.users)
+        ):
             entry["kind"] = "state"
             entry["target"] = spec.target
             entry["role"] = "parameter" if kind == "PARAMETER" else "buffer"

@@ -200,6 +200,31 @@ class Shaped(nn.Module):
         return self.fc(y.reshape(3, -1))
 
 
+class Counted(nn.Module):
+    """Reads a persistent integer buffer (never on the tape, which holds floating-point tensors only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("order", torch.tensor([3, 1, 0, 2]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)[:, self.order]
+
+
+def test_integer_buffers_the_graph_reads_travel_inline() -> None:
+    torch.manual_seed(2)
+    m = Counted()
+    data = export_program(m, torch.randn(2, 4))
+    assert data is not None
+    prog = load_program(data)
+    floats = {k: v for k, v in m.state_dict().items() if v.is_floating_point()}
+    assert set(prog.required_state.values()) == set(floats)
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        assert torch.equal(prog.module(floats)(x), m(x))
+
+
 def test_fixed_batch_program_runs_any_number_of_inputs() -> None:
     torch.manual_seed(1)
     m = Shaped().eval()
