@@ -20,9 +20,13 @@ def default_server() -> str:
     )
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
 def _progress(what: str, done: int, total: int) -> None:
     if what == "segments":
-        line = f"netlapse push: tape {done / 2**20:.1f} / {total / 2**20:.1f} MiB"
+        line = f"netlapse push: tape {_size(done)} / {_size(total)}"
     elif what == "metrics":
         line = f"netlapse push: metrics {done}/{total} batches"
     else:

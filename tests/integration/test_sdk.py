@@ -22,6 +22,8 @@ import torch
 
 import netlapse
 from netlapse.cli.stack import Stack, free_port
+from netlapse.core.tape.container import index_part, index_part_key
+from netlapse.sdk.transport import IngestClient
 from tests.conftest import REPO
 from tests.integration.helpers import get_npy, wait_terminal
 
@@ -126,13 +128,26 @@ def test_offline_run_pushed_gives_identical_tensors_and_pushing_twice_one_run(
     assert Path(info["path"]) == runs_dir / run_id and (runs_dir / run_id / "run.json").is_file()
     assert api.get(f"/api/runs/{run_id}").status_code == 404  # offline: the server has not heard of it
 
+    # An earlier push was interrupted after the first segment and its index part: the push resumes there.
+    local = runs_dir / run_id / "tape"
+    segs = sorted((local / "segments").iterdir())
+    first = IngestClient(f"http://127.0.0.1:{stack.api_port}")
+    first.create_run({"id": run_id, "name": "sdk-resnet", "offline": True})
+    first.put_tape_object(run_id, f"segments/{segs[0].name}", segs[0].read_bytes())
+    entry = json.loads((local / "manifest.json").read_text())["segments"][0]
+    first.put_tape_object(run_id, index_part_key(0), json.dumps(index_part(0, entry)).encode())
+    first.close()
+    left = sum(p.stat().st_size for p in segs[1:])
+
     push = [sys.executable, "-m", "netlapse.cli.main", "push", str(runs_dir / run_id)]
     env = {**env_for(stack), "NETLAPSE_URL": ""}
     server = ["--server", f"http://127.0.0.1:{stack.api_port}"]
-    first = subprocess.run([*push, *server], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert first.returncode == 0, first.stderr
-    assert f"run {run_id} is succeeded" in first.stdout
-    assert "tape" in first.stderr  # progress was shown
+    pushed = subprocess.run([*push, *server], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert pushed.returncode == 0, pushed.stderr
+    assert f"run {run_id} is succeeded" in pushed.stdout
+    assert (
+        f"tape {left / 1024:.1f} KiB / {left / 1024:.1f} KiB" in pushed.stderr
+    )  # the rest only, with progress
 
     run = api.get(f"/api/runs/{run_id}").json()
     assert run["status"] == "succeeded" and run["source"] == "sdk" and run["sdk"]["offline"] is True

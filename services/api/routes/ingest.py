@@ -271,7 +271,8 @@ def create_sdk_run(
             raise HTTPException(409, detail=f"run id {rec.id} is taken by another run") from None
         response.status_code = 200
         return answer(old, False, settings, events)
-    store.put_json(active_key(rec.id), {"run_id": rec.id})
+    if not body.offline:  # a push has no process to lose: an interrupted one resumes when pushed again
+        store.put_json(active_key(rec.id), {"run_id": rec.id})
     publish(events, rec.id, "status", {"status": "running", "error": None})
     return answer(rec, True, settings, events)
 
