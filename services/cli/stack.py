@@ -62,6 +62,7 @@ class Stack:
     redis_password: str | None = None
     api_log_level: str = "warning"  # "info": every request line (URL secrets masked: api/redact.py)
     trainers: int = 1
+    analyzers: int = 1
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
@@ -144,12 +145,10 @@ class Stack:
             for i in range(self.trainers):
                 name = "trainer" if i == 0 else f"trainer{i + 1}"
                 self._spawn(name, self.worker_argv("netlapse.trainer.worker", "train", 1, name))
-            self._spawn(
-                "analyzer",
-                self.worker_argv(
-                    "netlapse.analyzer.worker", "analyze", self.analyzer_concurrency, "analyzer"
-                ),
-            )
+            for i in range(self.analyzers):
+                name = "analyzer" if i == 0 else f"analyzer{i + 1}"
+                app, conc = "netlapse.analyzer.worker", self.analyzer_concurrency
+                self._spawn(name, self.worker_argv(app, "analyze", conc, name))
             # Compaction on its own queue and process, so diffs never wait behind it.
             self._spawn("compactor", self.worker_argv("netlapse.analyzer.worker", "compact", 1, "compactor"))
             if with_api:
