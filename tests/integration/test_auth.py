@@ -333,3 +333,109 @@ def test_the_embedded_redis_needs_its_random_password(auth_stack: AuthStack) -> 
     assert b"127.0.0.1" in cmdline  # loopback only
     logs = "".join(p.read_text(errors="replace") for p in artifacts_logs(auth_stack).glob("*.log"))
     assert s.redis_password not in logs
+
+
+# --- the authorization matrix, generated from the OpenAPI document ---------------------------------------------
+
+DESTRUCTIVE = {("post", "/api/runs/{run_id}/cancel"), ("delete", "/api/runs/{run_id}")}
+
+
+def _values(last_step: int) -> dict[str, Any]:
+    """A valid value for every parameter name the run routes use (a new name fails the matrix, asking for one)."""
+    return {
+        "name": "conv1.weight",
+        "step": 0,
+        "from": 0,
+        "to": last_step,
+        "index": "0",
+        "layer": "conv1",
+        "per_label": 1,
+    }
+
+
+def _request(op: dict[str, Any], path: str, run_id: str, last_step: int) -> tuple[str, dict[str, Any], Any]:
+    values = _values(last_step)
+    url = path.replace("{run_id}", run_id)
+    query: dict[str, Any] = {}
+    params = op.get("parameters", [])
+    has_range = any(p["name"] in ("from", "to") and p.get("required") for p in params)
+    for p in params:
+        if p["in"] == "path" and p["name"] != "run_id":
+            assert p["name"] in values, f"{path}: no test value for path parameter {p['name']!r}"
+            url = url.replace("{" + p["name"] + "}", str(values[p["name"]]))
+        elif p["in"] == "query" and (p.get("required") or (p["name"] == "step" and not has_range)):
+            assert p["name"] in values, f"{path}: no test value for required query parameter {p['name']!r}"
+            query[p["name"]] = values[p["name"]]
+    body = None
+    if "requestBody" in op:
+        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        schema = SPEC_CACHE["components"]["schemas"][ref]
+        body = {}
+        for f in schema.get("required", []) + (["per_label"] if "per_label" in schema["properties"] else []):
+            assert f in values, f"{path}: no test value for body field {f!r}"
+            body[f] = values[f]
+    return url, query, body
+
+
+SPEC_CACHE: dict[str, Any] = {}
+
+
+def test_authorization_matrix_of_every_run_operation(
+    auth_stack: AuthStack, alice_run: dict[str, Any]
+) -> None:
+    """Every ``/api/runs/{run_id}…`` operation of the OpenAPI document × {owner, another user, no token}
+    → 2xx / 404 (the same answer as for an unknown run) / 401; plus the run's WebSocket."""
+    rid = alice_run["id"]
+    with (
+        auth_stack.client("alice") as alice,
+        auth_stack.client("bob") as bob,
+        auth_stack.client(None) as anon,
+    ):
+        SPEC_CACHE.update(anon.get("/openapi.json").json())
+        last = alice.get(f"/api/runs/{rid}/steps").json()["steps"][-1]
+        ops = [
+            (method, path, op)
+            for path, item in SPEC_CACHE["paths"].items()
+            if path.startswith("/api/runs/{run_id}")
+            for method, op in item.items()
+        ]
+        assert len(ops) >= 15, [f"{m} {p}" for m, p, _ in ops]
+        victim = alice.post(
+            "/api/runs",
+            json={
+                **TINY_RUN,
+                "name": "victim",
+                "training": {**TINY_RUN["training"], "epochs": 100, "batch_size": 16},
+            },
+        ).json()["id"]
+        seen = []
+        # destructive last: cancel the victim, then delete it
+        for method, path, op in sorted(ops, key=lambda o: ((o[0], o[1]) in DESTRUCTIVE, o[0] == "delete")):
+            target = victim if (method, path) in DESTRUCTIVE else rid
+            url, query, body = _request(op, path, target, last)
+            kw: dict[str, Any] = {"params": query}
+            if method != "get" and method != "delete":
+                kw["json"] = body if body is not None else {}
+            # another user and no token first: they must change nothing
+            r = bob.request(method.upper(), url, **kw)
+            assert r.status_code == 404, (method, path, "bob", r.status_code, r.text[:200])
+            assert r.json()["detail"] == f"run {target!r} not found"
+            r = anon.request(method.upper(), url, **kw)
+            assert r.status_code == 401, (method, path, "no token", r.status_code, r.text[:200])
+            if (method, path) == ("delete", "/api/runs/{run_id}"):
+                wait_terminal(alice, victim)  # the owner deletes it once cancelled
+            r = alice.request(method.upper(), url, **kw)
+            assert 200 <= r.status_code < 300, (method, path, "owner", r.status_code, r.text[:300])
+            seen.append(f"{method.upper()} {path}")
+        assert len(seen) == len(ops)
+        assert alice.get(f"/api/runs/{victim}").status_code == 404  # deleted by its owner only
+        assert alice.get(f"/api/runs/{rid}").json()["status"] == "succeeded"  # untouched by bob
+    # the WebSocket of the same run
+    msgs, code = ws_session(auth_stack.base, f"/api/runs/{rid}/events?ticket={ticket(auth_stack, 'alice')}")
+    assert code == 1000 and {"type": "status", "status": "succeeded"} in [
+        {"type": m["type"], "status": m["data"].get("status")} for m in msgs
+    ]
+    msgs, code = ws_session(auth_stack.base, f"/api/runs/{rid}/events?ticket={ticket(auth_stack, 'bob')}")
+    assert code == 4404 and msgs[0]["data"]["detail"] == f"run {rid!r} not found"
+    msgs, code = ws_session(auth_stack.base, f"/api/runs/{rid}/events")
+    assert code == 4401
