@@ -12,6 +12,7 @@ import * as heatmap from "../charts/heatmap.js";
 import * as legend from "../charts/legend.js";
 
 export const MAX_RUNS = 8;
+const SMALL = { width: 370, height: 220 }; // three charts side by side at 1280 px
 
 /** "a,b,a,,c" → ["a", "b", "c"]: unique run ids in order, at most MAX_RUNS. */
 export function parseRuns(s) {
@@ -137,18 +138,22 @@ export function mount(root, { api, params }) {
       );
       const charts = h("div.chart-row");
       setChildren(metrics.body, charts);
-      lines.render(charts, { series: overlaySeries(ov, "loss") }, { yLabel: "loss", testid: "overlay-loss" });
+      lines.render(
+        charts,
+        { series: overlaySeries(ov, "loss") },
+        { yLabel: "loss", testid: "overlay-loss", ...SMALL },
+      );
       lines.render(
         charts,
         { series: overlaySeries(ov, "accuracy") },
-        { yLabel: "accuracy", testid: "overlay-accuracy" },
+        { yLabel: "accuracy", testid: "overlay-accuracy", ...SMALL },
       );
       if (ov.epochs.length) {
         const ser = overlaySeries(ov, "val_accuracy", "epochs").map((s) => ({ ...s, kind: "dots" }));
         lines.render(
           charts,
           { series: ser },
-          { xLabel: "epoch", yLabel: "validation accuracy", testid: "overlay-val" },
+          { xLabel: "epoch", yLabel: "validation accuracy", testid: "overlay-val", ...SMALL },
         );
       }
       metrics.el.dataset.state = "ready";

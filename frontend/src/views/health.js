@@ -114,8 +114,13 @@ export function mount(root, { api, params, routeParams }) {
       "div.page-head",
       {},
       h("h1", {}, "Training health"),
-      h("a.button", { href: buildHash(["runs", id]) }, "Run"),
-      h("a.button", { href: buildHash(["runs", id, "explore"]) }, "Explorer"),
+      h(
+        "div.actions",
+        {},
+        h("a.button", { href: buildHash(["runs", id]) }, "Run"),
+        " ",
+        h("a.button", { href: buildHash(["runs", id, "explore"]) }, "Explorer"),
+      ),
     ),
     note,
     ratio.el,
@@ -167,7 +172,7 @@ export function mount(root, { api, params, routeParams }) {
     lines.render(
       row,
       { series: tensorSeries(hd, "sign_flip_fraction") },
-      { yLabel: "fraction of signs ≠ step 0", testid: "health-flips" },
+      { yLabel: "signs ≠ step 0", testid: "health-flips" },
     );
     curves.el.dataset.state = "ready";
   }
