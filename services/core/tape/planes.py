@@ -108,10 +108,27 @@ class PlaneCoder:
 
 def decode_planes(chunk: bytes | memoryview, k: int, n: int, dctx: zstandard.ZstdDecompressor) -> np.ndarray:
     """The [k, n] uint8 planes of a chunk; ValueError when it is malformed (wrong sizes, kinds, frames)."""
+    out = np.empty((k, n), dtype=np.uint8)
+    _decode_into(chunk, k, n, dctx, out)
+    return out
+
+
+def decode_interleaved(
+    chunk: bytes | memoryview, k: int, n: int, dctx: zstandard.ZstdDecompressor
+) -> np.ndarray:
+    """The chunk's bytes put back lane by lane: [n, k] uint8 (view it as the lanes' unsigned dtype)."""
+    out = np.empty((n, k), dtype=np.uint8)
+    _decode_into(chunk, k, n, dctx, out.T)
+    return out
+
+
+def _decode_into(
+    chunk: bytes | memoryview, k: int, n: int, dctx: zstandard.ZstdDecompressor, out: np.ndarray
+) -> None:
+    """Planes of a chunk into ``out`` [k, n] (any strides)."""
     mv = memoryview(chunk)
     if len(mv) < 1 + k * _HEAD.size or mv[0] != k:
         raise ValueError(f"chunk header does not describe {k} byte planes")
-    out = np.empty((k, n), dtype=np.uint8)
     off = 1 + k * _HEAD.size
     for j in range(k):
         kind, length = _HEAD.unpack_from(mv, 1 + j * _HEAD.size)
@@ -137,7 +154,6 @@ def decode_planes(chunk: bytes | memoryview, k: int, n: int, dctx: zstandard.Zst
             raise ValueError(f"unknown plane kind {kind}")
     if off != len(mv):
         raise ValueError("chunk has bytes after its planes")
-    return out
 
 
 def check_planes(chunk: bytes | memoryview, dctx: zstandard.ZstdDecompressor) -> None:

@@ -52,7 +52,7 @@ from netlapse.core.tape.lanes import (
     _unzigzag,
 )
 from netlapse.core.tape.options import TapeOptions
-from netlapse.core.tape.planes import check_planes, decode_planes
+from netlapse.core.tape.planes import check_planes, decode_interleaved, decode_planes
 from netlapse.core.tape.timemajor import decode_time_major_chunk, decode_time_major_lanes
 from netlapse.core.tape.util import (
     _block_slices,
@@ -383,8 +383,15 @@ class TapeReader:
         out: np.ndarray,
     ) -> np.ndarray | None:
         """Decode one block into lanes ``out``; returns the stored bits on a keyframe block (else None)."""
-        planes = self._chunk_planes(obj, row, data, base, what, lanes.signed.itemsize, width)
-        u = _join_planes(planes, lanes)
+        w = lanes.signed.itemsize
+        if obj.version >= 2:
+            raw = self._check_chunk(obj, row, data, base, what)
+            try:
+                u = decode_interleaved(raw, w, width, _dctx()).reshape(-1).view(lanes.unsigned)
+            except ValueError as e:
+                raise TapeCorrupt(f"segment {obj.key}: chunk of {what} is unreadable: {e}") from e
+        else:
+            u = _join_planes(self._chunk_planes(obj, row, data, base, what, w, width), lanes)
         return _apply_block(obj, int(row[3]), u, lanes, m1, m2, out, what)
 
     # -- positions
