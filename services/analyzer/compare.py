@@ -191,19 +191,20 @@ def _overlay(ctx: Context, r: MetricsOverlayRequest) -> Result:
     runs, per_run = [], []
     for rid in r.ids():
         rec = ctx.run(rid)
-        t = rec.training
+        t = rec.training  # None for an SDK run: its optimizer is the user's own
         runs.append(
             {
                 "id": rid,
                 "name": rec.name,
                 "status": rec.status,
+                "source": rec.source,
                 "dataset": rec.dataset,
                 "preset": rec.preset,
-                "optimizer": t.optimizer,
-                "lr": t.lr,
-                "momentum": t.momentum,
-                "batch_size": t.batch_size,
-                "seed": t.seed,
+                "optimizer": t.optimizer if t else None,
+                "lr": t.lr if t else None,
+                "momentum": t.momentum if t else None,
+                "batch_size": t.batch_size if t else None,
+                "seed": t.seed if t else None,
             }
         )
         per_run.append(_metrics(ctx, rid))

@@ -33,7 +33,7 @@ from pydantic import Field
 from netlapse.analyzer.activations import model_at
 from netlapse.analyzer.registry import Analysis, AnalysisError, AnalysisRequest, Context, Result, require_step
 from netlapse.core.datasets import load_dataset
-from netlapse.core.modelspec import Conv2dLayer, LinearLayer
+from netlapse.core.modelspec import Conv2dLayer, LinearLayer, ModelSpec
 from netlapse.core.schemas import RunRecord, SplitName, TrainingConfig
 
 CHUNK = 256  # inputs per forward batch of the dead-unit pass
@@ -268,7 +268,17 @@ class DeadUnitsRequest(AnalysisRequest):
     split: SplitName = Field("test", description="evaluation split, every input of it")
 
 
+def _require_layer_spec(rec: RunRecord) -> ModelSpec:
+    if rec.model is None or rec.dataset is None:
+        raise AnalysisError(
+            f"run {rec.id} was recorded by the SDK from its own model: dead units are found for server runs "
+            "(a layer spec and a built-in dataset); the tape-based health diagnostics work for both"
+        )
+    return rec.model
+
+
 def _check_dead(ctx: Context, r: DeadUnitsRequest) -> None:
+    _require_layer_spec(ctx.run(r.run_id))
     tape = ctx.tape(r.run_id)
     if r.step is None:
         steps = tape.steps()
@@ -281,9 +291,10 @@ def _check_dead(ctx: Context, r: DeadUnitsRequest) -> None:
 def compute_dead_units(ctx: Context, r: DeadUnitsRequest) -> Result:
     rec = ctx.run(r.run_id)
     step = r.step if r.step is not None else ctx.tape(r.run_id).steps()[-1]
+    spec = _require_layer_spec(rec)
     model = model_at(ctx.store, rec, step)
-    x, _ = load_dataset(rec.dataset, ctx.settings).split(r.split)
-    param_layers = [lay for lay in rec.model.layers if isinstance(lay, Conv2dLayer | LinearLayer)]
+    x, _ = load_dataset(rec.dataset_name(), ctx.settings).split(r.split)
+    param_layers = [lay for lay in spec.layers if isinstance(lay, Conv2dLayer | LinearLayer)]
     nonzero: dict[str, torch.Tensor] = {}
     peak: dict[str, torch.Tensor] = {}
     handles = []

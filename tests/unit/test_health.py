@@ -99,3 +99,18 @@ def test_an_update_is_called_a_gradient_only_for_plain_sgd(training: dict, every
     assert u["update_is_scaled_gradient"] is scaled
     if not scaled:
         assert "not" in u["note"] and "-lr * gradient" not in u["note"]
+
+
+def test_sdk_runs_get_health_from_the_tape_and_a_clear_422_for_dead_units(store: LocalStore) -> None:
+    from netlapse.analyzer.registry import AnalysisError
+    from netlapse.core.runs import RunRepository
+
+    write_dead_filter_run(store, "sdkrun001", steps=2)
+    repo = RunRepository(store)
+    rec = repo.get("sdkrun001")
+    repo.save(rec.model_copy(update={"source": "sdk", "model": None, "dataset": None, "training": None}))
+    h = ensure(HEALTH, Context(store, Settings()), HealthRequest(run_id="sdkrun001")).meta
+    assert h["steps"] == [0, 1, 2] and h["updates"]["update_is_scaled_gradient"] is False
+    assert h["updates"]["optimizer"] is None and "not read as a gradient" in h["updates"]["note"]
+    with pytest.raises(AnalysisError, match="recorded by the SDK"):
+        ensure(DEAD_UNITS, Context(store, Settings()), DeadUnitsRequest(run_id="sdkrun001", step=2))
