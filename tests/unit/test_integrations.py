@@ -123,6 +123,36 @@ def test_lightning_failure_marks_the_run_failed_and_keeps_its_steps(tmp_path: Pa
     assert rec.sdk is not None and not rec.sdk.program  # example_input=False: no export
 
 
+def test_the_older_pytorch_lightning_package_takes_the_same_callback(tmp_path: Path) -> None:
+    import pytorch_lightning
+
+    class OldLit(pytorch_lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 3)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return F.cross_entropy(self.fc(x.flatten(1)), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    cb = LightningCallback(name="old-pl", dir=str(tmp_path), example_input=False)
+    trainer = pytorch_lightning.Trainer(
+        accelerator="cpu",
+        callbacks=[cb],
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(OldLit(), loaders()[0])
+    rec, tape, _ = recorded(tmp_path, cb.run.id)
+    assert rec.status == "succeeded" and tape.steps() == [0, 1, 2, 3]
+
+
 # --- Hugging Face Trainer ---------------------------------------------------------------------------------------
 
 
