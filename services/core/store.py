@@ -40,8 +40,12 @@ COMMIT_NAMES = frozenset({"manifest.json", "compaction.json", "run.json"})
 
 
 def is_commit_key(key: str) -> bool:
-    """Whether ``key`` names a commit object (see COMMIT_NAMES)."""
-    return key.rsplit("/", 1)[-1] in COMMIT_NAMES
+    """Whether ``key`` names a commit object (see COMMIT_NAMES), or a tape's index part (``…/index/N.json``,
+    which lists the segment written before it: docs/performance.md)."""
+    parts = key.rsplit("/", 2)
+    if parts[-1] in COMMIT_NAMES:
+        return True
+    return len(parts) >= 2 and parts[-2] == "index" and parts[-1].endswith(".json")
 
 
 def content_etag(data: bytes) -> str:

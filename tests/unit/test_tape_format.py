@@ -256,3 +256,32 @@ def test_options_state_each_default_once_and_name_bad_fields() -> None:
         TapeOptions().with_(segment_max_step=3)
     with pytest.raises(ValueError, match="encoder must be one of auto, numpy, torch"):
         TapeOptions(encoder="gpu")
+
+
+def test_a_segment_is_on_disk_before_the_index_part_that_lists_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LocalStore fsyncs everything written before a commit object; an index part is one."""
+    import os
+
+    from netlapse.core.store import is_commit_key
+
+    assert is_commit_key("runs/a/tape/index/00000003.json") and is_commit_key("t/manifest.json")
+    assert not is_commit_key("runs/a/tape/segments/000000000000-000000000002.seg")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    store = LocalStore(tmp_path / "s")
+    snaps = snapshots(list(range(3)), seed=12)
+    w = TapeWriter(store, PREFIX, TENSORS, segment_max_steps=3)
+    monkeypatch.setattr(os, "fsync", fsync)
+    for s, snap in snaps.items():
+        w.append(s, snap)  # the third append commits the segment and its index part
+    files = [Path(p).name for p in synced]
+    seg = "000000000000-000000000002.seg"
+    assert seg in files and any(f.startswith(".tmp-00000000.json") for f in files)
+    assert files.index(seg) < next(i for i, f in enumerate(files) if f.startswith(".tmp-00000000.json"))
