@@ -612,7 +612,7 @@ export function mount(root, { api, routeParams, params }) {
         onError: (e) => setChildren(banner, errorBanner(e)),
       },
     });
-    const domain = fullScale ?? t.scale;
+    const domain = interactive ? (fullScale ?? t.scale) : t.scale; // the values beside keep their own scale
     const hm = tiles.render(
       fig.plot,
       { ...t, view: s.view },
