@@ -137,3 +137,15 @@ def test_one_user_cannot_pin_the_api_with_analyses(limited: httpx.Client, finish
     assert sorted(set(codes)) == [200, 429] and len(codes) == n
     r = limited.get(f"/api/runs/{rid}/trajectory/fc1.weight", params={"index": "999"})
     assert r.status_code == 200  # the slots were given back
+
+
+def test_scatter_points_at_the_bound(limited: httpx.Client, finished: dict[str, Any]) -> None:
+    spec = limited.get("/openapi.json").json()
+    op = spec["paths"]["/api/runs/{run_id}/scatter/{name}"]["get"]
+    limit = next(p for p in op["parameters"] if p["name"] == "max_points")["schema"]["maximum"]
+    url = f"/api/runs/{finished['id']}/scatter/conv1.weight"
+    last = limited.get(f"/api/runs/{finished['id']}/steps").json()["steps"][-1]
+    ok = limited.get(url, params={"from": 0, "to": last, "max_points": limit})
+    assert ok.status_code == 200, ok.text
+    over = limited.get(url, params={"from": 0, "to": last, "max_points": limit + 1})
+    assert over.status_code == 422 and over.json()["detail"][0]["loc"] == ["query", "max_points"]

@@ -21,6 +21,8 @@ from netlapse.core.results import npy_bytes
 router = APIRouter(tags=["catalog"])
 """Public: what a server offers, readable without a token."""
 samples_router = APIRouter(tags=["catalog"])
+MAX_SAMPLE_INDICES = 1000
+"""Most sample indices one request may ask for."""
 """Dataset contents: like every other route, behind a token when auth is on."""
 
 
@@ -52,7 +54,7 @@ def samples(
     request: Request,
     settings: SettingsDep,
     split: str = Query("test", description="train | test"),
-    indices: str = Query(..., description="comma-separated sample indices, at most 1000"),
+    indices: str = Query(..., description=f"comma-separated sample indices, at most {MAX_SAMPLE_INDICES}"),
 ) -> Response:
     """The exact input tensors (as fed to the model) and labels of chosen samples.
 
@@ -64,8 +66,10 @@ def samples(
         idx = [int(s) for s in indices.split(",") if s.strip()]
     except ValueError:
         raise invalid(["query", "indices"], "indices must be comma-separated integers, e.g. 0,1,2") from None
-    if not idx or len(idx) > 1000:
-        raise invalid(["query", "indices"], f"give between 1 and 1000 indices (got {len(idx)})")
+    if not idx or len(idx) > MAX_SAMPLE_INDICES:
+        raise invalid(
+            ["query", "indices"], f"give between 1 and {MAX_SAMPLE_INDICES} indices (got {len(idx)})"
+        )
     try:
         x, y = sample(name, split, idx, settings)
     except UnknownDataset as exc:

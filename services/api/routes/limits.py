@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from netlapse.api.deps import SettingsDep
 from netlapse.api.limits import MAX_BODY_BYTES
+from netlapse.api.routes.catalog import MAX_SAMPLE_INDICES
 from netlapse.api.routes.runs import MAX_LISTED_RUNS
 
 router = APIRouter(tags=["limits"])
@@ -20,6 +21,7 @@ def limits(settings: SettingsDep) -> dict[str, Any]:
     return {
         "max_body_bytes": MAX_BODY_BYTES,
         "max_listed_runs": MAX_LISTED_RUNS,
+        "max_sample_indices": MAX_SAMPLE_INDICES,
         "max_epochs": settings.max_epochs,
         "max_params": settings.max_params,
         "max_activation_elements": settings.max_activation_elements,
