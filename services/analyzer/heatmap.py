@@ -138,7 +138,7 @@ def _heatmap(ctx: Context, r: HeatmapRequest) -> Result:
     else:
         w, stats = _diff_window(ctx, r, view, win)
         meta.update({"from": r.from_step, "to": r.to_step, "stats": _short_stats(stats)})
-    p = pool_maxabs(w, r.rows, r.cols)
+    p = pool_maxabs(w, r.rows, r.cols, means=r.mean)
     meta.update(
         {
             "shape": list(info.shape),

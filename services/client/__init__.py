@@ -132,7 +132,9 @@ class Client:
         ticket = self.post("ws-ticket").get("ticket") if self._auth else None
         if ticket:
             params["ticket"] = ticket
-        url = f"{self.base_url}/runs/{run_id}/events".replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        url = f"{self.base_url}/runs/{run_id}/events".replace("http://", "ws://", 1).replace(
+            "https://", "wss://", 1
+        )
         return url + ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
 
     def health(self) -> dict[str, Any]:

@@ -173,3 +173,12 @@ def test_row_bands_on_several_threads_give_the_same_cells(monkeypatch: pytest.Mo
     assert_pool(a, 53, 41)
     a[rng.random(a.shape) < 0.1] = np.nan
     assert_pool(a, 9, 4)
+
+
+def test_values_without_means_are_the_same_cells() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((40, 70)).astype(np.float32)
+    a[3, 4] = np.nan
+    full, fast = pool_maxabs(a, 6, 9), pool_maxabs(a, 6, 9, means=False)
+    np.testing.assert_array_equal(fast.values, full.values)
+    assert np.isnan(fast.means).all() and (fast.min, fast.max) == (full.min, full.max)
