@@ -36,6 +36,9 @@ def run(
         "model": {"input_shape": list(input_shape), "num_classes": 10, "layers": layers},
         "dataset": "synthetic",
         "training": {"epochs": 1, "batch_size": batch_size, "optimizer": "sgd", "lr": 0.01},
+        "capture": {
+            "every": 100_000
+        },  # step 0 and the last: the capture budget is tests/unit/test_user_bounds.py's
     }
 
 
