@@ -4,25 +4,29 @@ the expected number of optimizer steps, bit-exact final weights, the metrics, an
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as L
-import numpy as np
-import pytest
-import torch
-import torch.nn.functional as F
-import transformers
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+# Nothing may come from the Hugging Face hub (the model is built from a config): set before transformers reads it.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
-from netlapse.core.metrics import read_metrics
-from netlapse.core.runs import RunRepository
-from netlapse.core.schemas import RunRecord, tape_prefix
-from netlapse.core.tape import TapeReader
-from netlapse.integrations.lightning import NetlapseCallback as LightningCallback
-from netlapse.integrations.transformers import NetlapseCallback as HFCallback
-from netlapse.sdk.offline import RunsDirStore
+import lightning.pytorch as L  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import transformers  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, TensorDataset  # noqa: E402
+
+from netlapse.core.metrics import read_metrics  # noqa: E402
+from netlapse.core.runs import RunRepository  # noqa: E402
+from netlapse.core.schemas import RunRecord, tape_prefix  # noqa: E402
+from netlapse.core.tape import TapeReader  # noqa: E402
+from netlapse.integrations.lightning import NetlapseCallback as LightningCallback  # noqa: E402
+from netlapse.integrations.transformers import NetlapseCallback as HFCallback  # noqa: E402
+from netlapse.sdk.offline import RunsDirStore  # noqa: E402
 
 
 def recorded(root: Path, run_id: str) -> tuple[RunRecord, TapeReader, dict[str, Any]]:
@@ -173,8 +177,7 @@ class Tokens(Dataset):
         return {"input_ids": self.ids[i], "labels": self.labels[i]}
 
 
-def hf_trainer(tmp_path: Path, cb: Any, data: Dataset, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing is downloaded: the model is built from a config
+def hf_trainer(tmp_path: Path, cb: Any, data: Dataset) -> Any:
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=50,
@@ -203,9 +206,9 @@ def hf_trainer(tmp_path: Path, cb: Any, data: Dataset, monkeypatch: pytest.Monke
     return transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[cb])
 
 
-def test_transformers_records_every_optimizer_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transformers_records_every_optimizer_step(tmp_path: Path) -> None:
     cb = HFCallback(dir=str(tmp_path / "runs"))
-    trainer = hf_trainer(tmp_path, cb, Tokens(24), monkeypatch)
+    trainer = hf_trainer(tmp_path, cb, Tokens(24))
     trainer.train()
     # 24 examples / 4 per batch = 6 batches, an update every 2: 3 per epoch, 2 epochs
     assert trainer.state.global_step == 6
@@ -222,11 +225,9 @@ def test_transformers_records_every_optimizer_step(tmp_path: Path, monkeypatch: 
     assert "learning_rate" in rows[1]
 
 
-def test_transformers_failure_inside_the_context_marks_the_run_failed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_transformers_failure_inside_the_context_marks_the_run_failed(tmp_path: Path) -> None:
     cb = HFCallback(name="bert-fail", dir=str(tmp_path / "runs"))
-    trainer = hf_trainer(tmp_path, cb, Tokens(24, bad=9), monkeypatch)  # in the 3rd batch: after step 1
+    trainer = hf_trainer(tmp_path, cb, Tokens(24, bad=9))  # in the 3rd batch: after step 1
     with pytest.raises(IndexError, match="Target 7 is out of bounds"):
         with cb:
             trainer.train()
