@@ -41,7 +41,7 @@ SPEC = {
 }
 
 
-def make_run(store_dir: Path, epochs: int = 6) -> LocalStore:
+def make_run(store_dir: Path, epochs: int = 4) -> LocalStore:
     store = LocalStore(store_dir)
     rec = RunRecord(
         id=RUN_ID,
@@ -92,13 +92,21 @@ def assert_same_run(a: LocalStore, b: LocalStore) -> int:
     return len(steps)
 
 
-@pytest.mark.parametrize("kill_after_checkpoint", [True, False], ids=["from-checkpoint", "from-step-0"])
-def test_sigkilled_trainer_resumes_bit_identical(tmp_path: Path, kill_after_checkpoint: bool) -> None:
-    ref = make_run(tmp_path / "ref" / "store")
-    p = child(tmp_path / "ref" / "store")
+@pytest.fixture(scope="module")
+def ref(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
+    """The uninterrupted run both cases compare with."""
+    d = tmp_path_factory.mktemp("resume-ref") / "store"
+    store = make_run(d)
+    p = child(d)
     out = p.communicate(timeout=300)[0].decode()
     assert p.returncode == 0, out
+    return store
 
+
+@pytest.mark.parametrize("kill_after_checkpoint", [True, False], ids=["from-checkpoint", "from-step-0"])
+def test_sigkilled_trainer_resumes_bit_identical(
+    tmp_path: Path, ref: LocalStore, kill_after_checkpoint: bool
+) -> None:
     crashed = make_run(tmp_path / "crash" / "store")
     p = child(tmp_path / "crash" / "store")
     deadline = time.monotonic() + 120
