@@ -95,16 +95,24 @@ def capture_threads(settings: Settings, model: torch.nn.Module) -> int:
     return min(8, os.cpu_count() or 1) if on_cuda else 1
 
 
-def request_compaction(run_id: str) -> bool:
-    """Send the compaction task by name to the ``compact`` queue (services never import each other).
-
-    Only from inside a Celery task, whose app knows the broker; elsewhere (tests, scripts) it does nothing."""
+def task_app() -> Any:
+    """The Celery app of the task running on this thread (None outside a Celery task: tests, scripts)."""
     from celery import current_task
 
     if not current_task or getattr(current_task.request, "id", None) is None:
+        return None
+    return current_task.app
+
+
+def request_compaction(run_id: str, app: Any = None) -> bool:
+    """Send the compaction task by name to the ``compact`` queue (services never import each other).
+
+    ``app``: the Celery app to send with (default: the current task's); without one it does nothing."""
+    app = app or task_app()
+    if app is None:
         return False
     try:
-        current_task.app.send_task(
+        app.send_task(
             TASK_COMPACT,
             args=[CompactTask(run_id=run_id).model_dump()],
             queue=COMPACT_QUEUE,
@@ -291,9 +299,17 @@ class Trainer:
         self._ck_future: Future[None] | None = None
         self._ck_committed = False
         self._ck_last = time.monotonic()
+        self._celery = task_app()  # captured here: Celery's current task is per thread
+        self._side_future: Future[bool] | None = None
+        self._send_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlapse-send")
 
     def publish(self, type_: EventType, data: dict[str, Any]) -> None:
         self.events.publish(self.rec.id, type_, data)
+
+    def _side_send(self, run_id: str) -> None:
+        """Ask for a compaction off the training thread (a broker that is away must not stall training)."""
+        if self._celery is not None and (self._side_future is None or self._side_future.done()):
+            self._side_future = self._send_pool.submit(request_compaction, run_id, self._celery)
 
     # -- checkpoints
 
@@ -450,7 +466,7 @@ class Trainer:
                         last_captured = step
                     if compact_every and (self.committed_step or 0) - compacted_upto >= compact_every:
                         compacted_upto = self.committed_step or 0
-                        request_compaction(rec.id)  # closed segments only; the compactor takes a run lock
+                        self._side_send(rec.id)  # closed segments only; the compactor takes a run lock
                     loss_v = float(loss.detach())
                     acc = float((out.detach().argmax(1) == yb).float().mean())
                     self.last_row = {"step": step, "epoch": epoch, "loss": loss_v, "accuracy": acc}
@@ -496,6 +512,7 @@ class Trainer:
             raise
         finally:
             self._ck_pool.shutdown(wait=True)
+            self._send_pool.shutdown(wait=False)  # a send stuck on a broker that is away is not waited for
         train_s = time.perf_counter() - t0
         merged = self.metrics.finalize()
         if self.store.list(resume_prefix(rec.id)):
