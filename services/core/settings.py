@@ -47,7 +47,10 @@ class Settings(BaseSettings):
     capture_buffers: int = Field(default=4, ge=1, description="snapshots in flight between loop and writer")
     zstd_level: int = Field(default=TapeOptions.zstd_level, ge=-5, le=19)
     keyframe_interval: int = Field(
-        default=TapeOptions.keyframe_interval, ge=1, le=4096, description="tape: every N-th captured step is stored whole"
+        default=TapeOptions.keyframe_interval,
+        ge=1,
+        le=4096,
+        description="tape: every N-th captured step is stored whole",
     )
     capture_threads: int = Field(
         default=0, ge=0, le=64, description="encoder threads per run; 0 = 1 on CPU, up to 8 on CUDA"
