@@ -24,10 +24,10 @@ _HEAD = struct.Struct("<BI")
 # Planes smaller than this are stored raw: a zstd frame's own header would eat the gain.
 MIN_ZSTD_BYTES = 64
 # A plane that compressed to more than this fraction of its size is stored raw for RAW_RETRY steps.
-RAW_ABOVE = 0.94
+RAW_ABOVE = 0.985
 RAW_RETRY = 16
 # A plane that compressed to more than this fraction gets the fast zstd level (little to lose there).
-FAST_ABOVE = 0.85
+FAST_ABOVE = 0.93
 FAST_LEVEL = -1
 _PLANE_PARAMS = zstandard.ZstdCompressionParameters(
     window_log=17,
