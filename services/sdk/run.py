@@ -150,6 +150,12 @@ class Run:
         _live_runs.add(self)
 
     @property
+    def cancel_requested(self) -> bool:
+        """Someone asked the server to cancel this run (UI, ``netlapse runs cancel``, the API). The SDK cannot
+        stop your loop; check this, then ``run.finish(status="cancelled")``. Seen within one heartbeat."""
+        return bool(self.sink.cancel_requested)
+
+    @property
     def offline(self) -> bool:
         return isinstance(self.sink, OfflineSink)
 

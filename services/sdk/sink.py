@@ -120,6 +120,7 @@ class OnlineSink:
         self.heartbeat_s = heartbeat_s
         self.max_pending_bytes = max_pending_bytes
         self.error: str | None = None  # set when the server refused something: uploading has stopped
+        self.cancel_requested = False  # someone asked the server to cancel the run (UI, CLI, API)
         self.upload_wait_seconds = 0.0
         self._queue: queue.Queue[_Op | None] = queue.Queue()
         self._pending = 0
@@ -264,6 +265,12 @@ class OnlineSink:
             except Exception as exc:  # a missed beat is fine; the server allows several
                 log.debug("netlapse: heartbeat failed: %s", exc)
                 continue
+            if out.get("cancel_requested") and not self.cancel_requested:
+                self.cancel_requested = True
+                log.warning(
+                    "netlapse: run %s: cancel requested; stop when convenient (run.finish('cancelled'))",
+                    self.run_id,
+                )
             if out.get("status") == "failed" and self.error is None:
                 self._fail(f"the server marked the run failed: {out.get('error')}")
 
@@ -298,6 +305,7 @@ class OfflineSink:
         while self.repo.exists(self.run_id):
             self.run_id = secrets.token_hex(6)
         self.error: str | None = None
+        self.cancel_requested = False  # nobody can ask an offline run to stop
         self.upload_wait_seconds = 0.0
         now = utcnow()
         self.rec = RunRecord(

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -289,3 +290,22 @@ print("ok")
 """
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_a_cancel_asked_on_the_server_reaches_the_loop_through_heartbeats() -> None:
+    answers = iter([{"status": "running", "cancel_requested": False}])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/heartbeat"):
+            return httpx.Response(200, json=next(answers, {"status": "running", "cancel_requested": True}))
+        return httpx.Response(200, json={"status": "cancelled"})
+
+    client = IngestClient("http://server", http=httpx.Client(transport=httpx.MockTransport(handler)))
+    sink = OnlineSink(client, {"id": "run00004"}, heartbeat_s=0.05)
+    run = netlapse.sdk.Run(sink, "c")
+    deadline = time.monotonic() + 10
+    while not run.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.cancel_requested
+    run.finish(status="cancelled")
+    assert run.status == "cancelled"

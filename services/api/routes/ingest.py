@@ -463,10 +463,11 @@ def metrics(
 
 @router.post("/runs/{run_id}/heartbeat")
 def post_heartbeat(run_id: str, rec: RunDep, repo: RepoDep) -> dict[str, Any]:
-    """The training process is alive; the answer says the run's status (``failed`` if it was given up on)."""
+    """The training process is alive; the answer says the run's status (``failed`` if it was given up on) and
+    whether someone asked to cancel it (the SDK shows it as ``run.cancel_requested``; the loop decides)."""
     sdk_run(rec, writable=False)
     r = heartbeat(repo, run_id)
-    return {"status": r.status, "error": r.error}
+    return {"status": r.status, "error": r.error, "cancel_requested": r.cancel_requested}
 
 
 @router.put("/runs/{run_id}/program")
