@@ -301,6 +301,8 @@ async function main() {
       check((await page.getAttribute("canvas[data-testid=heatmap-compare]", "data-a")) === `${ids[0]}:${other}`, "a reload shows the same moment of run A");
       await page.selectOption("[data-testid=compare-step-a]", String(diffInfo.sa));
       await page.waitForFunction((s) => document.querySelector("canvas[data-testid=heatmap-compare]")?.dataset.a?.endsWith(`:${s}`), diffInfo.sa);
+      await page.waitForFunction((s) => document.querySelector("[data-testid=compare-activations] figcaption")?.textContent.includes(`step ${s}`), diffInfo.sa);
+      check(true, "the activations follow the chosen step of A");
     }, page);
 
     await step("6 activations of both runs side by side", async () => {

@@ -213,14 +213,14 @@ export function mount(root, { api, params }) {
         "compare-step-a",
         stepsA,
         state.sa,
-        (v) => ((state.sa = Number(v)), sync(), drawDiff(names)),
+        (v) => ((state.sa = Number(v)), sync(), drawDiff(names), redrawActivations()),
       ),
       select(
         "Step of B",
         "compare-step-b",
         stepsB,
         state.sb,
-        (v) => ((state.sb = Number(v)), sync(), drawDiff(names)),
+        (v) => ((state.sb = Number(v)), sync(), drawDiff(names), redrawActivations()),
       ),
     );
     const out = h("div.heatmap-wrap");
@@ -283,6 +283,7 @@ export function mount(root, { api, params }) {
       }
       if (!layers.includes(state.layer)) state.layer = layers[0];
       sync();
+      actLayers = layers;
       await drawActivations(layers);
     } catch (e) {
       fail(acts, e);
@@ -290,6 +291,10 @@ export function mount(root, { api, params }) {
   }
 
   const actCharts = [];
+  // The activations follow the steps chosen for the difference (both sections compare the same two moments).
+  let actLayers = null;
+  const redrawActivations = () => actLayers && drawActivations(actLayers);
+
   async function drawActivations(layers) {
     const controls = h(
       "div.controls",
