@@ -260,6 +260,10 @@ def follow(
     final = client.wait(run_id, timeout=120)  # the record is the truth once the stream ended
     bar.status = final["status"]
     bar.update(final.get("progress") or {})
+    if bar.loss is None:  # e.g. an SDK run that had ended before we attached: its last logged loss
+        rows = [r for r in client.metrics(run_id).get("steps", []) if isinstance(r.get("loss"), int | float)]
+        if rows:
+            bar.update({"loss": rows[-1]["loss"]})
     bar.close()
     return final
 

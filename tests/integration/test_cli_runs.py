@@ -76,7 +76,7 @@ def test_create_and_follow_draws_progress_and_exits_with_success(
 def test_follow_of_a_finished_run(stack: Stack, finished: dict[str, Any]) -> None:
     res = netlapse(stack, "runs", "follow", finished["id"])
     assert res.returncode == 0
-    assert "16/16 steps 100%" in res.stderr and "succeeded" in res.stderr
+    assert "16/16 steps 100%  loss " in res.stderr and "succeeded" in res.stderr
 
 
 def test_list_and_show(stack: Stack, finished: dict[str, Any]) -> None:

@@ -123,3 +123,26 @@ def test_a_run_deleted_while_it_trains_stays_deleted(store: Store, tmp_path: Pat
         repo.get("gone0000001")
     time.sleep(0.5)
     assert store.list("runs/gone0000001/") == [], "the trainer wrote after the delete"
+
+
+def test_a_cancel_reaches_the_trainer_through_the_record_without_redis(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    repo = RunRepository(store)
+    repo.create(record("noredis0001", epochs=40, batch_size=16))
+    owner = new_owner_token()
+    rec = claim_next(repo, owner, lease_s=5, max_attempts=3)
+    assert rec is not None
+    settings = Settings(data_dir=tmp_path, segment_max_steps=4, run_lease_s=5)
+    done: list[RunRecord] = []
+    t = threading.Thread(target=lambda: done.append(execute_run(rec, owner, settings, store, None)))
+    t.start()  # events=None: no Redis at all, so the cancel can only arrive through the run record
+    deadline = time.monotonic() + 120
+    while len(store.list("runs/noredis0001/tape/segments/")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert t.is_alive(), "the run ended before it could be cancelled"
+    _, applied = repo.request_cancel("noredis0001")
+    assert applied
+    t.join(timeout=120)
+    final = repo.get("noredis0001")
+    assert final.status == "cancelled" and final.tape_complete and final.lease_owner is None
+    assert 0 < final.progress.step < final.progress.total_steps
