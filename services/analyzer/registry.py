@@ -256,7 +256,7 @@ class Context:
         todo: list[int] = []
         dispatch = self.dispatch
         for i, req in enumerate(reqs):
-            if a.cache and self.store.exists(a.key(req) + ".json"):
+            if a.cache and complete(self.store, a.key(req)):
                 out[i] = load(self, a.key(req), True)
             elif dispatch is None or a.inline or not a.cache:
                 out[i] = ensure(a, self, req)
@@ -339,6 +339,11 @@ class Analysis:
 # --- the protocol: compute once, store arrays first and the JSON last ----------------------------------------
 
 
+def complete(store: Store, key: str) -> bool:
+    """Whether the result under ``key`` is complete (its JSON, written last, is there)."""
+    return store.exists(key + ".json")
+
+
 def write(store: Store, key: str, result: Result) -> None:
     """Store a result: arrays first, the JSON last (its presence marks the result complete)."""
     for name, arr in result.arrays.items():
@@ -353,7 +358,7 @@ def ensure(a: Analysis, ctx: Context, req: BaseModel) -> Stored:
         res = a.compute(ctx, req)
         return Stored("", res.meta, False, None, time.perf_counter() - t0, dict(res.arrays))
     key = a.key(req)
-    if ctx.store.exists(key + ".json"):
+    if complete(ctx.store, key):
         return Stored(key, {}, True, ctx.store)
     t0 = time.perf_counter()
     res = a.compute(ctx, req)

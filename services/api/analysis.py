@@ -18,6 +18,7 @@ from netlapse.analyzer.registry import (
     AnalysisFailure,
     Context,
     Stored,
+    complete,
     describe_steps,
     ensure,
     failure_of,
@@ -87,7 +88,7 @@ def serve(a: Analysis, req: BaseModel, ctx: Context, celery: Celery) -> Stored:
         if a.inline or not a.cache:
             return ensure(a, ctx, req)
         key = a.key(req)
-        cached = ctx.store.exists(key + ".json")
+        cached = complete(ctx.store, key)
         if not cached:
             key = run_analysis(celery, ctx.settings, a.task_name, req.model_dump(mode="json"))
         return load(ctx, key, cached)
