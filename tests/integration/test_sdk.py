@@ -25,7 +25,7 @@ from netlapse.cli.stack import Stack, free_port
 from netlapse.core.tape.container import index_part, index_part_key
 from netlapse.sdk.transport import IngestClient
 from tests.conftest import REPO
-from tests.integration.helpers import get_npy, wait_terminal
+from tests.integration.helpers import get_npy, wait_terminal, ws_events
 
 pytestmark = pytest.mark.integration
 
@@ -217,6 +217,14 @@ def test_sigkill_of_the_training_process_fails_the_run_and_keeps_committed_steps
             assert same_bits(got, want[step][name])
     r = api.post(f"/api/ingest/runs/{run_id}/heartbeat", json={})  # a late heartbeat does not revive it
     assert r.status_code == 200 and r.json()["status"] == "failed"
+
+    # The live view's stream: the metrics as the loop logged them, snapshots, and the final status.
+    events = ws_events(api, run_id, timeout=60)
+    rows = [row for e in events if e["type"] == "metrics" for row in e["data"]["steps"]]
+    logged = json.loads((out / "logged.json").read_text())
+    assert rows and rows == logged[: len(rows)]  # a prefix: the last second of rows may not have left
+    assert any(e["type"] == "snapshot" for e in events)
+    assert events[-1]["type"] == "status" and events[-1]["data"]["status"] == "failed"
 
 
 def test_serve_opens_the_ui_and_api_on_an_offline_runs_directory(tmp_path: Path) -> None:
