@@ -119,8 +119,19 @@ def train_run(self: Task, payload: dict) -> dict:
     TrainTask.model_validate(payload)  # the run id is only a hint: the store says what to train next
     store = store_from_settings(settings)
     owner = new_owner_token()
-    rec = claim_next(
-        RunRepository(store),
+    repo = RunRepository(store)
+    rec = None
+    if (self.request.delivery_info or {}).get("routing_key") == TRAIN_GPU_QUEUE:
+        # A wake-up meant for a CUDA run: take one of those first, whatever the round-robin says.
+        rec = claim_next(
+            repo,
+            owner,
+            lease_s=settings.run_lease_s,
+            max_attempts=settings.max_run_attempts,
+            can_run=lambda r: can_run_here(r) and queue_for(r) == TRAIN_GPU_QUEUE,
+        )
+    rec = rec or claim_next(
+        repo,
         owner,
         lease_s=settings.run_lease_s,
         max_attempts=settings.max_run_attempts,
