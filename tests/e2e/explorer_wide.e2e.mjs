@@ -137,6 +137,14 @@ const clickMs = (page, selector) =>
     return performance.now() - t;
   }, selector);
 
+/** In the page: how many view rows the difference heatmap shows now (its window's height). */
+function drawnRows() {
+  const w = JSON.parse(
+    document.querySelector("canvas[data-testid=heatmap-diff]")?.dataset.layout ?? "{}",
+  ).window;
+  return w ? w[2] - w[0] : Infinity;
+}
+
 async function waitReady(page, testid, timeout = 180_000) {
   await page.waitForSelector(
     `[data-testid=${testid}][data-state=ready], [data-testid=${testid}][data-state=error]`,
@@ -400,11 +408,7 @@ try {
     m.start();
     const tz = Date.now();
     await page.click("[data-testid=zoom-in]");
-    await page.waitForFunction(
-      () =>
-        JSON.parse(document.querySelector("canvas[data-testid=heatmap-diff]")?.dataset.layout ?? "{}")
-          .window?.[2] < 1984,
-    );
+    await page.waitForFunction(`(${drawnRows})() < 1984`);
     await waitReady(page, "explorer");
     const zoomMs = Date.now() - tz;
     const z = await m.stop();
@@ -417,6 +421,40 @@ try {
     check(z.bytes <= LIMIT_BYTES, "a zoom step downloads at most 4 MB", z.bytes);
     check((await page.evaluate(() => location.hash)).includes("win="), "the zoom window is in the URL");
     results.zoom = { ms: zoomMs, bytes: z.bytes };
+
+    // Three quick wheel steps add up to one 8x zoom and one picture (the requests in between are dropped).
+    const box = await page.locator(sel).boundingBox();
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    for (let i = 0; i < 3; i++) await page.mouse.wheel(0, -100);
+    await page.waitForFunction(`(${drawnRows})() < 992 / 4`, null, { timeout: 60_000 });
+    await waitReady(page, "explorer");
+    const wl = JSON.parse(await page.getAttribute(sel, "data-layout"));
+    check(
+      wl.window[2] - wl.window[0] === 124 && wl.window[3] - wl.window[1] === 784,
+      "three wheel steps zoom 8x",
+      wl.window,
+    );
+    const wt = await api(
+      `/runs/${ctx.id}/heatmap/fc1.weight?from=0&to=${ctx.last}&rows=${wl.rows}&cols=${wl.cols}&window=${wl.window.join(",")}&mean=false`,
+    );
+    const wshot = await shotPixels(page, sel);
+    const wcol = await page.evaluate(
+      (vs) => vs.map((v) => window.__netlapse.heatmaps["heatmap-diff"].colorOf(v)),
+      [wt.values[0], wt.values.at(-1)],
+    );
+    const last = wt.values.length - 1;
+    check(
+      sameColor(pixelAt(wshot, wl.cellW / 2, wl.cellH / 2), wcol[0]) &&
+        sameColor(
+          pixelAt(
+            wshot,
+            (last % wl.cols) * wl.cellW + wl.cellW / 2,
+            Math.floor(last / wl.cols) * wl.cellH + wl.cellH / 2,
+          ),
+          wcol[1],
+        ),
+      "the zoomed picture's cells are the window's tiles",
+    );
 
     // The run overview of the same run: every tensor with how much it changed, sorted by relative change.
     await page.click("a[data-link=overview]");

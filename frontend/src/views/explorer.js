@@ -120,18 +120,29 @@ export function mount(root, { api, routeParams, params }) {
     return remember(`${name}@${step}`, () => api.tensor(id, name, step, { signal: ctl.signal }), limit);
   }
 
+  // A new picture replaces the one still on its way: its tile request is aborted (the server counts a user's
+  // analyses in flight, and a fast zoom would otherwise pile them up).
+  let tilesCtl = null;
+  const tilesSignal = () =>
+    typeof AbortSignal.any === "function" ? AbortSignal.any([ctl.signal, tilesCtl.signal]) : ctl.signal;
+
+  const inflight = new Set(); // keys of tile requests on their way (dropped from the cache when aborted)
   function getTiles(name, q, grid, win) {
     const key = JSON.stringify([name, q, grid.rows, grid.cols, win]);
     return remember(
       key,
-      () =>
-        heatmapTiles(
+      () => {
+        inflight.add(key);
+        const p = heatmapTiles(
           api,
           id,
           name,
           { ...q, rows: grid.rows, cols: grid.cols, window: win },
-          { signal: ctl.signal },
-        ),
+          { signal: tilesSignal() },
+        );
+        p.finally(() => inflight.delete(key)).catch(() => {});
+        return p;
+      },
       12,
     );
   }
@@ -384,6 +395,10 @@ export function mount(root, { api, routeParams, params }) {
 
   async function load({ quiet = false } = {}) {
     const token = ++loadToken;
+    for (const k of inflight) cache.delete(k);
+    inflight.clear();
+    tilesCtl?.abort();
+    tilesCtl = new AbortController();
     const m = meta();
     if (!m) return;
     syncUrl();
@@ -525,12 +540,20 @@ export function mount(root, { api, routeParams, params }) {
     let w;
     if (Array.isArray(change)) w = clampWindow(s.view, change);
     else if (change.reset) w = null;
-    else w = zoomWindow(s.view, s.window, change.zoom, change.at[0], change.at[1]);
+    else
+      w = zoomWindow(
+        s.view,
+        parseWin(st.win, s.view) ?? [0, 0, s.view.rows, s.view.cols],
+        change.zoom,
+        change.at[0],
+        change.at[1],
+      );
     const full = !w || (w[0] === 0 && w[1] === 0 && w[2] === s.view.rows && w[3] === s.view.cols);
-    st.win = full ? null : w.join(",");
+    st.win = full ? null : w.join(","); // the latest request: wheel steps add up before the tiles arrive
     hideTooltip();
-    load({ quiet: true });
+    loadSoon();
   }
+  const loadSoon = debounce(() => load({ quiet: true }), 120);
 
   // ---- heatmaps
   function exactFigure({ title, testid, values, shape, exportName, csv, npy, maxWidth }) {
