@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -15,7 +16,9 @@ import httpx
 import numpy as np
 import pytest
 
+from netlapse.cli.runs import follow, poll_events
 from netlapse.cli.stack import Stack, free_port
+from netlapse.client import Client
 from netlapse.core.auth import Accounts
 from netlapse.core.runs import RunRepository, new_run_id
 from netlapse.core.schemas import RunRecord
@@ -205,6 +208,16 @@ def test_server_from_the_alias_the_flag_and_unreachable(stack: Stack, finished: 
     assert res.returncode == 2 and f"cannot reach {dead}" in res.stderr
     bad = netlapse(stack, "runs", "create", "/nonexistent/spec.json")
     assert bad.returncode == 2 and "cannot read /nonexistent/spec.json" in bad.stderr
+
+
+def test_follow_without_websockets_polls_the_run(stack: Stack, api: httpx.Client) -> None:
+    """Where the `websockets` package is missing (a light SDK install), follow polls the run record instead."""
+    run = create_run(api)
+    out = io.StringIO()
+    with Client(f"http://127.0.0.1:{stack.api_port}") as c:
+        final = follow(c, run["id"], out, events=lambda cl, rid: poll_events(cl, rid, every_s=0.3))
+    assert final["status"] == "succeeded"
+    assert "16/16 steps 100%  loss " in out.getvalue().splitlines()[-1]
 
 
 def test_follow_an_sdk_run_while_it_trains(stack: Stack, tmp_path: Path) -> None:
