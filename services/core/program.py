@@ -275,12 +275,16 @@ def _export(model: nn.Module, example_input: Any) -> bytes:
             except Exception:  # e.g. the model depends on the batch size: a fixed-batch program instead
                 ep = torch.export.export(model, args, kwargs or None)
                 dynamic = False
-            table = torch.export.default_decompositions()
-            for name in _KEEP_WHOLE:
-                op = getattr(torch.ops.aten, name, None)
-                if op is not None and op.default in table:
-                    del table[op.default]
-            ep = ep.run_decompositions(table)
+            make_table = getattr(torch.export, "default_decompositions", None)
+            if make_table is None:  # torch before 2.6: the default table, activations decomposed too
+                ep = ep.run_decompositions()
+            else:
+                table = make_table()
+                for name in _KEEP_WHOLE:
+                    op = getattr(torch.ops.aten, name, None)
+                    if op is not None and op.default in table:
+                        del table[op.default]
+                ep = ep.run_decompositions(table)
     finally:
         for m, training in modes.items():
             m.training = training
