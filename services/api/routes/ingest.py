@@ -28,6 +28,7 @@ import io
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
@@ -95,7 +96,8 @@ LOST_ERROR = "training process lost: no heartbeat for {s:.0f} s; the steps commi
 
 
 def active_key(run_id: str) -> str:
-    """Marker of a running SDK run, so the heartbeat check lists a few keys instead of every run."""
+    """Marker of a running SDK run, so the heartbeat check lists a few keys instead of every run. Pushed offline
+    runs get none: a push has no process to lose, and an interrupted one resumes when pushed again."""
     return f"sdk/active/{run_id}"
 
 
@@ -263,6 +265,8 @@ def create_sdk_run(
         started_at=now,
         attempts=1,
     )
+    if not body.offline:  # first: a crash after the record is created still leaves the run to the checks
+        store.put_json(active_key(rec.id), {"run_id": rec.id, "at": time.time()})
     try:
         repo.create(rec)
     except RunExists:
@@ -271,8 +275,6 @@ def create_sdk_run(
             raise HTTPException(409, detail=f"run id {rec.id} is taken by another run") from None
         response.status_code = 200
         return answer(old, False, settings, events)
-    if not body.offline:  # a push has no process to lose: an interrupted one resumes when pushed again
-        store.put_json(active_key(rec.id), {"run_id": rec.id})
     publish(events, rec.id, "status", {"status": "running", "error": None})
     return answer(rec, True, settings, events)
 
@@ -628,7 +630,12 @@ def reap_lost_runs(store: Store, events: EventStream | None, settings: Settings)
         try:
             rec = repo.get(run_id)
         except (RunNotFound, ValueError):
-            _deactivate(store, run_id)
+            try:
+                young = time.time() - float(store.get_json(key).get("at", 0)) < 60
+            except Exception:
+                young = False
+            if not young:  # else its record may be being created right now
+                _deactivate(store, run_id)
             continue
         if rec.status in TERMINAL_STATUSES:
             _deactivate(store, run_id)
