@@ -113,7 +113,9 @@ export function createApi({
         if (e?.name === "AbortError") throw e;
         throw new ApiError("Cannot reach the netlapse server", { status: 0, detail: String(e) });
       }
-      if (res.status === 202 && Date.now() - started < pendingTimeoutMs) {
+      // 429 with Retry-After: the server bounds analyses in flight per user (NETLAPSE_USER_MAX_ANALYSES); wait, retry.
+      const retryable = res.status === 202 || (res.status === 429 && res.headers.get("Retry-After"));
+      if (retryable && Date.now() - started < pendingTimeoutMs) {
         const ra = Number(res.headers.get("Retry-After"));
         await sleep(Number.isFinite(ra) && ra > 0 ? ra * 1000 : Math.min(2000, 250 * 2 ** attempt), signal);
         continue;

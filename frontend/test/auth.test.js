@@ -146,6 +146,16 @@ describe("api.js sends the token", () => {
     expect(await anon.eventsUrl("r1", null, loc)).toBe("ws://h:8000/api/runs/r1/events");
   });
 
+  it("waits and retries a 429 that says Retry-After (analyses in flight), not one without it", async () => {
+    const busy = { ...json(429, { detail: "you have 8 analyses in progress" }), headers: { get: (k) => ({ "retry-after": "0.001", "content-type": "application/json" })[k.toLowerCase()] ?? null } };
+    let calls = 0;
+    const api = createApi({ fetch: async () => (++calls < 3 ? busy : json(200, { ok: 1 })) });
+    expect(await api.request("GET", "runs/r1/trajectory/w", { query: { index: "0" } })).toEqual({ ok: 1 });
+    expect(calls).toBe(3);
+    const quota = createApi({ fetch: async () => json(429, { detail: "you have 4 runs queued or running" }) });
+    await expect(quota.createRun({})).rejects.toMatchObject({ status: 429 });
+  });
+
   it("opens the socket once an async URL (a ticket) is ready", async () => {
     const opened = [];
     class FakeWS {

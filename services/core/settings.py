@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     )
     analysis_timeout_s: float = Field(default=120.0, gt=0, description="api waits this long for the analyzer")
     user_max_analyses: int = Field(
-        default=4, ge=0, description="analysis requests one user may have in flight at once (429 beyond)"
+        default=8, ge=0, description="analysis requests one user may have in flight at once (429 beyond)"
     )
 
     # Tape tuning.
