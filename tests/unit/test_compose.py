@@ -161,6 +161,8 @@ def test_frontend_nginx_proxies_api_with_websocket_upgrade(compose: dict[str, An
     assert re.search(r"proxy_http_version\s+1\.1\s*;", body)
     assert re.search(r"proxy_set_header\s+Upgrade\s+\$http_upgrade\s*;", body)
     assert re.search(r"proxy_set_header\s+Connection\s+\S+\s*;", body)
+    # the browser's Host with its port: the api checks that a page's Origin is its own (Host) origin
+    assert re.search(r"proxy_set_header\s+Host\s+\$http_host\s*;", body)
 
 
 def _env_example() -> dict[str, str]:
