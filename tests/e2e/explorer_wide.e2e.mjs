@@ -459,6 +459,11 @@ try {
     // The run overview of the same run: every tensor with how much it changed, sorted by relative change.
     await page.click("a[data-link=overview]");
     await waitReady(page, "overview");
+    const runPage = await browser.newPage();
+    await runPage.goto(`${BASE}/#/runs/${ctx.id}`);
+    const fromRun = await runPage.getAttribute("[data-testid=link-overview]", "href");
+    check(fromRun === `#/runs/${ctx.id}/overview`, "the run's page links to all its tensors", fromRun);
+    await runPage.close();
     check(
       (await page.locator("[data-testid=overview-row]").count()) === 10,
       "the overview lists wide-cnn's 10 tensors",

@@ -156,6 +156,7 @@ export function mount(root, { api, routeParams }) {
           "nav.analysis-links",
           { "aria-label": "Analyses" },
           link("explore", "Parameter explorer", "link-explorer"),
+          link("overview", "All tensors", "link-overview"),
           link("scatter", "Initial value vs change", "link-scatter"),
           link("activations", "Per-label activations", "link-activations"),
         ),
