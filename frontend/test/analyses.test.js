@@ -15,6 +15,7 @@ import {
   ratioRows,
   tensorSeries,
   explorerLink,
+  binColumns,
   mount as mountHealth,
 } from "../src/views/health.js";
 import { gridLayout, cellCentre } from "../src/charts/stepgrid.js";
@@ -241,6 +242,15 @@ describe("health helpers, log scale and step grid", () => {
     expect(explorerLink("r1", "conv1.weight", 0, 2)).toBe(
       "#/runs/r1/explore?tensor=conv1.weight&from=0&to=2",
     );
+  });
+  it("bins long runs into at most maxCols columns, keeping each bin's largest ratio", () => {
+    const steps = Array.from({ length: 10 }, (_, i) => i);
+    const row = [null, 1, 5, 2, 2, 9, null, null, 3, 1];
+    expect(binColumns([row], steps, 20)).toEqual({ values: [row], steps, width: 1 });
+    const b = binColumns([row], steps, 4);
+    expect(b.width).toBe(3);
+    expect(b.steps).toEqual([0, 3, 6, 9]);
+    expect(b.values).toEqual([[5, 9, 3, 1]]);
   });
   it("colours a log scale darker for larger values, grey for no value", () => {
     const s = logSequential(1e-4, 1);

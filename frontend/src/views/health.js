@@ -29,6 +29,26 @@ export function ratioRows(health) {
     .filter((r) => r.values.some((v) => v !== null));
 }
 
+/**
+ * At most `maxCols` columns: consecutive steps binned together, each bin showing its largest ratio (a spike is
+ * never averaged away). Returns {values, steps: first step of each bin, width: steps per bin}.
+ */
+export function binColumns(values, steps, maxCols) {
+  const width = Math.max(1, Math.ceil(steps.length / Math.max(1, maxCols)));
+  if (width === 1) return { values, steps, width };
+  const outSteps = [];
+  for (let c = 0; c < steps.length; c += width) outSteps.push(steps[c]);
+  const out = values.map((row) =>
+    outSteps.map((_, b) => {
+      let m = null;
+      for (let c = b * width; c < Math.min(row.length, (b + 1) * width); c++)
+        if (row[c] !== null && (m === null || row[c] > m)) m = row[c];
+      return m;
+    }),
+  );
+  return { values: out, steps: outSteps, width };
+}
+
 /** Line series of one per-tensor metric, weights only (biases and norms' scales differ by orders). */
 export function tensorSeries(health, key, filter = (t) => t.name.endsWith(".weight")) {
   const out = [];
@@ -143,9 +163,15 @@ export function mount(root, { api, params, routeParams }) {
     const [lo, hi] = positiveExtent(rows.map((r) => r.values));
     const scale = logSequential(lo, hi);
     setChildren(ratio.body);
+    // One pixel per step at least: longer runs bin their steps (the largest ratio of each bin is drawn).
+    const bins = binColumns(
+      rows.map((r) => r.values),
+      hd.steps,
+      stepgrid.defaults.maxWidth - stepgrid.defaults.left,
+    );
     grid = stepgrid.render(
       ratio.body,
-      { values: rows.map((r) => r.values), rowLabels: rows.map((r) => r.name) },
+      { values: bins.values, rowLabels: rows.map((r) => r.name) },
       {
         testid: "health-ratio-grid",
         label: "update-to-weight ratio per tensor and step",
@@ -154,12 +180,15 @@ export function mount(root, { api, params, routeParams }) {
           c === null
             ? hideTooltip()
             : showTooltip(at.pageX, at.pageY, [
-                `${rows[c.row].name}, step ${hd.steps[c.col]}`,
+                bins.width === 1
+                  ? `${rows[c.row].name}, step ${bins.steps[c.col]}`
+                  : `${rows[c.row].name}, steps ${bins.steps[c.col]}… (largest of ${bins.width})`,
                 `ratio ${c.value === null ? "—" : fmtNum(c.value, 4)}`,
               ]),
       },
     );
-    grid.canvas.dataset.steps = JSON.stringify(hd.steps);
+    grid.canvas.dataset.steps = JSON.stringify(bins.steps);
+    grid.canvas.dataset.binWidth = String(bins.width);
     grid.canvas.dataset.rows = JSON.stringify(rows.map((r) => r.name));
     ratio.body.append(logLegend(scale, "ratio (grey: no update at the first step)"));
     ratio.el.dataset.state = "ready";
