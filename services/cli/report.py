@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,11 @@ def health_numbers(h: dict[str, Any], dead: dict[str, Any] | None) -> dict[str, 
     }
 
 
+def _some(items: list[str], most: int = 6) -> str:
+    """The first few items, and how many more (report.json has them all)."""
+    return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
 def figure_health(h: dict[str, Any], numbers: dict[str, Any]) -> Figure:
     """Update-to-weight ratio (tensors × steps, log scale) on top; weight norms and sign flips below."""
     names = [t["name"] for t in h["tensors"]]
@@ -260,19 +266,18 @@ def figure_health(h: dict[str, Any], numbers: dict[str, Any]) -> Figure:
         a.set_xlabel("step")
         a.legend(fontsize=7)
     flagged = [
-        f"{layer} frozen: " + ", ".join(f"#{u['unit']} (since {u['since']})" for u in us)
+        f"{layer} frozen: " + _some([f"#{u['unit']} (since {u['since']})" for u in us])
         for layer, us in numbers["frozen"].items()
     ]
     if numbers["dead"]:
         flagged += [
-            f"{layer} dead at step {numbers['dead_step']}: #{', #'.join(map(str, us))}"
+            f"{layer} dead at step {numbers['dead_step']}: " + _some([f"#{u}" for u in us])
             for layer, us in numbers["dead"].items()
         ]
-    fig.suptitle(
-        f"training health: {h['updates']['note']}"
-        + ("\n" + "; ".join(flagged) if flagged else "\nno frozen or dead unit"),
-        fontsize=9,
+    text = f"training health: {h['updates']['note']}. " + (
+        "; ".join(flagged) if flagged else "no frozen or dead unit"
     )
+    fig.suptitle(textwrap.fill(text, 150), fontsize=9)
     return fig
 
 
