@@ -83,9 +83,12 @@ def test_killed_trainer_resumes_bit_identical_to_an_uninterrupted_run(
 
 def test_cancel_during_training_ends_cancelled_and_delete_removes_it(api: httpx.Client, stack: Stack) -> None:
     rid = create_run(api, training={"epochs": 50, "batch_size": 8, "seed": 3})["id"]
-    deadline = time.monotonic() + 60
-    while api.get(f"/api/runs/{rid}").json()["status"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline = time.monotonic() + 180
+    run = api.get(f"/api/runs/{rid}").json()
+    while not (run["status"] == "running" and run["progress"]["step"] > 0) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run = api.get(f"/api/runs/{rid}").json()
+    assert run["status"] == "running", run
     r = api.post(f"/api/runs/{rid}/cancel", json={})
     assert r.status_code == 200 and r.json()["cancel_requested"], r.text
     run = wait_terminal(api, rid, timeout=60)
