@@ -69,12 +69,13 @@ def test_up_restarts_a_killed_redis_mid_run_and_ctrl_c_stops_everything(tmp_path
                     pass
                 assert up.poll() is None, (tmp_path / "up.log").read_text()
                 time.sleep(0.3)
-            rid = create_run(api, training={"epochs": 4, "batch_size": 32, "seed": 4})["id"]
+            rid = create_run(api, training={"epochs": 8, "batch_size": 32, "seed": 4})["id"]
             while time.monotonic() < deadline:
                 run = api.get(f"/api/runs/{rid}").json()
                 if run["status"] == "running" and run["progress"]["step"] >= 20:
                     break
                 time.sleep(0.2)
+            assert run["status"] == "running", run
             redis_pids = [p for p, c in descendants(up.pid).items() if c.startswith("redis-server")]
             assert len(redis_pids) == 1, descendants(up.pid)
             os.kill(redis_pids[0], signal.SIGKILL)
