@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from netlapse.core.datasets import DatasetUnavailable, UnknownDataset
+from netlapse.core.queue import TASK_COMPACT
 from netlapse.core.results import npy_bytes, npy_load, open_tape, request_key
 from netlapse.core.runs import RunNotFound, RunRepository
 from netlapse.core.schemas import AnalysisResult, RunRecord
@@ -409,6 +410,8 @@ _NOT_ANALYSES = {"registry", "worker", "compaction"}
 def register(*analyses: Analysis) -> None:
     """Add analyses (their module calls this through ``ANALYSES``); a name is registered once."""
     for a in analyses:
+        if a.task_name == TASK_COMPACT:
+            raise ValueError(f"analysis name {a.name!r} is taken by the compaction task")
         old = _REGISTRY.get(a.name)
         if old is not None and old is not a:
             raise ValueError(f"analysis {a.name!r} is registered twice")

@@ -11,11 +11,7 @@ TRAIN_GPU_QUEUE = "train-gpu"  # wake-ups for runs that need CUDA: only GPU trai
 ANALYZE_QUEUE = "analyze"
 COMPACT_QUEUE = "compact"  # its own worker process, so diffs never wait behind a compaction
 TASK_TRAIN = "netlapse.trainer.train_run"
-TASK_DIFF = "netlapse.analyzer.diff"
-TASK_SCATTER = "netlapse.analyzer.scatter"
-TASK_ACTIVATIONS = "netlapse.analyzer.activations"
-TASK_FEATUREMAPS = "netlapse.analyzer.featuremaps"
-TASK_TRAJECTORY = "netlapse.analyzer.trajectory"
+# Each analysis' task is netlapse.analyzer.<name>, named by its descriptor (netlapse.analyzer.registry).
 TASK_COMPACT = "netlapse.analyzer.compact"
 
 

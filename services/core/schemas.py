@@ -188,13 +188,6 @@ class TrainTask(BaseModel):
     run_id: str
 
 
-class DiffTask(BaseModel):
-    run_id: str
-    name: str
-    from_step: int
-    to_step: int
-
-
 class AnalysisResult(BaseModel):
     """What an analyzer task returns: where the result lies in the store."""
 
