@@ -44,10 +44,11 @@ audit: $(STAMP)
 run: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(VENV)/bin/netlapse up --quiet
 
-lint: $(STAMP)
+lint: $(STAMP) frontend/node_modules/.package-lock.json
 	$(VENV)/bin/ruff check services tests bench
 	$(VENV)/bin/ruff format --check services tests bench
 	$(VENV)/bin/mypy services
+	cd frontend && npx eslint . && npx prettier --check src test
 
 unit: $(STAMP) $(MNIST)
 	NETLAPSE_REQUIRE_MNIST=1 NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -q tests/unit

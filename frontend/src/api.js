@@ -97,7 +97,8 @@ export function createApi({
     const token = getToken();
     const headers = { Accept: accept ?? "application/json", ...authHeaders(token) };
     // The server takes POST/PUT/PATCH only as JSON (its guard against cross-site requests), body or not.
-    if (body !== undefined || ["POST", "PUT", "PATCH"].includes(method)) headers["Content-Type"] = "application/json";
+    if (body !== undefined || ["POST", "PUT", "PATCH"].includes(method))
+      headers["Content-Type"] = "application/json";
     const started = Date.now();
     // Analyzer-backed endpoints may answer 202 while they compute; poll until the result is there.
     for (let attempt = 0; ; attempt++) {
@@ -162,7 +163,9 @@ export function createApi({
       delete rest[f];
       return enc(String(v));
     });
-    return a.method === "POST" ? request("POST", path, { ...o, body: rest }) : request("GET", path, { ...o, query: rest });
+    return a.method === "POST"
+      ? request("POST", path, { ...o, body: rest })
+      : request("GET", path, { ...o, query: rest });
   }
   return {
     request,
@@ -180,9 +183,10 @@ export function createApi({
     presets: (o) => request("GET", "presets", o),
     datasets: (o) => request("GET", "datasets", o),
     samples: (name, { split = "test", indices }, o) =>
-      request("GET", `datasets/${enc(name)}/samples`, { ...o, query: { split, indices: indices.join(",") } }).then(
-        (r) => (r?.inputs ? { ...r, inputs: decodeTensorPayload(r.inputs) } : r),
-      ),
+      request("GET", `datasets/${enc(name)}/samples`, {
+        ...o,
+        query: { split, indices: indices.join(",") },
+      }).then((r) => (r?.inputs ? { ...r, inputs: decodeTensorPayload(r.inputs) } : r)),
     listRuns: (o) => request("GET", "runs", o),
     getRun: (id, o) => request("GET", `runs/${enc(id)}`, o),
     createRun: (body, o) => request("POST", "runs", { ...o, body }),
@@ -199,15 +203,22 @@ export function createApi({
         accept: "application/x-npy, application/json;q=0.9",
       }).then((r) => (r && !ArrayBuffer.isView(r.data) ? decodeTensorPayload(r) : { name, step, ...r })),
     diff: (id, name, from, to, o) =>
-      request("GET", `runs/${enc(id)}/diff/${enc(name)}`, { ...o, query: { from, to } }).then(decodeTensorPayload),
-    scatter: (id, name, { from, to, maxPoints = 20000 }, o) =>
-      request("GET", `runs/${enc(id)}/scatter/${enc(name)}`, { ...o, query: { from, to, max_points: maxPoints } }),
-    activations: (id, body, o) => request("POST", `runs/${enc(id)}/activations`, { ...o, body }),
-    compareActivations: (id, body, o) => request("POST", `runs/${enc(id)}/activations/compare`, { ...o, body }),
-    featuremaps: (id, { step, layer, split = "test", index, point = "post" }, o) =>
-      request("GET", `runs/${enc(id)}/featuremaps`, { ...o, query: { step, layer, split, index, point } }).then(
-        (r) => r && { ...r, input: decodeTensorPayload(r.input), maps: decodeTensorPayload(r.maps) },
+      request("GET", `runs/${enc(id)}/diff/${enc(name)}`, { ...o, query: { from, to } }).then(
+        decodeTensorPayload,
       ),
+    scatter: (id, name, { from, to, maxPoints = 20000 }, o) =>
+      request("GET", `runs/${enc(id)}/scatter/${enc(name)}`, {
+        ...o,
+        query: { from, to, max_points: maxPoints },
+      }),
+    activations: (id, body, o) => request("POST", `runs/${enc(id)}/activations`, { ...o, body }),
+    compareActivations: (id, body, o) =>
+      request("POST", `runs/${enc(id)}/activations/compare`, { ...o, body }),
+    featuremaps: (id, { step, layer, split = "test", index, point = "post" }, o) =>
+      request("GET", `runs/${enc(id)}/featuremaps`, {
+        ...o,
+        query: { step, layer, split, index, point },
+      }).then((r) => r && { ...r, input: decodeTensorPayload(r.input), maps: decodeTensorPayload(r.maps) }),
   };
 }
 

@@ -80,7 +80,11 @@ export function createAuthBar(container, { api, storage = defaultStorage(), onCh
     "aria-label": "API token",
     "data-testid": "token-input",
   });
-  const message = h("span.auth-message", { "data-testid": "token-message", role: "status", "aria-live": "polite" });
+  const message = h("span.auth-message", {
+    "data-testid": "token-message",
+    role: "status",
+    "aria-live": "polite",
+  });
   const form = h(
     "form.auth-form",
     { "data-testid": "token-form", novalidate: true },
@@ -97,7 +101,8 @@ export function createAuthBar(container, { api, storage = defaultStorage(), onCh
 
   function show(next, { name, msg, detail } = {}) {
     // The form is built once and only shown/hidden, so a 401 from a background call never wipes what is typed.
-    if (next !== state) setChildren(container, next === "ask" ? form : next === "signed-in" ? signedIn : null);
+    if (next !== state)
+      setChildren(container, next === "ask" ? form : next === "signed-in" ? signedIn : null);
     state = next;
     container.dataset.state = next;
     container.hidden = next === "off";
@@ -166,5 +171,13 @@ export function createAuthBar(container, { api, storage = defaultStorage(), onCh
   signOutButton.addEventListener("click", signOut);
   show("off");
 
-  return { check, unauthorized, save, signOut, get state() { return state; } };
+  return {
+    check,
+    unauthorized,
+    save,
+    signOut,
+    get state() {
+      return state;
+    },
+  };
 }

@@ -95,7 +95,16 @@ export const ACCENT = "#2563eb";
 export const SERIES = { loss: "#b45309", accuracy: "#2563eb", val: "#059669" };
 
 /** One colour per compared run (up to 8), in selection order; run i is always RUN_COLORS[i]. */
-export const RUN_COLORS = ["#2563eb", "#d97706", "#059669", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#6b7280"];
+export const RUN_COLORS = [
+  "#2563eb",
+  "#d97706",
+  "#059669",
+  "#7c3aed",
+  "#db2777",
+  "#0891b2",
+  "#65a30d",
+  "#6b7280",
+];
 
 // Sequential stops for magnitudes on a log scale (light yellow → dark blue), e.g. update-to-weight ratios.
 const SEQ_STOPS = [
@@ -120,6 +129,7 @@ export function logSequential(lo, hi) {
     return ramp(SEQ_STOPS, t);
   };
   scale.domain = [10 ** a, 10 ** b];
-  scale.stops = () => SEQ_STOPS.map((c, i) => ({ offset: i / (SEQ_STOPS.length - 1), color: `rgb(${c.join(",")})` }));
+  scale.stops = () =>
+    SEQ_STOPS.map((c, i) => ({ offset: i / (SEQ_STOPS.length - 1), color: `rgb(${c.join(",")})` }));
   return scale;
 }

@@ -91,7 +91,16 @@ export function metricsArrays(store) {
  * Reconnects with `since=<last id>` until a terminal status arrives or `close()` is called.
  */
 export class RunEventStream {
-  constructor(runId, { onEvent, onState = () => {}, WebSocketImpl = globalThis.WebSocket, urlFor = eventsUrl, maxBackoffMs = 8000 } = {}) {
+  constructor(
+    runId,
+    {
+      onEvent,
+      onState = () => {},
+      WebSocketImpl = globalThis.WebSocket,
+      urlFor = eventsUrl,
+      maxBackoffMs = 8000,
+    } = {},
+  ) {
     this.runId = runId;
     this.onEvent = onEvent;
     this.onState = onState;

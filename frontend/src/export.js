@@ -64,11 +64,16 @@ function serialize(svg) {
 /** One standalone SVG of everything drawn under `root` (canvases embedded as PNG images). */
 export function composeSVG(root) {
   const { items, width, height } = drawables(root);
-  const parts = [`<svg xmlns="${SVGNS}" xmlns:xlink="http://www.w3.org/1999/xlink" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`, `<rect width="100%" height="100%" fill="#ffffff"/>`];
+  const parts = [
+    `<svg xmlns="${SVGNS}" xmlns:xlink="http://www.w3.org/1999/xlink" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">`,
+    `<rect width="100%" height="100%" fill="#ffffff"/>`,
+  ];
   for (const d of items) {
     if (d.node.tagName.toLowerCase() === "canvas") {
       const href = d.node.toDataURL("image/png");
-      parts.push(`<image x="${d.x}" y="${d.y}" width="${d.w}" height="${d.h}" style="image-rendering:pixelated" href="${href}" xlink:href="${href}"/>`);
+      parts.push(
+        `<image x="${d.x}" y="${d.y}" width="${d.w}" height="${d.h}" style="image-rendering:pixelated" href="${href}" xlink:href="${href}"/>`,
+      );
     } else {
       const s = serialize(d.node).replace(/^<svg/, `<svg x="${d.x}" y="${d.y}"`);
       parts.push(s);
@@ -125,12 +130,28 @@ export function exportToolbar(spec) {
     }
   };
   const btn = (format, label, fn) =>
-    h("button.small", { type: "button", "data-testid": `export-${format}`, "data-format": format, title: `Download ${label}`, onclick: run(format, fn) }, label);
+    h(
+      "button.small",
+      {
+        type: "button",
+        "data-testid": `export-${format}`,
+        "data-format": format,
+        title: `Download ${label}`,
+        onclick: run(format, fn),
+      },
+      label,
+    );
   return h(
     "div.export",
     { role: "group", "aria-label": "Export" },
     btn("png", "PNG", async () => downloadBlob(await composePNG(spec.root()), `${spec.name()}.png`, "png")),
-    btn("svg", "SVG", async () => downloadBlob(new Blob([composeSVG(spec.root())], { type: "image/svg+xml" }), `${spec.name()}.svg`, "svg")),
+    btn("svg", "SVG", async () =>
+      downloadBlob(
+        new Blob([composeSVG(spec.root())], { type: "image/svg+xml" }),
+        `${spec.name()}.svg`,
+        "svg",
+      ),
+    ),
     spec.csv
       ? btn("csv", "CSV", async () => {
           const { columns, rows } = spec.csv();
@@ -140,7 +161,11 @@ export function exportToolbar(spec) {
     spec.npy
       ? btn("npy", "NPY", async () => {
           const { values, shape } = spec.npy();
-          downloadBlob(new Blob([encodeNpy(values, shape)], { type: "application/octet-stream" }), `${spec.name()}.npy`, "npy");
+          downloadBlob(
+            new Blob([encodeNpy(values, shape)], { type: "application/octet-stream" }),
+            `${spec.name()}.npy`,
+            "npy",
+          );
         })
       : null,
   );

@@ -37,12 +37,18 @@ function route() {
   current?.destroy?.();
   current = null;
   for (const a of document.querySelectorAll("[data-nav]")) {
-    const on = (match?.view === "runs" && a.dataset.nav === "runs") || (match?.view === "newrun" && a.dataset.nav === "new");
+    const on =
+      (match?.view === "runs" && a.dataset.nav === "runs") ||
+      (match?.view === "newrun" && a.dataset.nav === "new");
     if (on) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
   if (!match) {
-    setChildren(main, errorBanner(new Error(`No page at ${location.hash}`)), h("p", {}, h("a", { href: "#/runs" }, "Go to the runs list")));
+    setChildren(
+      main,
+      errorBanner(new Error(`No page at ${location.hash}`)),
+      h("p", {}, h("a", { href: "#/runs" }, "Go to the runs list")),
+    );
     return;
   }
   const key = match.view + "/" + (match.routeParams.id ?? "");
@@ -50,7 +56,13 @@ function route() {
   setChildren(main, root);
   document.body.dataset.view = match.view;
   try {
-    current = VIEWS[match.view].mount(root, { api, params, routeParams: match.routeParams, segments, navigate });
+    current = VIEWS[match.view].mount(root, {
+      api,
+      params,
+      routeParams: match.routeParams,
+      segments,
+      navigate,
+    });
   } catch (e) {
     setChildren(root, errorBanner(e));
   }
@@ -62,7 +74,9 @@ async function health() {
   const el = document.querySelector("[data-testid=health]");
   try {
     const r = await api.health();
-    const bad = Object.entries(r ?? {}).filter(([k, v]) => ["status", "api", "redis", "store"].includes(k) && v !== "ok");
+    const bad = Object.entries(r ?? {}).filter(
+      ([k, v]) => ["status", "api", "redis", "store"].includes(k) && v !== "ok",
+    );
     el.textContent = bad.length ? `degraded: ${bad.map(([k, v]) => `${k} ${v}`).join(", ")}` : "server ok";
     el.dataset.state = bad.length ? "degraded" : "ok";
   } catch (e) {

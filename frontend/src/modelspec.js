@@ -55,11 +55,13 @@ export function inferShapes(spec) {
     switch (l.type) {
       case "conv2d": {
         if (shape.length !== 3) fail("needs a C×H×W input (put it before flatten)");
-        else if (!num(l.out_channels) || !(num(l.kernel_size) || Array.isArray(l.kernel_size))) fail("channels and kernel must be positive integers");
+        else if (!num(l.out_channels) || !(num(l.kernel_size) || Array.isArray(l.kernel_size)))
+          fail("channels and kernel must be positive integers");
         else {
           const [kh, kw] = pair(l.kernel_size, 3).map(Number);
           const [sh, sw] = pair(l.stride, 1).map(Number);
-          const [ph, pw] = l.padding === "same" ? [Math.floor(kh / 2), Math.floor(kw / 2)] : pair(l.padding, 0).map(Number);
+          const [ph, pw] =
+            l.padding === "same" ? [Math.floor(kh / 2), Math.floor(kw / 2)] : pair(l.padding, 0).map(Number);
           const H = Math.floor((shape[1] + 2 * ph - kh) / sh) + 1;
           const W = Math.floor((shape[2] + 2 * pw - kw) / sw) + 1;
           const O = Number(l.out_channels);

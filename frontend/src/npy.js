@@ -16,7 +16,8 @@ function shapeLiteral(shape) {
  */
 export function encodeNpy(values, shape = [values.length]) {
   const n = shape.reduce((a, b) => a * b, 1);
-  if (n !== values.length) throw new Error(`shape ${shapeLiteral(shape)} does not match ${values.length} values`);
+  if (n !== values.length)
+    throw new Error(`shape ${shapeLiteral(shape)} does not match ${values.length} values`);
   let header = `{'descr': '<f4', 'fortran_order': False, 'shape': ${shapeLiteral(shape)}, }`;
   // magic(6) + version(2) + header length(2) + header, padded with spaces and ended by \n to 64 bytes.
   const preamble = 10;
@@ -98,6 +99,19 @@ export function decodeNpy(buf) {
   if (!read) throw new Error(`unsupported .npy dtype ${descr}`);
   data = kind === "f4" ? new Float32Array(n) : new Float64Array(n);
   for (let i = 0; i < n; i++) data[i] = read(i);
-  const dtype = { f4: "float32", f8: "float64", f2: "float16", i1: "int8", u1: "uint8", b1: "bool", i2: "int16", u2: "uint16", i4: "int32", u4: "uint32", i8: "int64", u8: "uint64" }[kind];
+  const dtype = {
+    f4: "float32",
+    f8: "float64",
+    f2: "float16",
+    i1: "int8",
+    u1: "uint8",
+    b1: "bool",
+    i2: "int16",
+    u2: "uint16",
+    i4: "int32",
+    u4: "uint32",
+    i8: "int64",
+    u8: "uint64",
+  }[kind];
   return { shape, dtype, data };
 }

@@ -37,7 +37,12 @@ export function setChildren(node, ...children) {
 
 /** Loading indicator; analyzer waits use the default text "Computing…". */
 export function spinner(text = "Computing…") {
-  return h("div.spinner", { role: "status", "aria-live": "polite", "data-testid": "loading" }, h("span.spin", { "aria-hidden": "true" }), text);
+  return h(
+    "div.spinner",
+    { role: "status", "aria-live": "polite", "data-testid": "loading" },
+    h("span.spin", { "aria-hidden": "true" }),
+    text,
+  );
 }
 
 /** Error banner carrying the API's message. */
@@ -64,7 +69,9 @@ export function field(label, control, { hint, id } = {}) {
 
 let tooltipEl = null;
 function tip() {
-  tooltipEl ??= document.getElementById("tooltip") ?? document.body.appendChild(h("div.tooltip", { role: "tooltip", hidden: true }));
+  tooltipEl ??=
+    document.getElementById("tooltip") ??
+    document.body.appendChild(h("div.tooltip", { role: "tooltip", hidden: true }));
   return tooltipEl;
 }
 
@@ -87,7 +94,11 @@ export function hideTooltip() {
 
 /** Status badge with data-status for tests. */
 export function statusBadge(status) {
-  return h("span.badge", { class: `badge status-${status}`, "data-testid": "run-status", "data-status": status }, status ?? "unknown");
+  return h(
+    "span.badge",
+    { class: `badge status-${status}`, "data-testid": "run-status", "data-status": status },
+    status ?? "unknown",
+  );
 }
 
 /** Progress bar element (value 0..1). */
@@ -95,7 +106,14 @@ export function progressBar(value, label) {
   const pct = Math.max(0, Math.min(1, Number(value) || 0)) * 100;
   return h(
     "div.progress",
-    { role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": pct.toFixed(0), "aria-label": label ?? "progress", "data-testid": "progress" },
+    {
+      role: "progressbar",
+      "aria-valuemin": "0",
+      "aria-valuemax": "100",
+      "aria-valuenow": pct.toFixed(0),
+      "aria-label": label ?? "progress",
+      "data-testid": "progress",
+    },
     h("div.fill", { style: `width:${pct.toFixed(1)}%` }),
   );
 }

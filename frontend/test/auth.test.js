@@ -1,6 +1,14 @@
 // @vitest-environment jsdom
 import { describe, it, expect, beforeEach } from "vitest";
-import { TOKEN_KEY, normalizeToken, readToken, writeToken, clearToken, authHeaders, createAuthBar } from "../src/auth.js";
+import {
+  TOKEN_KEY,
+  normalizeToken,
+  readToken,
+  writeToken,
+  clearToken,
+  authHeaders,
+  createAuthBar,
+} from "../src/auth.js";
 import { createApi, eventsUrl, ApiError } from "../src/api.js";
 import { RunEventStream } from "../src/events.js";
 
@@ -112,8 +120,15 @@ describe("api.js sends the token", () => {
   it("reports every 401 with the token it sent, then throws", async () => {
     const heard = [];
     const { fetch } = server();
-    const api = createApi({ fetch, getToken: () => "revoked", onUnauthorized: (e, sent) => heard.push([e.status, sent]) });
-    await expect(api.getRun("r1")).rejects.toMatchObject({ status: 401, message: expect.stringContaining("not valid") });
+    const api = createApi({
+      fetch,
+      getToken: () => "revoked",
+      onUnauthorized: (e, sent) => heard.push([e.status, sent]),
+    });
+    await expect(api.getRun("r1")).rejects.toMatchObject({
+      status: 401,
+      message: expect.stringContaining("not valid"),
+    });
     expect(heard).toEqual([[401, "revoked"]]);
     api.unauthorized("stream refused");
     expect(heard[1]).toEqual([401, "revoked"]);
@@ -121,7 +136,10 @@ describe("api.js sends the token", () => {
 
   it("does not report other errors as 401", async () => {
     const heard = [];
-    const api = createApi({ fetch: async () => json(404, { detail: "run 'r1' not found" }), onUnauthorized: () => heard.push(1) });
+    const api = createApi({
+      fetch: async () => json(404, { detail: "run 'r1' not found" }),
+      onUnauthorized: () => heard.push(1),
+    });
     await expect(api.getRun("r1")).rejects.toBeInstanceOf(ApiError);
     expect(heard).toEqual([]);
   });
@@ -142,17 +160,29 @@ describe("api.js sends the token", () => {
     expect(calls[0][1].method).toBe("POST");
     expect(calls[0][1].headers.Authorization).toBe("Bearer SECRET-TOKEN");
     expect(calls[0][1].headers["Content-Type"]).toBe("application/json");
-    const anon = createApi({ getToken: () => null, fetch: async () => { throw new Error("no request without a token"); } });
+    const anon = createApi({
+      getToken: () => null,
+      fetch: async () => {
+        throw new Error("no request without a token");
+      },
+    });
     expect(await anon.eventsUrl("r1", null, loc)).toBe("ws://h:8000/api/runs/r1/events");
   });
 
   it("waits and retries a 429 that says Retry-After (analyses in flight), not one without it", async () => {
-    const busy = { ...json(429, { detail: "you have 8 analyses in progress" }), headers: { get: (k) => ({ "retry-after": "0.001", "content-type": "application/json" })[k.toLowerCase()] ?? null } };
+    const busy = {
+      ...json(429, { detail: "you have 8 analyses in progress" }),
+      headers: {
+        get: (k) => ({ "retry-after": "0.001", "content-type": "application/json" })[k.toLowerCase()] ?? null,
+      },
+    };
     let calls = 0;
     const api = createApi({ fetch: async () => (++calls < 3 ? busy : json(200, { ok: 1 })) });
     expect(await api.request("GET", "runs/r1/trajectory/w", { query: { index: "0" } })).toEqual({ ok: 1 });
     expect(calls).toBe(3);
-    const quota = createApi({ fetch: async () => json(429, { detail: "you have 4 runs queued or running" }) });
+    const quota = createApi({
+      fetch: async () => json(429, { detail: "you have 4 runs queued or running" }),
+    });
     await expect(quota.createRun({})).rejects.toMatchObject({ status: 429 });
   });
 
@@ -177,7 +207,11 @@ describe("api.js sends the token", () => {
       }
       close() {}
     }
-    new RunEventStream("r1", { WebSocketImpl: FakeWS, urlFor: () => "ws://x", onState: (s, code) => states.push([s, code]) }).start();
+    new RunEventStream("r1", {
+      WebSocketImpl: FakeWS,
+      urlFor: () => "ws://x",
+      onState: (s, code) => states.push([s, code]),
+    }).start();
     FakeWS.last.onclose({ code: 4401 });
     expect(states.at(-1)).toEqual(["refused", 4401]);
   });
@@ -188,7 +222,11 @@ describe("top-bar sign-in", () => {
     const storage = memoryStorage(stored ? { [TOKEN_KEY]: stored } : {});
     const { fetch, seen } = server({ authRequired });
     let bar = null;
-    const api = createApi({ fetch, getToken: () => readToken(storage), onUnauthorized: (e, sent) => bar.unauthorized(e, sent) });
+    const api = createApi({
+      fetch,
+      getToken: () => readToken(storage),
+      onUnauthorized: (e, sent) => bar.unauthorized(e, sent),
+    });
     const slot = document.body.appendChild(document.createElement("div"));
     const changes = [];
     bar = createAuthBar(slot, { api, storage, onChange: () => changes.push(1) });

@@ -45,7 +45,17 @@ describe("activation small multiples", () => {
   it("reports clicks on a filter", () => {
     const div = document.createElement("div");
     let got = null;
-    bars.render(div, { labels: [0, 1], activation: [[1, 2], [3, 4]] }, { onSelect: (f) => (got = f) });
+    bars.render(
+      div,
+      {
+        labels: [0, 1],
+        activation: [
+          [1, 2],
+          [3, 4],
+        ],
+      },
+      { onSelect: (f) => (got = f) },
+    );
     div.querySelectorAll("button")[1].click();
     expect(got).toBe(1);
   });
@@ -93,14 +103,36 @@ describe("svg charts", () => {
 
   it("line chart draws each series", () => {
     const div = document.createElement("div");
-    lines.render(div, { series: [{ name: "loss", color: "red", points: [{ x: 1, y: 2 }, { x: 2, y: 1 }] }, { name: "val", color: "green", kind: "dots", points: [{ x: 2, y: 1.5 }] }] });
+    lines.render(div, {
+      series: [
+        {
+          name: "loss",
+          color: "red",
+          points: [
+            { x: 1, y: 2 },
+            { x: 2, y: 1 },
+          ],
+        },
+        { name: "val", color: "green", kind: "dots", points: [{ x: 2, y: 1.5 }] },
+      ],
+    });
     expect(div.querySelector("path[data-series=loss]").getAttribute("data-points")).toBe("2");
     expect(div.querySelectorAll("g[data-series=val] circle")).toHaveLength(1);
   });
 
   it("timeline renders a brush over the loss curve", () => {
     const div = document.createElement("div");
-    const tl = timeline.render(div, { points: [{ x: 1, y: 2 }, { x: 5, y: 1 }], steps: [0, 1, 2, 3, 4, 5] }, { from: 0, to: 5 });
+    const tl = timeline.render(
+      div,
+      {
+        points: [
+          { x: 1, y: 2 },
+          { x: 5, y: 1 },
+        ],
+        steps: [0, 1, 2, 3, 4, 5],
+      },
+      { from: 0, to: 5 },
+    );
     expect(div.querySelector("g.brush")).not.toBeNull();
     tl.setCursor(3);
     tl.setSelection(1, 4);
@@ -108,7 +140,19 @@ describe("svg charts", () => {
 
   it("scatter builds canvas + axes in points and density modes", () => {
     const div = document.createElement("div");
-    const data = { x: [0.1, -0.2], y: [0.05, -0.01], n: 2, histogram: { x_edges: [-1, 0, 1], y_edges: [-1, 0, 1], counts: [[1, 0], [0, 1]] } };
+    const data = {
+      x: [0.1, -0.2],
+      y: [0.05, -0.01],
+      n: 2,
+      histogram: {
+        x_edges: [-1, 0, 1],
+        y_edges: [-1, 0, 1],
+        counts: [
+          [1, 0],
+          [0, 1],
+        ],
+      },
+    };
     scatter.render(div, data, { mode: "points" });
     scatter.render(div, data, { mode: "density" });
     const canvases = div.querySelectorAll("canvas[data-testid=scatter]");
@@ -119,8 +163,18 @@ describe("svg charts", () => {
 
 describe("export toolbar", () => {
   it("offers PNG, SVG, CSV and NPY buttons", () => {
-    const bar = exportToolbar({ name: () => "x", root: () => document.body, csv: () => ({ columns: [], rows: [] }), npy: () => ({ values: [], shape: [0] }) });
-    expect([...bar.querySelectorAll("button")].map((b) => b.dataset.testid)).toEqual(["export-png", "export-svg", "export-csv", "export-npy"]);
+    const bar = exportToolbar({
+      name: () => "x",
+      root: () => document.body,
+      csv: () => ({ columns: [], rows: [] }),
+      npy: () => ({ values: [], shape: [0] }),
+    });
+    expect([...bar.querySelectorAll("button")].map((b) => b.dataset.testid)).toEqual([
+      "export-png",
+      "export-svg",
+      "export-csv",
+      "export-npy",
+    ]);
   });
   it("composes svg output", () => {
     const div = document.createElement("div");

@@ -1,5 +1,15 @@
 import { describe, it, expect, vi } from "vitest";
-import { compareStreamIds, parseStreamId, dedupeEvents, EventCursor, emptyMetrics, mergeMetrics, applyEventToMetrics, metricsArrays, RunEventStream } from "../src/events.js";
+import {
+  compareStreamIds,
+  parseStreamId,
+  dedupeEvents,
+  EventCursor,
+  emptyMetrics,
+  mergeMetrics,
+  applyEventToMetrics,
+  metricsArrays,
+  RunEventStream,
+} from "../src/events.js";
 
 const ev = (id, type, data) => ({ id, type, run_id: "r1", ts: 0, data });
 
@@ -13,7 +23,13 @@ describe("stream ids", () => {
   });
 
   it("dedupes replayed events by stream id", () => {
-    const a = [ev("1-0", "progress", {}), ev("2-0", "progress", {}), ev("2-0", "progress", {}), ev("1-0", "progress", {}), ev("3-0", "epoch", {})];
+    const a = [
+      ev("1-0", "progress", {}),
+      ev("2-0", "progress", {}),
+      ev("2-0", "progress", {}),
+      ev("1-0", "progress", {}),
+      ev("3-0", "epoch", {}),
+    ];
     expect(dedupeEvents(a).map((e) => e.id)).toEqual(["1-0", "2-0", "3-0"]);
     expect(dedupeEvents(a, "2-0").map((e) => e.id)).toEqual(["3-0"]);
   });
@@ -28,8 +44,17 @@ describe("stream ids", () => {
 describe("metrics merging", () => {
   it("merges REST and stream points by step without duplicates", () => {
     const m = emptyMetrics();
-    mergeMetrics(m, { steps: [{ step: 1, epoch: 0, loss: 2.3, accuracy: 0.1 }, { step: 2, epoch: 0, loss: 2.2, accuracy: 0.12 }], epochs: [] });
-    applyEventToMetrics(m, ev("1-0", "progress", { step: 2, epoch: 0, loss: 2.2, accuracy: 0.12, total_steps: 10 }));
+    mergeMetrics(m, {
+      steps: [
+        { step: 1, epoch: 0, loss: 2.3, accuracy: 0.1 },
+        { step: 2, epoch: 0, loss: 2.2, accuracy: 0.12 },
+      ],
+      epochs: [],
+    });
+    applyEventToMetrics(
+      m,
+      ev("1-0", "progress", { step: 2, epoch: 0, loss: 2.2, accuracy: 0.12, total_steps: 10 }),
+    );
     applyEventToMetrics(m, ev("2-0", "progress", { step: 3, epoch: 0, loss: 2.1, accuracy: 0.2 }));
     applyEventToMetrics(m, ev("3-0", "epoch", { epoch: 1, step: 3, val_loss: 2.0, val_accuracy: 0.3 }));
     applyEventToMetrics(m, ev("4-0", "epoch", { epoch: 1, step: 3, val_loss: 2.0, val_accuracy: 0.3 }));
@@ -75,7 +100,7 @@ describe("RunEventStream", () => {
     FakeWS.instances = [];
     const got = [];
     const states = [];
-    const s = new RunEventStream("r1", {
+    new RunEventStream("r1", {
       WebSocketImpl: FakeWS,
       urlFor: (id, since) => `ws://x/api/runs/${id}/events${since ? `?since=${since}` : ""}`,
       onEvent: (e) => got.push(e.id),
@@ -108,7 +133,12 @@ describe("RunEventStream", () => {
     vi.useFakeTimers();
     FakeWS.instances = [];
     const states = [];
-    new RunEventStream("nope", { WebSocketImpl: FakeWS, urlFor: () => "ws://x", onEvent: () => {}, onState: (s) => states.push(s) }).start();
+    new RunEventStream("nope", {
+      WebSocketImpl: FakeWS,
+      urlFor: () => "ws://x",
+      onEvent: () => {},
+      onState: (s) => states.push(s),
+    }).start();
     FakeWS.instances[0].drop(4404);
     await vi.advanceTimersByTimeAsync(10000);
     expect(FakeWS.instances).toHaveLength(1);
@@ -119,7 +149,11 @@ describe("RunEventStream", () => {
   it("close() stops reconnecting", async () => {
     vi.useFakeTimers();
     FakeWS.instances = [];
-    const s = new RunEventStream("r1", { WebSocketImpl: FakeWS, urlFor: () => "ws://x", onEvent: () => {} }).start();
+    const s = new RunEventStream("r1", {
+      WebSocketImpl: FakeWS,
+      urlFor: () => "ws://x",
+      onEvent: () => {},
+    }).start();
     FakeWS.instances[0].drop();
     s.close();
     await vi.advanceTimersByTimeAsync(20000);

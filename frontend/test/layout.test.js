@@ -1,5 +1,12 @@
 import { describe, it, expect } from "vitest";
-import { filterGridLayout, matrixLayout, tensorLayout, cellCenter, kernelColumns, tileColumns } from "../src/charts/layout.js";
+import {
+  filterGridLayout,
+  matrixLayout,
+  tensorLayout,
+  cellCenter,
+  kernelColumns,
+  tileColumns,
+} from "../src/charts/layout.js";
 
 describe("filter grid layout (conv weights)", () => {
   it("lays paper-cnn conv1 [32,1,3,3] as 8×4 tiles of 3×3 cells", () => {
@@ -25,13 +32,18 @@ describe("filter grid layout (conv weights)", () => {
       const y = Math.floor(i / kw) % kh;
       const x = i % kw;
       const left = (o % cols) * (tileW + gap) + pad + (c % inCols) * (kw * cell + kgap) + x * cell;
-      const top = Math.floor(o / cols) * (tileH + gap) + pad + Math.floor(c / inCols) * (kh * cell + kgap) + y * cell;
+      const top =
+        Math.floor(o / cols) * (tileH + gap) + pad + Math.floor(c / inCols) * (kh * cell + kgap) + y * cell;
       expect(l.cellOf(i)).toEqual({ x: left, y: top, w: cell, h: cell });
     }
   });
 
   it("indexAt inverts cellOf for every cell, and gaps hit nothing", () => {
-    for (const shape of [[32, 1, 3, 3], [8, 3, 5, 5], [64, 32, 3, 3]]) {
+    for (const shape of [
+      [32, 1, 3, 3],
+      [8, 3, 5, 5],
+      [64, 32, 3, 3],
+    ]) {
       const l = filterGridLayout(shape);
       for (let i = 0; i < l.n; i += 7) {
         const c = cellCenter(l, i);

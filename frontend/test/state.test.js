@@ -3,7 +3,12 @@ import { parseHash, buildHash, matchRoute, intParam, boolParam } from "../src/st
 
 describe("URL hash state", () => {
   it("round-trips path and params", () => {
-    const hash = buildHash(["runs", "r1", "explore"], { tensor: "conv1.weight", from: 0, to: 468, mode: "diff" });
+    const hash = buildHash(["runs", "r1", "explore"], {
+      tensor: "conv1.weight",
+      from: 0,
+      to: 468,
+      mode: "diff",
+    });
     expect(hash).toBe("#/runs/r1/explore?tensor=conv1.weight&from=0&to=468&mode=diff");
     const p = parseHash(hash);
     expect(p.segments).toEqual(["runs", "r1", "explore"]);

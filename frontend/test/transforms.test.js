@@ -38,7 +38,15 @@ describe("tensor transforms", () => {
 
 describe("scatter data", () => {
   it("orients histogram counts as counts[x_bin][y_bin]", () => {
-    const hist = { x_edges: [0, 1, 2, 3], y_edges: [-1, 0, 1], counts: [[1, 0], [2, 3], [0, 4]] };
+    const hist = {
+      x_edges: [0, 1, 2, 3],
+      y_edges: [-1, 0, 1],
+      counts: [
+        [1, 0],
+        [2, 3],
+        [0, 4],
+      ],
+    };
     const { cells, max } = histogramCells(hist);
     expect(max).toBe(4);
     expect(cells).toContainEqual({ x0: 2, x1: 3, y0: 0, y1: 1, count: 4 });
@@ -64,8 +72,24 @@ describe("activation data", () => {
   it("measures how much filters separate labels", () => {
     expect(labelSpread([1, 1, 1])).toBe(0);
     expect(labelSpread([0, 2])).toBeCloseTo(1);
-    expect(meanSpread([[1, 1], [0, 2]])).toBeCloseTo(0.5);
-    expect(filterMaxima([[1, 3], [2, 0]], [[4, 0], [1, 1]])).toEqual([4, 2]);
+    expect(
+      meanSpread([
+        [1, 1],
+        [0, 2],
+      ]),
+    ).toBeCloseTo(0.5);
+    expect(
+      filterMaxima(
+        [
+          [1, 3],
+          [2, 0],
+        ],
+        [
+          [4, 0],
+          [1, 1],
+        ],
+      ),
+    ).toEqual([4, 2]);
   });
   it("takes one sample input per label", () => {
     expect(sampleForLabels({ labels: [0, 1, 2], sample_indices: [[5, 6], [], [9]] })).toEqual([
@@ -77,14 +101,25 @@ describe("activation data", () => {
 
 describe("run display", () => {
   it("progress text and fraction", () => {
-    expect(progressText({ step: 5, total_steps: 10, epoch: 1, epochs: 2, loss: 0.5, eta_seconds: 3 })).toBe("step 5 / 10 · epoch 1 / 2 · loss 0.5 · ETA 3.00 s");
+    expect(progressText({ step: 5, total_steps: 10, epoch: 1, epochs: 2, loss: 0.5, eta_seconds: 3 })).toBe(
+      "step 5 / 10 · epoch 1 / 2 · loss 0.5 · ETA 3.00 s",
+    );
     expect(progressFraction({ status: "running", progress: { step: 5, total_steps: 20 } })).toBe(0.25);
     expect(progressFraction({ status: "succeeded", progress: {} })).toBe(1);
   });
   it("model label is the preset or the layer count", () => {
-    expect(modelLabel({ preset: "paper-cnn", model: { layers: [1, 2] }, status: "queued" })).toBe("paper-cnn");
+    expect(modelLabel({ preset: "paper-cnn", model: { layers: [1, 2] }, status: "queued" })).toBe(
+      "paper-cnn",
+    );
     expect(modelLabel({ preset: null, model: { layers: [1, 2, 3] }, status: "queued" })).toBe("3 layers");
-    expect(modelLabel({ preset: null, model: null, source: "sdk", sdk: { modules: { a: "Conv2d", "a.b": "ReLU" } } })).toBe("SDK · 2 modules");
+    expect(
+      modelLabel({
+        preset: null,
+        model: null,
+        source: "sdk",
+        sdk: { modules: { a: "Conv2d", "a.b": "ReLU" } },
+      }),
+    ).toBe("SDK · 2 modules");
   });
   it("formats", () => {
     expect(fmtBytes(4799528)).toBe("4.80 MB");
@@ -95,7 +130,15 @@ describe("run display", () => {
 
 describe("export helpers", () => {
   it("writes CSV with quoting", () => {
-    expect(toCSV(["a", "b"], [[1, 'x,"y"'], [NaN, null]])).toBe('a,b\n1,"x,""y"""\n,\n');
+    expect(
+      toCSV(
+        ["a", "b"],
+        [
+          [1, 'x,"y"'],
+          [NaN, null],
+        ],
+      ),
+    ).toBe('a,b\n1,"x,""y"""\n,\n');
   });
   it("makes safe file names", () => {
     expect(fileStem("my run", "conv1.weight", "diff_0-10")).toBe("my-run_conv1.weight_diff_0-10");

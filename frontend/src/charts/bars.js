@@ -34,7 +34,8 @@ export function filterMaxima(...matrices) {
   const out = [];
   for (let f = 0; f < F; f++) {
     let mx = 0;
-    for (const m of matrices) for (const v of m[f] ?? []) if (Number.isFinite(v) && Math.abs(v) > mx) mx = Math.abs(v);
+    for (const m of matrices)
+      for (const v of m[f] ?? []) if (Number.isFinite(v) && Math.abs(v) > mx) mx = Math.abs(v);
     out.push(mx);
   }
   return out;
@@ -78,7 +79,14 @@ export function render(container, data, options = {}) {
     btn.setAttribute("aria-label", `filter ${f}: show its feature maps`);
     btn.setAttribute("aria-pressed", o.selected === f ? "true" : "false");
     if (o.onSelect) btn.addEventListener("click", () => o.onSelect(f));
-    const svg = el("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, "font-family": "system-ui, sans-serif", "font-size": 9, "data-filter": f });
+    const svg = el("svg", {
+      width: W,
+      height: H,
+      viewBox: `0 0 ${W} ${H}`,
+      "font-family": "system-ui, sans-serif",
+      "font-size": 9,
+      "data-filter": f,
+    });
     svg.append(el("rect", { x: 0, y: 0, width: W, height: H, fill: "#ffffff" }));
     const title = el("text", { x: 4, y: 11, fill: "#111827", "font-size": 10 });
     title.textContent = `f${f}  ·  spread ${fmtNum(labelSpread(vals), 2)}`;
@@ -87,7 +95,9 @@ export function render(container, data, options = {}) {
     const ih = H - m.top - m.bottom;
     const bw = iw / Math.max(1, labels.length);
     const best = vals.indexOf(Math.max(...vals.filter(Number.isFinite)));
-    svg.append(el("line", { x1: m.left, x2: W - m.right, y1: m.top + ih, y2: m.top + ih, stroke: "#9ca3af" }));
+    svg.append(
+      el("line", { x1: m.left, x2: W - m.right, y1: m.top + ih, y2: m.top + ih, stroke: "#9ca3af" }),
+    );
     labels.forEach((lab, j) => {
       const v = vals[j];
       const hgt = max > 0 && Number.isFinite(v) ? (Math.max(0, v) / max) * ih : 0;
@@ -105,7 +115,12 @@ export function render(container, data, options = {}) {
       tt.textContent = `filter ${f}, label ${lab}: ${fmtNum(v, 5)}`;
       r.append(tt);
       svg.append(r);
-      const lt = el("text", { x: (m.left + j * bw + bw / 2).toFixed(2), y: H - 3, "text-anchor": "middle", fill: "#4b5563" });
+      const lt = el("text", {
+        x: (m.left + j * bw + bw / 2).toFixed(2),
+        y: H - 3,
+        "text-anchor": "middle",
+        fill: "#4b5563",
+      });
       lt.textContent = String(lab);
       svg.append(lt);
     });

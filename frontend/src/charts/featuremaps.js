@@ -31,7 +31,13 @@ function drawImage(values, H, W, colorOf, scale) {
 export function channel(data, shape, f) {
   if (shape.length === 2) return { values: data, H: shape[0], W: shape[1] };
   const [, H, W] = shape.slice(-3);
-  return { values: data.subarray ? data.subarray(f * H * W, (f + 1) * H * W) : data.slice(f * H * W, (f + 1) * H * W), H, W };
+  return {
+    values: data.subarray
+      ? data.subarray(f * H * W, (f + 1) * H * W)
+      : data.slice(f * H * W, (f + 1) * H * W),
+    H,
+    W,
+  };
 }
 
 /**
@@ -52,14 +58,18 @@ export function render(container, data, options = {}) {
     const inShape = it.input.shape;
     const iH = inShape[inShape.length - 2];
     const iW = inShape[inShape.length - 1];
-    const inVals = it.input.data.subarray ? it.input.data.subarray(0, iH * iW) : it.input.data.slice(0, iH * iW);
+    const inVals = it.input.data.subarray
+      ? it.input.data.subarray(0, iH * iW)
+      : it.input.data.slice(0, iH * iW);
     let lo = Infinity;
     let hi = -Infinity;
     for (const v of inVals) {
       if (v < lo) lo = v;
       if (v > hi) hi = v;
     }
-    fig.append(drawImage(inVals, iH, iW, (v) => ink(v, lo, hi), Math.max(1, Math.round((maps[k].H * o.scale) / iH))));
+    fig.append(
+      drawImage(inVals, iH, iW, (v) => ink(v, lo, hi), Math.max(1, Math.round((maps[k].H * o.scale) / iH))),
+    );
     fig.append(drawImage(maps[k].values, maps[k].H, maps[k].W, scale, o.scale));
     const cap = document.createElement("figcaption");
     cap.textContent = `#${it.index} · label ${it.label}`;

@@ -98,7 +98,14 @@ export function render(container, data, options = {}) {
       const ch = layout.height / layout.drawRows;
       for (let b = 0; b < rep.length; b++) {
         if (rep[b] < 0) continue;
-        fill(img, (b % layout.drawCols) * cw, Math.floor(b / layout.drawCols) * ch, cw, ch, scale(values[rep[b]]));
+        fill(
+          img,
+          (b % layout.drawCols) * cw,
+          Math.floor(b / layout.drawCols) * ch,
+          cw,
+          ch,
+          scale(values[rep[b]]),
+        );
       }
     }
     ctx.putImageData(img, 0, 0);
@@ -135,7 +142,9 @@ export function render(container, data, options = {}) {
   canvas.addEventListener("mouseleave", () => report(null, null, 0, 0));
   canvas.addEventListener("blur", () => report(null, null, 0, 0));
   canvas.addEventListener("keydown", (ev) => {
-    const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: layout.rowStride, ArrowUp: -layout.rowStride }[ev.key];
+    const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: layout.rowStride, ArrowUp: -layout.rowStride }[
+      ev.key
+    ];
     if (step === undefined) return;
     ev.preventDefault();
     focusIndex = Math.max(0, Math.min(values.length - 1, focusIndex + step));
@@ -151,7 +160,14 @@ export function render(container, data, options = {}) {
     cellCenter(i) {
       const c = cellCenter(layout, i);
       const r = canvas.getBoundingClientRect();
-      return { x: c.x, y: c.y, px: Math.floor(c.x), py: Math.floor(c.y), clientX: r.left + c.x, clientY: r.top + c.y };
+      return {
+        x: c.x,
+        y: c.y,
+        px: Math.floor(c.x),
+        py: Math.floor(c.y),
+        clientX: r.left + c.x,
+        clientY: r.top + c.y,
+      };
     },
     readCell(i) {
       const c = cellCenter(layout, i);

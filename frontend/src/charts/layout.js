@@ -71,7 +71,8 @@ export function filterGridLayout(shape, options = {}) {
     const y = Math.floor(i / kw) % kh;
     const x = i % kw;
     const left = (f % cols) * (tileW + gap) + pad + (c % inCols) * (kw * cell + kgap) + x * cell;
-    const top = Math.floor(f / cols) * (tileH + gap) + pad + Math.floor(c / inCols) * (kh * cell + kgap) + y * cell;
+    const top =
+      Math.floor(f / cols) * (tileH + gap) + pad + Math.floor(c / inCols) * (kh * cell + kgap) + y * cell;
     return { x: left, y: top, w: cell, h: cell };
   }
 
@@ -100,7 +101,13 @@ export function filterGridLayout(shape, options = {}) {
   function tiles() {
     const out = [];
     for (let f = 0; f < O; f++) {
-      out.push({ f, x: (f % cols) * (tileW + gap), y: Math.floor(f / cols) * (tileH + gap), w: tileW, h: tileH });
+      out.push({
+        f,
+        x: (f % cols) * (tileW + gap),
+        y: Math.floor(f / cols) * (tileH + gap),
+        w: tileW,
+        h: tileH,
+      });
     }
     return out;
   }
@@ -116,7 +123,21 @@ export function filterGridLayout(shape, options = {}) {
     tiles,
     exact: true,
     rowStride: kw,
-    toJSON: () => ({ kind: "filters", shape, cell, gap, kgap, pad, cols, inCols, tileW, tileH, width, height, exact: true }),
+    toJSON: () => ({
+      kind: "filters",
+      shape,
+      cell,
+      gap,
+      kgap,
+      pad,
+      cols,
+      inCols,
+      tileW,
+      tileH,
+      width,
+      height,
+      exact: true,
+    }),
   };
 }
 
@@ -179,7 +200,14 @@ export function matrixLayout(shape, options = {}) {
     const bc = Math.floor(px / cellW);
     const br = Math.floor(py / cellH);
     if (px < 0 || py < 0 || bc >= drawCols || br >= drawRows) return null;
-    return { br, bc, r0: br * blockRows, r1: Math.min(R, (br + 1) * blockRows), c0: bc * blockCols, c1: Math.min(C, (bc + 1) * blockCols) };
+    return {
+      br,
+      bc,
+      r0: br * blockRows,
+      r1: Math.min(R, (br + 1) * blockRows),
+      c0: bc * blockCols,
+      c1: Math.min(C, (bc + 1) * blockCols),
+    };
   }
 
   function indexAt(px, py) {
@@ -206,7 +234,19 @@ export function matrixLayout(shape, options = {}) {
     indexAt,
     exact: blockRows === 1 && blockCols === 1,
     rowStride: C,
-    toJSON: () => ({ kind: "matrix", shape, rows: R, cols: C, cellW, cellH, blockRows, blockCols, width, height, exact: blockRows === 1 && blockCols === 1 }),
+    toJSON: () => ({
+      kind: "matrix",
+      shape,
+      rows: R,
+      cols: C,
+      cellW,
+      cellH,
+      blockRows,
+      blockCols,
+      width,
+      height,
+      exact: blockRows === 1 && blockCols === 1,
+    }),
   };
 }
 

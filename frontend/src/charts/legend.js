@@ -20,7 +20,10 @@ export function render(container, data, options = {}) {
   svg.setAttribute("data-testid", "legend");
   svg.setAttribute("data-domain", String(m));
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `colour scale from ${fmtNum(-m)} (red, decrease) through 0 (white) to ${fmtNum(m)} (blue, increase)`);
+  svg.setAttribute(
+    "aria-label",
+    `colour scale from ${fmtNum(-m)} (red, decrease) through 0 (white) to ${fmtNum(m)} (blue, increase)`,
+  );
   svg.setAttribute("font-family", "system-ui, sans-serif");
   svg.setAttribute("font-size", "11");
   const id = `nl-grad-${++uid}`;

@@ -20,7 +20,9 @@ export const defaults = {
 export function render(container, data, options = {}) {
   const o = { ...defaults, ...options };
   const m = o.margin;
-  const all = data.series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
+  const all = data.series
+    .flatMap((s) => s.points)
+    .filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
   const xDomain = o.xDomain ?? (all.length ? d3.extent(all, (p) => p.x) : [0, 1]);
   if (xDomain[0] === xDomain[1]) xDomain[1] = xDomain[0] + 1;
   let yDomain = o.yDomain ?? (all.length ? d3.extent(all, (p) => p.y) : [0, 1]);
@@ -42,12 +44,33 @@ export function render(container, data, options = {}) {
     .append("g")
     .attr("transform", `translate(0,${o.height - m.bottom})`)
     .call(d3.axisBottom(x).ticks(6).tickFormat(d3.format("~s")))
-    .call((g) => g.append("text").attr("x", o.width - m.right).attr("y", 28).attr("fill", "#374151").attr("text-anchor", "end").text(o.xLabel));
+    .call((g) =>
+      g
+        .append("text")
+        .attr("x", o.width - m.right)
+        .attr("y", 28)
+        .attr("fill", "#374151")
+        .attr("text-anchor", "end")
+        .text(o.xLabel),
+    );
   svg
     .append("g")
     .attr("transform", `translate(${m.left},0)`)
-    .call(d3.axisLeft(y).ticks(5).tickFormat((v) => fmtNum(v, 3)))
-    .call((g) => g.append("text").attr("x", -m.left + 4).attr("y", 13).attr("fill", "#374151").attr("text-anchor", "start").text(o.yLabel));
+    .call(
+      d3
+        .axisLeft(y)
+        .ticks(5)
+        .tickFormat((v) => fmtNum(v, 3)),
+    )
+    .call((g) =>
+      g
+        .append("text")
+        .attr("x", -m.left + 4)
+        .attr("y", 13)
+        .attr("fill", "#374151")
+        .attr("text-anchor", "start")
+        .text(o.yLabel),
+    );
 
   for (const s of data.series) {
     const pts = s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
@@ -72,7 +95,13 @@ export function render(container, data, options = {}) {
         .attr("stroke-width", 1.5)
         .attr("data-series", s.name)
         .attr("data-points", pts.length)
-        .attr("d", d3.line((p) => x(p.x), (p) => y(p.y))(pts) ?? "");
+        .attr(
+          "d",
+          d3.line(
+            (p) => x(p.x),
+            (p) => y(p.y),
+          )(pts) ?? "",
+        );
     }
   }
   // legend

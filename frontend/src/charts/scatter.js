@@ -27,7 +27,14 @@ export function histogramCells(hist) {
   for (let i = 0; i < nx; i++) {
     for (let j = 0; j < ny; j++) {
       const v = xMajor ? c[i][j] : c[j]?.[i];
-      if (v > 0) out.push({ x0: hist.x_edges[i], x1: hist.x_edges[i + 1], y0: hist.y_edges[j], y1: hist.y_edges[j + 1], count: v });
+      if (v > 0)
+        out.push({
+          x0: hist.x_edges[i],
+          x1: hist.x_edges[i + 1],
+          y0: hist.y_edges[j],
+          y1: hist.y_edges[j + 1],
+          count: v,
+        });
       if (v > max) max = v;
     }
   }
@@ -107,20 +114,63 @@ export function render(container, data, options = {}) {
   svg
     .append("g")
     .attr("transform", `translate(0,${o.height - m.bottom})`)
-    .call(d3.axisBottom(x).ticks(8).tickFormat((v) => fmtNum(v, 3)))
-    .call((g) => g.append("text").attr("x", o.width - m.right).attr("y", 34).attr("fill", "#374151").attr("text-anchor", "end").text("initial value (at from)"));
+    .call(
+      d3
+        .axisBottom(x)
+        .ticks(8)
+        .tickFormat((v) => fmtNum(v, 3)),
+    )
+    .call((g) =>
+      g
+        .append("text")
+        .attr("x", o.width - m.right)
+        .attr("y", 34)
+        .attr("fill", "#374151")
+        .attr("text-anchor", "end")
+        .text("initial value (at from)"),
+    );
   svg
     .append("g")
     .attr("transform", `translate(${m.left},0)`)
-    .call(d3.axisLeft(y).ticks(8).tickFormat((v) => fmtNum(v, 3)))
-    .call((g) => g.append("text").attr("transform", "rotate(-90)").attr("x", -m.top).attr("y", -50).attr("fill", "#374151").attr("text-anchor", "end").text("change (to − from)"));
+    .call(
+      d3
+        .axisLeft(y)
+        .ticks(8)
+        .tickFormat((v) => fmtNum(v, 3)),
+    )
+    .call((g) =>
+      g
+        .append("text")
+        .attr("transform", "rotate(-90)")
+        .attr("x", -m.top)
+        .attr("y", -50)
+        .attr("fill", "#374151")
+        .attr("text-anchor", "end")
+        .text("change (to − from)"),
+    );
   const zero = svg.append("g").attr("stroke", "#6b7280").attr("stroke-dasharray", "4,3");
-  if (xDomain[0] < 0 && xDomain[1] > 0) zero.append("line").attr("x1", x(0)).attr("x2", x(0)).attr("y1", m.top).attr("y2", o.height - m.bottom);
-  if (yDomain[0] < 0 && yDomain[1] > 0) zero.append("line").attr("y1", y(0)).attr("y2", y(0)).attr("x1", m.left).attr("x2", o.width - m.right);
+  if (xDomain[0] < 0 && xDomain[1] > 0)
+    zero
+      .append("line")
+      .attr("x1", x(0))
+      .attr("x2", x(0))
+      .attr("y1", m.top)
+      .attr("y2", o.height - m.bottom);
+  if (yDomain[0] < 0 && yDomain[1] > 0)
+    zero
+      .append("line")
+      .attr("y1", y(0))
+      .attr("y2", y(0))
+      .attr("x1", m.left)
+      .attr("x2", o.width - m.right);
   wrap.append(svg.node());
 
   if (!useDensity && data.x.length && o.onHover) {
-    const delaunay = d3.Delaunay.from(data.x, (v) => x(v), (_, i) => y(data.y[i]));
+    const delaunay = d3.Delaunay.from(
+      data.x,
+      (v) => x(v),
+      (_, i) => y(data.y[i]),
+    );
     wrap.addEventListener("mousemove", (ev) => {
       const r = wrap.getBoundingClientRect();
       const mx = ev.clientX - r.left;

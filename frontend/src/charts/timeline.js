@@ -31,10 +31,15 @@ export function render(container, data, options = {}) {
   const o = { ...defaults, ...options };
   const m = o.margin;
   const steps = data.steps.slice().sort((a, b) => a - b);
-  const maxStep = steps.length ? steps[steps.length - 1] : d3.max(data.points, (p) => p.x) ?? 1;
-  const x = d3.scaleLinear([steps[0] ?? 0, Math.max(maxStep, (steps[0] ?? 0) + 1)], [m.left, o.width - m.right]);
+  const maxStep = steps.length ? steps[steps.length - 1] : (d3.max(data.points, (p) => p.x) ?? 1);
+  const x = d3.scaleLinear(
+    [steps[0] ?? 0, Math.max(maxStep, (steps[0] ?? 0) + 1)],
+    [m.left, o.width - m.right],
+  );
   const pts = data.points.filter((p) => Number.isFinite(p.y));
-  const y = d3.scaleLinear(pts.length ? d3.extent(pts, (p) => p.y) : [0, 1], [o.height - m.bottom, m.top]).nice();
+  const y = d3
+    .scaleLinear(pts.length ? d3.extent(pts, (p) => p.y) : [0, 1], [o.height - m.bottom, m.top])
+    .nice();
 
   const svg = d3
     .create("svg")
@@ -49,20 +54,53 @@ export function render(container, data, options = {}) {
     .append("g")
     .attr("transform", `translate(0,${o.height - m.bottom})`)
     .call(d3.axisBottom(x).ticks(8).tickFormat(d3.format("~s")))
-    .call((g) => g.append("text").attr("x", o.width - m.right).attr("y", 26).attr("fill", "#374151").attr("text-anchor", "end").text("step"));
+    .call((g) =>
+      g
+        .append("text")
+        .attr("x", o.width - m.right)
+        .attr("y", 26)
+        .attr("fill", "#374151")
+        .attr("text-anchor", "end")
+        .text("step"),
+    );
   svg
     .append("g")
     .attr("transform", `translate(${m.left},0)`)
-    .call(d3.axisLeft(y).ticks(3).tickFormat((v) => fmtNum(v, 3)))
-    .call((g) => g.append("text").attr("x", -m.left + 4).attr("y", m.top + 2).attr("fill", "#374151").attr("text-anchor", "start").text("loss"));
+    .call(
+      d3
+        .axisLeft(y)
+        .ticks(3)
+        .tickFormat((v) => fmtNum(v, 3)),
+    )
+    .call((g) =>
+      g
+        .append("text")
+        .attr("x", -m.left + 4)
+        .attr("y", m.top + 2)
+        .attr("fill", "#374151")
+        .attr("text-anchor", "start")
+        .text("loss"),
+    );
   svg
     .append("path")
     .attr("fill", "none")
     .attr("stroke", SERIES.loss)
     .attr("stroke-width", 1.2)
-    .attr("d", d3.line((p) => x(p.x), (p) => y(p.y))(pts) ?? "");
+    .attr(
+      "d",
+      d3.line(
+        (p) => x(p.x),
+        (p) => y(p.y),
+      )(pts) ?? "",
+    );
 
-  const cursor = svg.append("line").attr("y1", m.top).attr("y2", o.height - m.bottom).attr("stroke", "#111827").attr("stroke-dasharray", "3,2").attr("visibility", "hidden");
+  const cursor = svg
+    .append("line")
+    .attr("y1", m.top)
+    .attr("y2", o.height - m.bottom)
+    .attr("stroke", "#111827")
+    .attr("stroke-dasharray", "3,2")
+    .attr("visibility", "hidden");
 
   let from = o.from;
   let to = o.to ?? maxStep;

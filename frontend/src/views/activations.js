@@ -112,7 +112,11 @@ export function mount(root, { api, routeParams, params }) {
       );
     const layerSel = h(
       "select",
-      { id: "layer-select", "data-testid": "layer-select", onchange: (e) => ((st.layer = e.target.value), (st.filter = null), load()) },
+      {
+        id: "layer-select",
+        "data-testid": "layer-select",
+        onchange: (e) => ((st.layer = e.target.value), (st.filter = null), load()),
+      },
       layers.map((l) => h("option", { value: l, selected: l === st.layer }, l)),
     );
     layerSel.value = st.layer;
@@ -129,11 +133,20 @@ export function mount(root, { api, routeParams, params }) {
     });
     const pointSel = h(
       "select",
-      { "data-testid": "point-select", "aria-label": "Feature map point", onchange: (e) => ((st.point = e.target.value), load()) },
+      {
+        "data-testid": "point-select",
+        "aria-label": "Feature map point",
+        onchange: (e) => ((st.point = e.target.value), load()),
+      },
       h("option", { value: "post", selected: st.point === "post" }, "after activation"),
       h("option", { value: "pre", selected: st.point === "pre" }, "before activation"),
     );
-    const shared = h("input", { type: "checkbox", "data-testid": "shared-scale", checked: st.shared, onchange: (e) => ((st.shared = e.target.checked), syncUrl(), draw()) });
+    const shared = h("input", {
+      type: "checkbox",
+      "data-testid": "shared-scale",
+      checked: st.shared,
+      onchange: (e) => ((st.shared = e.target.checked), syncUrl(), draw()),
+    });
     setChildren(
       controls,
       h("label.inline", { for: "layer-select" }, "Layer"),
@@ -155,7 +168,8 @@ export function mount(root, { api, routeParams, params }) {
     const req = { layer: st.layer, per_label: st.perLabel, point: st.point, split: st.split };
     try {
       let r;
-      if (st.compare) r = await api.compareActivations(id, { ...req, from: st.from, to: st.step }, { signal: ctl.signal });
+      if (st.compare)
+        r = await api.compareActivations(id, { ...req, from: st.from, to: st.step }, { signal: ctl.signal });
       else r = { single: await api.activations(id, { ...req, step: st.step }, { signal: ctl.signal }) };
       if (my !== token || destroyed) return;
       if (r.single) r.single.step ??= st.step;
@@ -183,10 +197,20 @@ export function mount(root, { api, routeParams, params }) {
         csv: () => ({
           columns: ["filter", "label", "activation", "numerator", "denominator", "count"],
           rows: result.activation.flatMap((vals, f) =>
-            result.labels.map((lab, j) => [f, lab, vals[j], result.numerator?.[f]?.[j], result.denominator?.[j], result.counts?.[j]]),
+            result.labels.map((lab, j) => [
+              f,
+              lab,
+              vals[j],
+              result.numerator?.[f]?.[j],
+              result.denominator?.[j],
+              result.counts?.[j],
+            ]),
           ),
         }),
-        npy: () => ({ values: Float32Array.from(result.activation.flat(), (v) => v ?? NaN), shape: [result.activation.length, result.labels.length] }),
+        npy: () => ({
+          values: Float32Array.from(result.activation.flat(), (v) => v ?? NaN),
+          shape: [result.activation.length, result.labels.length],
+        }),
         onError: (e) => setChildren(banner, errorBanner(e)),
       },
     });
@@ -212,20 +236,27 @@ export function mount(root, { api, routeParams, params }) {
       return;
     }
     const yd = filterMaxima(data.from.activation, data.to.activation);
-    const parts = [h("div.compare-row", {}, panelFigure(data.from, "from", yd), panelFigure(data.to, "to", yd))];
+    const parts = [
+      h("div.compare-row", {}, panelFigure(data.from, "from", yd), panelFigure(data.to, "to", yd)),
+    ];
     if (Array.isArray(data.difference) && data.difference.length) {
       const F = data.difference.length;
       const L = data.difference[0].length;
       const labels = data.to.labels;
       // drawn with labels as rows and filters as columns (wide, like the panels); null (no inputs) → NaN → grey
       const byLabel = new Float32Array(F * L);
-      for (let f = 0; f < F; f++) for (let j = 0; j < L; j++) byLabel[j * F + f] = data.difference[f][j] ?? NaN;
+      for (let f = 0; f < F; f++)
+        for (let j = 0; j < L; j++) byLabel[j * F + f] = data.difference[f][j] ?? NaN;
       const fig = chartFigure({
         title: `Difference: step ${data.to.step} − step ${data.from.step} (rows = labels, columns = filters)`,
         chart: "activation-diff",
         exportSpec: {
-          name: () => fileStem(run?.name ?? id, st.layer, `activations_diff_${data.from.step}-${data.to.step}`),
-          csv: () => ({ columns: ["filter", "label", "difference"], rows: data.difference.flatMap((row, f) => row.map((v, j) => [f, labels[j], v])) }),
+          name: () =>
+            fileStem(run?.name ?? id, st.layer, `activations_diff_${data.from.step}-${data.to.step}`),
+          csv: () => ({
+            columns: ["filter", "label", "difference"],
+            rows: data.difference.flatMap((row, f) => row.map((v, j) => [f, labels[j], v])),
+          }),
           npy: () => ({ values: Float32Array.from(data.difference.flat(), (v) => v ?? NaN), shape: [F, L] }),
         },
       });
@@ -240,11 +271,18 @@ export function mount(root, { api, routeParams, params }) {
             if (i === null) return hideTooltip();
             const f = i % F;
             const j = Math.floor(i / F);
-            showTooltip(info.pageX, info.pageY, [`filter ${f}, label ${labels[j]}`, `difference: ${fmtExact(byLabel[i])}`]);
+            showTooltip(info.pageX, info.pageY, [
+              `filter ${f}, label ${labels[j]}`,
+              `difference: ${fmtExact(byLabel[i])}`,
+            ]);
           },
         },
       );
-      legend.render(fig.plot, { domain: hm.handle.domain }, { width: 460, label: "red = lower at the later step, blue = higher, grey = no inputs at one step" });
+      legend.render(
+        fig.plot,
+        { domain: hm.handle.domain },
+        { width: 460, label: "red = lower at the later step, blue = higher, grey = no inputs at one step" },
+      );
       parts.push(fig.figure);
     }
     setChildren(body, parts);
@@ -264,7 +302,16 @@ export function mount(root, { api, routeParams, params }) {
     const my = ++fmToken;
     setChildren(
       fmBox,
-      h("div.chart-head", {}, h("h3", {}, `Feature maps of filter ${f} (${st.layer}, step ${result.step})`), h("button.small", { type: "button", "data-testid": "close-featuremaps", onclick: closeFeatureMaps }, "Close")),
+      h(
+        "div.chart-head",
+        {},
+        h("h3", {}, `Feature maps of filter ${f} (${st.layer}, step ${result.step})`),
+        h(
+          "button.small",
+          { type: "button", "data-testid": "close-featuremaps", onclick: closeFeatureMaps },
+          "Close",
+        ),
+      ),
       spinner("Computing…"),
     );
     if (!samples.length) {
@@ -276,7 +323,11 @@ export function mount(root, { api, routeParams, params }) {
         samples.map(({ index }) => {
           const key = `${st.layer}@${result.step}#${index}@${st.point}@${st.split}`;
           if (!fmCache.has(key)) {
-            const p = api.featuremaps(id, { step: result.step, layer: st.layer, split: st.split, index, point: st.point }, { signal: ctl.signal });
+            const p = api.featuremaps(
+              id,
+              { step: result.step, layer: st.layer, split: st.split, index, point: st.point },
+              { signal: ctl.signal },
+            );
             p.catch(() => fmCache.delete(key));
             fmCache.set(key, p);
           }
@@ -309,8 +360,22 @@ export function mount(root, { api, routeParams, params }) {
         },
       });
       featuremaps.render(fig.plot, { items, filter: f });
-      fig.caption.textContent = "Each pair: the input (grey) and this filter's feature map (white = 0, blue = positive, red = negative), one input per label.";
-      setChildren(fmBox, h("div.chart-head", {}, h("span"), h("button.small", { type: "button", "data-testid": "close-featuremaps", onclick: closeFeatureMaps }, "Close")), fig.figure);
+      fig.caption.textContent =
+        "Each pair: the input (grey) and this filter's feature map (white = 0, blue = positive, red = negative), one input per label.";
+      setChildren(
+        fmBox,
+        h(
+          "div.chart-head",
+          {},
+          h("span"),
+          h(
+            "button.small",
+            { type: "button", "data-testid": "close-featuremaps", onclick: closeFeatureMaps },
+            "Close",
+          ),
+        ),
+        fig.figure,
+      );
     } catch (e) {
       if (my !== fmToken || destroyed || e.name === "AbortError") return;
       setChildren(fmBox, errorBanner(e));
@@ -337,9 +402,15 @@ export function mount(root, { api, routeParams, params }) {
     body,
     banner,
     alive: () => !destroyed,
-    headSpec: { title: "Per-label activations", lede: "for each filter: mean feature-map sum over correctly predicted inputs of a label, divided by their mean pixel sum" },
+    headSpec: {
+      title: "Per-label activations",
+      lede: "for each filter: mean feature-map sum over correctly predicted inputs of a label, divided by their mean pixel sum",
+    },
     isEmpty: (d) => !convLayers(d.tensors).length || !d.steps.length,
-    emptyText: (d) => (convLayers(d.tensors).length ? "Nothing captured yet for this run." : "This model has no conv layers to analyse."),
+    emptyText: (d) =>
+      convLayers(d.tensors).length
+        ? "Nothing captured yet for this run."
+        : "This model has no conv layers to analyse.",
     ready: (d) => {
       run = d.run;
       steps = d.steps;

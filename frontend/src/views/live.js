@@ -4,7 +4,14 @@
 import { h, setChildren, spinner, errorBanner, statusBadge, progressBar } from "../ui.js";
 import { fmtNum, fmtPct, fmtBytes, fmtDuration } from "../format.js";
 import { buildHash } from "../state.js";
-import { RunEventStream, TERMINAL, emptyMetrics, mergeMetrics, applyEventToMetrics, metricsArrays } from "../events.js";
+import {
+  RunEventStream,
+  TERMINAL,
+  emptyMetrics,
+  mergeMetrics,
+  applyEventToMetrics,
+  metricsArrays,
+} from "../events.js";
 import { SERIES } from "../colors.js";
 import { chartFigure, fileStem } from "../export.js";
 import * as lines from "../charts/lines.js";
@@ -42,12 +49,20 @@ export function mount(root, { api, routeParams }) {
   const lossFig = chartFigure({
     title: "Loss",
     chart: "loss",
-    exportSpec: { name: () => fileStem(run?.name ?? id, "loss"), csv: () => metricsCsv(), npy: () => metricsNpy("loss") },
+    exportSpec: {
+      name: () => fileStem(run?.name ?? id, "loss"),
+      csv: () => metricsCsv(),
+      npy: () => metricsNpy("loss"),
+    },
   });
   const accFig = chartFigure({
     title: "Accuracy",
     chart: "accuracy",
-    exportSpec: { name: () => fileStem(run?.name ?? id, "accuracy"), csv: () => metricsCsv(), npy: () => metricsNpy("accuracy") },
+    exportSpec: {
+      name: () => fileStem(run?.name ?? id, "accuracy"),
+      csv: () => metricsCsv(),
+      npy: () => metricsNpy("accuracy"),
+    },
   });
   const summary = h("div");
   root.dataset.testid = "live-view";
@@ -60,7 +75,14 @@ export function mount(root, { api, routeParams }) {
     const valBy = new Map(epochs.map((e) => [e.step, e]));
     return {
       columns: ["step", "epoch", "loss", "accuracy", "val_loss", "val_accuracy"],
-      rows: steps.map((p) => [p.step, p.epoch, p.loss, p.accuracy, valBy.get(p.step)?.val_loss, valBy.get(p.step)?.val_accuracy]),
+      rows: steps.map((p) => [
+        p.step,
+        p.epoch,
+        p.loss,
+        p.accuracy,
+        valBy.get(p.step)?.val_loss,
+        valBy.get(p.step)?.val_accuracy,
+      ]),
     };
   }
   function metricsNpy(key) {
@@ -77,13 +99,24 @@ export function mount(root, { api, routeParams }) {
     const terminal = TERMINAL.has(run.status);
     setChildren(
       head,
-      h("div", {}, h("h1", {}, run.name || run.id), h("p.lede", {}, `${run.dataset ?? "—"} · ${modelLabel(run)} · ${run.training?.optimizer ?? ""} lr ${run.training?.lr ?? ""} · batch ${run.training?.batch_size ?? ""} · snapshot every ${run.capture?.every ?? 1}`)),
+      h(
+        "div",
+        {},
+        h("h1", {}, run.name || run.id),
+        h(
+          "p.lede",
+          {},
+          `${run.dataset ?? "—"} · ${modelLabel(run)} · ${run.training?.optimizer ?? ""} lr ${run.training?.lr ?? ""} · batch ${run.training?.batch_size ?? ""} · snapshot every ${run.capture?.every ?? 1}`,
+        ),
+      ),
       h(
         "div.head-actions",
         {},
         statusBadge(run.status),
         conn,
-        !terminal ? h("button.danger", { type: "button", "data-testid": "cancel-run", onclick: cancel }, "Cancel run") : null,
+        !terminal
+          ? h("button.danger", { type: "button", "data-testid": "cancel-run", onclick: cancel }, "Cancel run")
+          : null,
       ),
     );
     root.dataset.status = run.status;
@@ -91,8 +124,16 @@ export function mount(root, { api, routeParams }) {
   }
 
   function renderProgress() {
-    const p = TERMINAL.has(run.status) ? { ...run.progress, eta_seconds: null } : run.progress ?? {};
-    setChildren(progress, progressBar(progressFraction(run), "training progress"), h("div.progress-text", { "data-testid": "progress-text" }, progressText(p) || (run.status === "queued" ? "waiting for a trainer…" : "")));
+    const p = TERMINAL.has(run.status) ? { ...run.progress, eta_seconds: null } : (run.progress ?? {});
+    setChildren(
+      progress,
+      progressBar(progressFraction(run), "training progress"),
+      h(
+        "div.progress-text",
+        { "data-testid": "progress-text" },
+        progressText(p) || (run.status === "queued" ? "waiting for a trainer…" : ""),
+      ),
+    );
   }
 
   function renderCharts() {
@@ -106,7 +147,12 @@ export function mount(root, { api, routeParams }) {
       {
         series: [
           { name: "train loss", color: SERIES.loss, points: steps.map((p) => ({ x: p.step, y: p.loss })) },
-          { name: "val loss", color: SERIES.val, kind: "dots", points: epochs.map((e) => ({ x: e.step, y: e.val_loss })) },
+          {
+            name: "val loss",
+            color: SERIES.val,
+            kind: "dots",
+            points: epochs.map((e) => ({ x: e.step, y: e.val_loss })),
+          },
         ],
       },
       { yLabel: "loss", xDomain, testid: "loss-chart", width: 560 },
@@ -116,8 +162,17 @@ export function mount(root, { api, routeParams }) {
       accFig.plot,
       {
         series: [
-          { name: "train acc", color: SERIES.accuracy, points: steps.map((p) => ({ x: p.step, y: p.accuracy })) },
-          { name: "val acc", color: SERIES.val, kind: "dots", points: epochs.map((e) => ({ x: e.step, y: e.val_accuracy })) },
+          {
+            name: "train acc",
+            color: SERIES.accuracy,
+            points: steps.map((p) => ({ x: p.step, y: p.accuracy })),
+          },
+          {
+            name: "val acc",
+            color: SERIES.val,
+            kind: "dots",
+            points: epochs.map((e) => ({ x: e.step, y: e.val_accuracy })),
+          },
         ],
       },
       { yLabel: "accuracy", xDomain, yDomain: [0, 1], testid: "accuracy-chart", width: 560 },
@@ -133,11 +188,20 @@ export function mount(root, { api, routeParams }) {
     const s = run.summary ?? {};
     const ratio = s.raw_bytes ? s.stored_bytes / s.raw_bytes : null;
     const row = (k, v, key) => h("tr", {}, h("th", { scope: "row" }, k), h("td", { "data-key": key }, v));
-    const link = (seg, label, testid) => h("a.button", { href: buildHash(["runs", id, seg]), "data-testid": testid }, label);
+    const link = (seg, label, testid) =>
+      h("a.button", { href: buildHash(["runs", id, seg]), "data-testid": testid }, label);
     setChildren(
       summary,
-      run.status === "failed" && run.error ? h("div.banner.error", { role: "alert", "data-testid": "run-error" }, `Run failed: ${run.error}`) : null,
-      run.status === "cancelled" ? h("div.banner.info", {}, "This run was cancelled; what was captured up to then can still be explored.") : null,
+      run.status === "failed" && run.error
+        ? h("div.banner.error", { role: "alert", "data-testid": "run-error" }, `Run failed: ${run.error}`)
+        : null,
+      run.status === "cancelled"
+        ? h(
+            "div.banner.info",
+            {},
+            "This run was cancelled; what was captured up to then can still be explored.",
+          )
+        : null,
       h(
         "section.summary",
         { "data-testid": "run-summary" },
@@ -148,7 +212,11 @@ export function mount(root, { api, routeParams }) {
           row("Train time", fmtDuration(s.train_seconds), "train_seconds"),
           row("Capture wait (backpressure)", fmtDuration(s.capture_wait_seconds), "capture_wait_seconds"),
           row("Raw bytes", fmtBytes(s.raw_bytes), "raw_bytes"),
-          row("Stored bytes", `${fmtBytes(s.stored_bytes)}${ratio != null ? ` (${ratio.toFixed(2)}× raw)` : ""}`, "stored_bytes"),
+          row(
+            "Stored bytes",
+            `${fmtBytes(s.stored_bytes)}${ratio != null ? ` (${ratio.toFixed(2)}× raw)` : ""}`,
+            "stored_bytes",
+          ),
           row("Final loss", fmtNum(s.final_loss, 4), "final_loss"),
           row("Validation accuracy", fmtPct(s.val_accuracy, 2), "val_accuracy"),
         ),
@@ -178,7 +246,10 @@ export function mount(root, { api, routeParams }) {
 
   async function refreshAll() {
     try {
-      const [r, m] = await Promise.all([api.getRun(id, { signal: ctl.signal }), api.metrics(id, { signal: ctl.signal }).catch(() => null)]);
+      const [r, m] = await Promise.all([
+        api.getRun(id, { signal: ctl.signal }),
+        api.metrics(id, { signal: ctl.signal }).catch(() => null),
+      ]);
       if (destroyed) return;
       if (terminalSeen && !TERMINAL.has(r.status)) {
         r.status = terminalSeen;
@@ -224,7 +295,10 @@ export function mount(root, { api, routeParams }) {
         refreshAll();
         break;
       case "error":
-        setChildren(banner, errorBanner(new Error(d.detail ?? d.message ?? d.error ?? "the run reported an error")));
+        setChildren(
+          banner,
+          errorBanner(new Error(d.detail ?? d.message ?? d.error ?? "the run reported an error")),
+        );
         break;
       default:
         break;
@@ -235,7 +309,9 @@ export function mount(root, { api, routeParams }) {
   function onState(s, code) {
     if (code === 4401) api.unauthorized?.("The live event stream needs a valid API token.");
     conn.dataset.state = s;
-    conn.textContent = { connecting: "connecting…", open: "live", reconnecting: "reconnecting…", closed: "", ended: "" }[s] ?? s;
+    conn.textContent =
+      { connecting: "connecting…", open: "live", reconnecting: "reconnecting…", closed: "", ended: "" }[s] ??
+      s;
     clearTimeout(pollTimer);
     if (s === "reconnecting") pollTimer = setTimeout(pollWhileDown, 3000);
   }

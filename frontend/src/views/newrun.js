@@ -4,7 +4,17 @@
 import { h, setChildren, spinner, errorBanner } from "../ui.js";
 import { fmtBytes, fmtShape } from "../format.js";
 import { buildHash } from "../state.js";
-import { LAYER_TYPES, ACTIVATIONS, DEFAULT_ACTIVATION, OPTIMIZERS, DEFAULT_LR, newLayer, inferShapes, resolveFieldPath, numberOrRaw } from "../modelspec.js";
+import {
+  LAYER_TYPES,
+  ACTIVATIONS,
+  DEFAULT_ACTIVATION,
+  OPTIMIZERS,
+  DEFAULT_LR,
+  newLayer,
+  inferShapes,
+  resolveFieldPath,
+  numberOrRaw,
+} from "../modelspec.js";
 
 const clone = (x) => JSON.parse(JSON.stringify(x));
 
@@ -23,7 +33,8 @@ export function buildRunBody(state) {
 /** Training settings without the optional ones left blank (null): the server's defaults apply. */
 function withoutEmpty(training) {
   const out = { ...training };
-  for (const k of OPTIONAL_TRAINING) if (out[k] === null || out[k] === undefined || out[k] === "") delete out[k];
+  for (const k of OPTIONAL_TRAINING)
+    if (out[k] === null || out[k] === undefined || out[k] === "") delete out[k];
   return out;
 }
 
@@ -42,7 +53,8 @@ export function presetHint(p) {
 
 /** Keep only the errors that concern the model mode on screen (pydantic reports both union branches). */
 export function relevantFieldErrors(fields, modelMode) {
-  const other = modelMode === "preset" ? /^model\.(layers|input_shape|num_classes)|\.layers\./ : /^model\.(.+\.)?preset$/;
+  const other =
+    modelMode === "preset" ? /^model\.(layers|input_shape|num_classes)|\.layers\./ : /^model\.(.+\.)?preset$/;
   const kept = fields.filter((f) => !other.test(f.path));
   return kept.length ? kept : fields;
 }
@@ -56,7 +68,17 @@ export function mount(root, { api, navigate }) {
     preset: "paper-cnn",
     spec: { input_shape: [1, 28, 28], num_classes: 10, layers: [] },
     dataset: "mnist-10k",
-    training: { epochs: 1, batch_size: 128, optimizer: "sgd", lr: 0.01, momentum: 0.9, nesterov: false, weight_decay: 0, seed: 0, max_train_samples: null },
+    training: {
+      epochs: 1,
+      batch_size: 128,
+      optimizer: "sgd",
+      lr: 0.01,
+      momentum: 0.9,
+      nesterov: false,
+      weight_decay: 0,
+      seed: 0,
+      max_train_samples: null,
+    },
     lrTouched: false,
     capture: { every: 1 },
   };
@@ -64,7 +86,21 @@ export function mount(root, { api, navigate }) {
   let datasets = [];
   const banner = h("div");
   const body = h("div");
-  setChildren(root, h("div.page-head", {}, h("h1", {}, "New run"), h("p.lede", {}, "Model design: pick a preset or build the network layer by layer, then choose how to train it.")), banner, body);
+  setChildren(
+    root,
+    h(
+      "div.page-head",
+      {},
+      h("h1", {}, "New run"),
+      h(
+        "p.lede",
+        {},
+        "Model design: pick a preset or build the network layer by layer, then choose how to train it.",
+      ),
+    ),
+    banner,
+    body,
+  );
   body.append(spinner("Loading…"));
 
   const dataset = () => datasets.find((d) => d.name === state.dataset);
@@ -83,7 +119,8 @@ export function mount(root, { api, navigate }) {
   }
 
   // ---- field helpers: each control has data-field=<path>, its error slot data-error-for=<path>
-  const errorSlot = (path) => h("div.field-error", { "data-error-for": path, "data-testid": `error-${path}`, "aria-live": "polite" });
+  const errorSlot = (path) =>
+    h("div.field-error", { "data-error-for": path, "data-testid": `error-${path}`, "aria-live": "polite" });
 
   function control(path, el) {
     el.dataset.field = path;
@@ -97,11 +134,25 @@ export function mount(root, { api, navigate }) {
   function labelled(label, path, el, hint) {
     const slot = errorSlot(path);
     slot.id = `err-${path.replace(/\./g, "-")}`;
-    return h("div.field", {}, h("label", { for: `f-${path.replace(/\./g, "-")}` }, label), control(path, el), hint ? h("span.hint", {}, hint) : null, slot);
+    return h(
+      "div.field",
+      {},
+      h("label", { for: `f-${path.replace(/\./g, "-")}` }, label),
+      control(path, el),
+      hint ? h("span.hint", {}, hint) : null,
+      slot,
+    );
   }
 
   function numberInput(value, onInput, { step = "any", min } = {}) {
-    return h("input", { type: "number", step, min, value: value ?? "", inputmode: "decimal", oninput: (e) => onInput(numberOrRaw(e.target.value)) });
+    return h("input", {
+      type: "number",
+      step,
+      min,
+      value: value ?? "",
+      inputmode: "decimal",
+      oninput: (e) => onInput(numberOrRaw(e.target.value)),
+    });
   }
 
   function selectInput(options, value, onChange) {
@@ -137,7 +188,13 @@ export function mount(root, { api, navigate }) {
         ),
       ),
       p ? h("p.hint", { "data-testid": "preset-description" }, presetHint(p)) : null,
-      p?.spec?.layers ? h("ol.preset-layers", {}, p.spec.layers.map((l) => h("li", {}, layerSummary(l)))) : null,
+      p?.spec?.layers
+        ? h(
+            "ol.preset-layers",
+            {},
+            p.spec.layers.map((l) => h("li", {}, layerSummary(l))),
+          )
+        : null,
       p?.spec
         ? h(
             "button.small",
@@ -162,7 +219,8 @@ export function mount(root, { api, navigate }) {
     const parts = [l.type];
     if (l.name) parts.push(l.name);
     if (l.out_channels) parts.push(`${l.out_channels} ch`);
-    if (l.kernel_size) parts.push(`k${Array.isArray(l.kernel_size) ? l.kernel_size.join("×") : l.kernel_size}`);
+    if (l.kernel_size)
+      parts.push(`k${Array.isArray(l.kernel_size) ? l.kernel_size.join("×") : l.kernel_size}`);
     if (l.out_features) parts.push(`${l.out_features} units`);
     if (l.p !== undefined) parts.push(`p=${l.p}`);
     if (l.activation) parts.push(l.activation);
@@ -180,17 +238,65 @@ export function mount(root, { api, navigate }) {
     const acts = [...new Set([...ACTIVATIONS, act])];
     const cells = [];
     if (l.type === "conv2d" || l.type === "linear") {
-      cells.push(labelled("Name", `${base}.name`, h("input", { type: "text", value: l.name ?? "", size: 8, oninput: (e) => set("name")(e.target.value.trim()) })));
+      cells.push(
+        labelled(
+          "Name",
+          `${base}.name`,
+          h("input", {
+            type: "text",
+            value: l.name ?? "",
+            size: 8,
+            oninput: (e) => set("name")(e.target.value.trim()),
+          }),
+        ),
+      );
     }
     if (l.type === "conv2d") {
-      cells.push(labelled("Channels", `${base}.out_channels`, numberInput(l.out_channels, set("out_channels"), { step: 1 })));
-      cells.push(labelled("Kernel", `${base}.kernel_size`, numberInput(Array.isArray(l.kernel_size) ? l.kernel_size[0] : l.kernel_size, set("kernel_size"), { step: 1 })));
+      cells.push(
+        labelled(
+          "Channels",
+          `${base}.out_channels`,
+          numberInput(l.out_channels, set("out_channels"), { step: 1 }),
+        ),
+      );
+      cells.push(
+        labelled(
+          "Kernel",
+          `${base}.kernel_size`,
+          numberInput(Array.isArray(l.kernel_size) ? l.kernel_size[0] : l.kernel_size, set("kernel_size"), {
+            step: 1,
+          }),
+        ),
+      );
     }
-    if (l.type === "maxpool2d" || l.type === "avgpool2d") cells.push(labelled("Kernel", `${base}.kernel_size`, numberInput(Array.isArray(l.kernel_size) ? l.kernel_size[0] : l.kernel_size, set("kernel_size"), { step: 1 })));
-    if (l.type === "dropout") cells.push(labelled("p", `${base}.p`, numberInput(l.p, set("p"), { step: 0.05 })));
-    if (l.type === "linear") cells.push(labelled("Units", `${base}.out_features`, numberInput(l.out_features, set("out_features"), { step: 1 })));
+    if (l.type === "maxpool2d" || l.type === "avgpool2d")
+      cells.push(
+        labelled(
+          "Kernel",
+          `${base}.kernel_size`,
+          numberInput(Array.isArray(l.kernel_size) ? l.kernel_size[0] : l.kernel_size, set("kernel_size"), {
+            step: 1,
+          }),
+        ),
+      );
+    if (l.type === "dropout")
+      cells.push(labelled("p", `${base}.p`, numberInput(l.p, set("p"), { step: 0.05 })));
+    if (l.type === "linear")
+      cells.push(
+        labelled(
+          "Units",
+          `${base}.out_features`,
+          numberInput(l.out_features, set("out_features"), { step: 1 }),
+        ),
+      );
     if (l.type === "conv2d" || l.type === "linear") {
-      cells.push(labelled("Activation", `${base}.activation`, selectInput(acts, act, (v) => set("activation")(v))));
+      cells.push(
+        labelled(
+          "Activation",
+          `${base}.activation`,
+          selectInput(acts, act, (v) => set("activation")(v)),
+        ),
+      );
     }
     const move = (d) => () => {
       const j = i + d;
@@ -210,18 +316,49 @@ export function mount(root, { api, navigate }) {
           "Type",
           `${base}.type`,
           selectInput(LAYER_TYPES, l.type, (t) => {
-            state.spec.layers[i] = newLayer(t, state.spec.layers.filter((_, k) => k !== i));
+            state.spec.layers[i] = newLayer(
+              t,
+              state.spec.layers.filter((_, k) => k !== i),
+            );
             render(`[data-testid=layer-row][data-index="${i}"] select[data-field="${base}.type"]`);
           }),
         ),
       ),
       h("div.layer-fields", {}, cells),
-      h("div.layer-out", { "data-testid": "layer-out" }, info?.error ? h("span.warn", {}, info.error) : info?.out ? `→ ${fmtShape(info.out)}${info.params ? ` · ${info.params.toLocaleString()} params` : ""}` : ""),
+      h(
+        "div.layer-out",
+        { "data-testid": "layer-out" },
+        info?.error
+          ? h("span.warn", {}, info.error)
+          : info?.out
+            ? `→ ${fmtShape(info.out)}${info.params ? ` · ${info.params.toLocaleString()} params` : ""}`
+            : "",
+      ),
       h(
         "div.layer-actions",
         {},
-        h("button.icon", { type: "button", "data-testid": "layer-up", "aria-label": `Move layer ${i + 1} up`, disabled: i === 0, onclick: move(-1) }, "↑"),
-        h("button.icon", { type: "button", "data-testid": "layer-down", "aria-label": `Move layer ${i + 1} down`, disabled: i === state.spec.layers.length - 1, onclick: move(1) }, "↓"),
+        h(
+          "button.icon",
+          {
+            type: "button",
+            "data-testid": "layer-up",
+            "aria-label": `Move layer ${i + 1} up`,
+            disabled: i === 0,
+            onclick: move(-1),
+          },
+          "↑",
+        ),
+        h(
+          "button.icon",
+          {
+            type: "button",
+            "data-testid": "layer-down",
+            "aria-label": `Move layer ${i + 1} down`,
+            disabled: i === state.spec.layers.length - 1,
+            onclick: move(1),
+          },
+          "↓",
+        ),
         h(
           "button.icon.danger",
           {
@@ -243,7 +380,12 @@ export function mount(root, { api, navigate }) {
   let inferenceEl = null;
   function inferenceText() {
     const inf = inferShapes(state.spec);
-    return { inf, text: inf.error ? `⚠ ${inf.error}` : `${inf.total.toLocaleString()} parameters · ${fmtBytes(inf.total * 4)} per float32 snapshot` };
+    return {
+      inf,
+      text: inf.error
+        ? `⚠ ${inf.error}`
+        : `${inf.total.toLocaleString()} parameters · ${fmtBytes(inf.total * 4)} per float32 snapshot`,
+    };
   }
   function updateInference() {
     if (!inferenceEl) return;
@@ -252,14 +394,23 @@ export function mount(root, { api, navigate }) {
     body.querySelectorAll("[data-testid=layer-row]").forEach((row, i) => {
       const info = inf.layers[i];
       const out = row.querySelector("[data-testid=layer-out]");
-      if (out) out.textContent = info?.error ? info.error : info?.out ? `→ ${fmtShape(info.out)}${info.params ? ` · ${info.params.toLocaleString()} params` : ""}` : "";
+      if (out)
+        out.textContent = info?.error
+          ? info.error
+          : info?.out
+            ? `→ ${fmtShape(info.out)}${info.params ? ` · ${info.params.toLocaleString()} params` : ""}`
+            : "";
     });
   }
 
   function customSection() {
     const { inf, text } = inferenceText();
     inferenceEl = h("p.inference", { "data-testid": "param-count" }, text);
-    const addType = h("select", { "data-testid": "add-layer-type", "aria-label": "Type of layer to add" }, LAYER_TYPES.map((t) => h("option", { value: t }, t)));
+    const addType = h(
+      "select",
+      { "data-testid": "add-layer-type", "aria-label": "Type of layer to add" },
+      LAYER_TYPES.map((t) => h("option", { value: t }, t)),
+    );
     return h(
       "div.custom",
       {},
@@ -270,7 +421,11 @@ export function mount(root, { api, navigate }) {
       ),
       errorSlot("model.input_shape"),
       errorSlot("model.num_classes"),
-      h("ol.layers", { "data-testid": "layer-list" }, state.spec.layers.map((l, i) => layerRow(l, i, inf.layers[i]))),
+      h(
+        "ol.layers",
+        { "data-testid": "layer-list" },
+        state.spec.layers.map((l, i) => layerRow(l, i, inf.layers[i])),
+      ),
       errorSlot("model.layers"),
       h(
         "div.add-layer",
@@ -300,10 +455,14 @@ export function mount(root, { api, navigate }) {
       labelled(
         label,
         `training.${key}`,
-        numberInput(state.training[key], (v) => {
-          state.training[key] = v;
-          if (key === "lr") state.lrTouched = true;
-        }, opts),
+        numberInput(
+          state.training[key],
+          (v) => {
+            state.training[key] = v;
+            if (key === "lr") state.lrTouched = true;
+          },
+          opts,
+        ),
         hint,
       );
     const modeRadio = (mode, label) =>
@@ -353,7 +512,11 @@ export function mount(root, { api, navigate }) {
           "Dataset",
           "dataset",
           selectInput(
-            datasets.map((d) => [d.name, `${d.name}${d.available === false ? " (not available)" : ""} — ${fmtShape(d.input_shape)}, ${d.num_classes} classes`, d.available === false]),
+            datasets.map((d) => [
+              d.name,
+              `${d.name}${d.available === false ? " (not available)" : ""} — ${fmtShape(d.input_shape)}, ${d.num_classes} classes`,
+              d.available === false,
+            ]),
             state.dataset,
             (v) => {
               state.dataset = v;
@@ -369,7 +532,12 @@ export function mount(root, { api, navigate }) {
         "fieldset",
         {},
         h("legend", {}, "Model"),
-        h("div.radios", { role: "radiogroup", "aria-label": "Model source" }, modeRadio("preset", "Preset"), modeRadio("custom", "Layer by layer")),
+        h(
+          "div.radios",
+          { role: "radiogroup", "aria-label": "Model source" },
+          modeRadio("preset", "Preset"),
+          modeRadio("custom", "Layer by layer"),
+        ),
         errorSlot("model"),
         state.modelMode === "preset" ? presetSection() : customSection(),
       ),
@@ -397,11 +565,20 @@ export function mount(root, { api, navigate }) {
         labelled(
           "Nesterov momentum",
           "training.nesterov",
-          h("input", { type: "checkbox", checked: state.training.nesterov, onchange: (e) => (state.training.nesterov = e.target.checked) }),
+          h("input", {
+            type: "checkbox",
+            checked: state.training.nesterov,
+            onchange: (e) => (state.training.nesterov = e.target.checked),
+          }),
           "SGD only",
         ),
         trainingField("Seed", "seed", { step: 1 }),
-        trainingField("Training samples", "max_train_samples", { step: 1, min: 1 }, "blank = the whole training split; N = its first N samples (short trial runs)"),
+        trainingField(
+          "Training samples",
+          "max_train_samples",
+          { step: 1, min: 1 },
+          "blank = the whole training split; N = its first N samples (short trial runs)",
+        ),
         errorSlot("training"),
       ),
       h(
@@ -416,7 +593,12 @@ export function mount(root, { api, navigate }) {
         ),
         errorSlot("capture"),
       ),
-      h("div.form-actions", {}, h("button.primary", { type: "submit", "data-testid": "submit-run" }, "Start training"), h("a.button", { href: "#/runs" }, "Cancel")),
+      h(
+        "div.form-actions",
+        {},
+        h("button.primary", { type: "submit", "data-testid": "submit-run" }, "Start training"),
+        h("a.button", { href: "#/runs" }, "Cancel"),
+      ),
     );
     setChildren(body, form);
     if (focusSelector) body.querySelector(focusSelector)?.focus();
@@ -456,7 +638,13 @@ export function mount(root, { api, navigate }) {
           "div.banner.error",
           { "data-testid": "error-banner" },
           `The server did not accept this run: ${err.fields.length} problem${err.fields.length > 1 ? "s" : ""} — see the marked fields.`,
-          unmapped.length ? h("ul", {}, unmapped.map((f) => h("li", {}, `${f.path || "request"}: ${f.msg}`))) : null,
+          unmapped.length
+            ? h(
+                "ul",
+                {},
+                unmapped.map((f) => h("li", {}, `${f.path || "request"}: ${f.msg}`)),
+              )
+            : null,
         ),
       );
     }
@@ -483,15 +671,25 @@ export function mount(root, { api, navigate }) {
 
   (async () => {
     try {
-      const [p, d] = await Promise.all([api.presets({ signal: ctl.signal }), api.datasets({ signal: ctl.signal })]);
+      const [p, d] = await Promise.all([
+        api.presets({ signal: ctl.signal }),
+        api.datasets({ signal: ctl.signal }),
+      ]);
       presets = p?.presets ?? [];
       datasets = d?.datasets ?? [];
       if (!presets.some((x) => x.name === state.preset) && presets.length) state.preset = presets[0].name;
       if (!presets.length) state.modelMode = "custom";
       const firstAvailable = datasets.find((x) => x.available !== false);
-      if (!datasets.some((x) => x.name === state.dataset && x.available !== false) && firstAvailable) state.dataset = firstAvailable.name;
+      if (!datasets.some((x) => x.name === state.dataset && x.available !== false) && firstAvailable)
+        state.dataset = firstAvailable.name;
       syncSpecToDataset();
-      if (!state.spec.layers.length) state.spec.layers = presetObj()?.spec?.layers ? clone(presetObj().spec.layers) : [newLayer("flatten"), { ...newLayer("linear"), out_features: state.spec.num_classes, activation: "none" }];
+      if (!state.spec.layers.length)
+        state.spec.layers = presetObj()?.spec?.layers
+          ? clone(presetObj().spec.layers)
+          : [
+              newLayer("flatten"),
+              { ...newLayer("linear"), out_features: state.spec.num_classes, activation: "none" },
+            ];
       autoName();
       render();
     } catch (e) {

@@ -35,15 +35,31 @@ export function mount(root, { api, navigate }) {
 
   // Runs ticked for comparison, in the order they were ticked (run A, run B, …).
   const selected = [];
-  const compareBtn = h("button", { type: "button", "data-testid": "compare-selected", disabled: true, onclick: () => navigate(buildHash(["compare"], { runs: selected.join(",") })) }, "Compare");
+  const compareBtn = h(
+    "button",
+    {
+      type: "button",
+      "data-testid": "compare-selected",
+      disabled: true,
+      onclick: () => navigate(buildHash(["compare"], { runs: selected.join(",") })),
+    },
+    "Compare",
+  );
   const updateCompare = () => {
     compareBtn.disabled = selected.length < 2 || selected.length > MAX_COMPARED;
     compareBtn.textContent = selected.length ? `Compare ${selected.length} runs` : "Compare";
-    compareBtn.title = selected.length > MAX_COMPARED ? `at most ${MAX_COMPARED} runs` : "tick two to eight runs";
+    compareBtn.title =
+      selected.length > MAX_COMPARED ? `at most ${MAX_COMPARED} runs` : "tick two to eight runs";
   };
   setChildren(
     root,
-    h("div.page-head", {}, h("h1", {}, "Runs"), compareBtn, h("a.button.primary", { href: "#/new", "data-testid": "new-run" }, "New run")),
+    h(
+      "div.page-head",
+      {},
+      h("h1", {}, "Runs"),
+      compareBtn,
+      h("a.button.primary", { href: "#/new", "data-testid": "new-run" }, "New run"),
+    ),
     banner,
     list,
   );
@@ -75,7 +91,16 @@ export function mount(root, { api, navigate }) {
 
   function renderTable(runs) {
     if (!runs.length) {
-      setChildren(list, h("p.empty", { "data-testid": "runs-empty" }, "No runs yet. ", h("a", { href: "#/new" }, "Start one"), "."));
+      setChildren(
+        list,
+        h(
+          "p.empty",
+          { "data-testid": "runs-empty" },
+          "No runs yet. ",
+          h("a", { href: "#/new" }, "Start one"),
+          ".",
+        ),
+      );
       return;
     }
     const rows = runs.map((r) => {
@@ -84,7 +109,12 @@ export function mount(root, { api, navigate }) {
       const open = () => navigate(href);
       return h(
         "tr.run-row",
-        { "data-testid": "run-row", "data-run-id": r.id, "data-status": r.status, onclick: (ev) => (ev.target.closest("a,button,input,label") ? null : open()) },
+        {
+          "data-testid": "run-row",
+          "data-run-id": r.id,
+          "data-status": r.status,
+          onclick: (ev) => (ev.target.closest("a,button,input,label") ? null : open()),
+        },
         h(
           "td",
           {},
@@ -111,15 +141,38 @@ export function mount(root, { api, navigate }) {
           progressBar(progressFraction(r), `progress of ${r.name || r.id}`),
           h("span.small-text", {}, p.total_steps ? `${p.step ?? 0} / ${p.total_steps}` : ""),
         ),
-        h("td", {}, r.summary?.val_accuracy != null ? fmtPct(r.summary.val_accuracy) : p.loss != null ? `loss ${fmtNum(p.loss, 3)}` : "—"),
+        h(
+          "td",
+          {},
+          r.summary?.val_accuracy != null
+            ? fmtPct(r.summary.val_accuracy)
+            : p.loss != null
+              ? `loss ${fmtNum(p.loss, 3)}`
+              : "—",
+        ),
         h("td", { title: r.created_at ?? "" }, fmtAge(r.created_at)),
         h(
           "td.actions",
           {},
-          h("a.button.small", { href: buildHash(["runs", r.id, "health"]), "data-testid": "health-link" }, "Health"),
-          !TERMINAL.has(r.status) ? h("button.small", { type: "button", onclick: () => act(api.cancelRun, r) }, "Cancel") : null,
+          h(
+            "a.button.small",
+            { href: buildHash(["runs", r.id, "health"]), "data-testid": "health-link" },
+            "Health",
+          ),
+          !TERMINAL.has(r.status)
+            ? h("button.small", { type: "button", onclick: () => act(api.cancelRun, r) }, "Cancel")
+            : null,
           TERMINAL.has(r.status)
-            ? h("button.small.danger", { type: "button", "aria-label": `Delete run ${r.name || r.id}`, onclick: () => confirm(`Delete run ${r.name || r.id} and all its data?`) && act(api.deleteRun, r) }, "Delete")
+            ? h(
+                "button.small.danger",
+                {
+                  type: "button",
+                  "aria-label": `Delete run ${r.name || r.id}`,
+                  onclick: () =>
+                    confirm(`Delete run ${r.name || r.id} and all its data?`) && act(api.deleteRun, r),
+                },
+                "Delete",
+              )
             : null,
         ),
       );
@@ -129,7 +182,17 @@ export function mount(root, { api, navigate }) {
       h(
         "table.table",
         { "data-testid": "runs-table" },
-        h("thead", {}, h("tr", {}, ...["", "Name", "Status", "Dataset", "Model", "Progress", "Result", "Age", ""].map((t) => h("th", { scope: "col" }, t)))),
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            ...["", "Name", "Status", "Dataset", "Model", "Progress", "Result", "Age", ""].map((t) =>
+              h("th", { scope: "col" }, t),
+            ),
+          ),
+        ),
         h("tbody", {}, rows),
       ),
     );

@@ -49,13 +49,29 @@ export function mount(root, { api, routeParams, params }) {
   body.append(spinner("Loading…"));
 
   function syncUrl() {
-    replaceParams(["runs", id, "scatter"], { tensor: st.tensor, from: st.from, to: st.to, mode: st.mode === "auto" ? null : st.mode });
+    replaceParams(["runs", id, "scatter"], {
+      tensor: st.tensor,
+      from: st.from,
+      to: st.to,
+      mode: st.mode === "auto" ? null : st.mode,
+    });
     const ex = head.querySelector("a[data-link=explore]");
-    if (ex) ex.href = buildHash(["runs", id, "explore"], { tensor: st.tensor, from: st.from, to: st.to, mode: "diff" });
+    if (ex)
+      ex.href = buildHash(["runs", id, "explore"], {
+        tensor: st.tensor,
+        from: st.from,
+        to: st.to,
+        mode: "diff",
+      });
   }
 
   function renderControls() {
-    if (!picker) picker = createTensorPicker({ tensors, selected: st.tensor, onSelect: (name) => ((st.tensor = name), load()) });
+    if (!picker)
+      picker = createTensorPicker({
+        tensors,
+        selected: st.tensor,
+        onSelect: (name) => ((st.tensor = name), load()),
+      });
     else picker.setSelected(st.tensor);
     const stepInput = (key, testid, label) =>
       h(
@@ -78,7 +94,11 @@ export function mount(root, { api, routeParams, params }) {
       );
     const modeSel = h(
       "select",
-      { "data-testid": "scatter-mode", "aria-label": "Drawing", onchange: (e) => ((st.mode = e.target.value), syncUrl(), draw()) },
+      {
+        "data-testid": "scatter-mode",
+        "aria-label": "Drawing",
+        onchange: (e) => ((st.mode = e.target.value), syncUrl(), draw()),
+      },
       [
         ["auto", "auto"],
         ["points", "points (sample)"],
@@ -86,7 +106,14 @@ export function mount(root, { api, routeParams, params }) {
       ].map(([v, l]) => h("option", { value: v, selected: v === st.mode }, l)),
     );
     modeSel.value = st.mode;
-    setChildren(controls, h("span.inline", {}, "Tensor"), picker.el, stepInput("from", "from-input", "from"), stepInput("to", "to-input", "to"), h("label.inline", {}, "Draw ", modeSel));
+    setChildren(
+      controls,
+      h("span.inline", {}, "Tensor"),
+      picker.el,
+      stepInput("from", "from-input", "from"),
+      stepInput("to", "to-input", "to"),
+      h("label.inline", {}, "Draw ", modeSel),
+    );
   }
 
   async function load() {
@@ -95,7 +122,12 @@ export function mount(root, { api, routeParams, params }) {
     root.dataset.state = "loading";
     setChildren(body, spinner("Computing…"));
     try {
-      const r = await api.scatter(id, st.tensor, { from: st.from, to: st.to, maxPoints: 20000 }, { signal: ctl.signal });
+      const r = await api.scatter(
+        id,
+        st.tensor,
+        { from: st.from, to: st.to, maxPoints: 20000 },
+        { signal: ctl.signal },
+      );
       if (my !== token || destroyed) return;
       result = r;
       draw();
@@ -120,9 +152,14 @@ export function mount(root, { api, routeParams, params }) {
           mode === "density" && r.histogram
             ? {
                 columns: ["x0", "x1", "y0", "y1", "count"],
-                rows: scatterChart.histogramCells(r.histogram).cells.map((c) => [c.x0, c.x1, c.y0, c.y1, c.count]),
+                rows: scatterChart
+                  .histogramCells(r.histogram)
+                  .cells.map((c) => [c.x0, c.x1, c.y0, c.y1, c.count]),
               }
-            : { columns: ["index", "initial", "change"], rows: r.x.map((x, i) => [r.sample_indices?.[i] ?? i, x, r.y[i]]) },
+            : {
+                columns: ["index", "initial", "change"],
+                rows: r.x.map((x, i) => [r.sample_indices?.[i] ?? i, x, r.y[i]]),
+              },
         npy: () => {
           const v = new Float32Array(r.x.length * 2);
           r.x.forEach((x, i) => {
@@ -141,20 +178,46 @@ export function mount(root, { api, routeParams, params }) {
       height: 500,
       onHover: (p, ev) => {
         if (!p) return hideTooltip();
-        showTooltip(ev.pageX, ev.pageY, [`element ${p.index}`, `initial: ${fmtExact(p.x)}`, `change: ${fmtExact(p.y)}`]);
+        showTooltip(ev.pageX, ev.pageY, [
+          `element ${p.index}`,
+          `initial: ${fmtExact(p.x)}`,
+          `change: ${fmtExact(p.y)}`,
+        ]);
       },
     });
     fig.caption.textContent =
       mode === "density"
         ? `2-D histogram of all ${r.n?.toLocaleString() ?? ""} elements (darker = more).`
         : `${r.x.length.toLocaleString()} of ${r.n?.toLocaleString() ?? r.x.length} elements${r.x.length < r.n ? " (uniform sample)" : ""}; blue = increased, red = decreased.`;
-    const stat = (k, v, key, hint) => h("div.stat", { "data-key": key }, h("span.k", {}, k), h("span.v", {}, v), hint ? h("span.hint", {}, hint) : null);
+    const stat = (k, v, key, hint) =>
+      h(
+        "div.stat",
+        { "data-key": key },
+        h("span.k", {}, k),
+        h("span.v", {}, v),
+        hint ? h("span.hint", {}, hint) : null,
+      );
     const stats = h(
       "div.stats.scatter-stats",
-      { "data-testid": "scatter-stats", "data-r": r.pearson_r, "data-pos-increased": r.pos_increased_fraction, "data-neg-decreased": r.neg_decreased_fraction },
+      {
+        "data-testid": "scatter-stats",
+        "data-r": r.pearson_r,
+        "data-pos-increased": r.pos_increased_fraction,
+        "data-neg-decreased": r.neg_decreased_fraction,
+      },
       stat("Pearson r (initial, change)", fmtNum(r.pearson_r, 3), "pearson_r"),
-      stat("positive initial values that increased", fmtPct(r.pos_increased_fraction), "pos_increased_fraction", "above 50 % = positive weights tended to grow"),
-      stat("negative initial values that decreased", fmtPct(r.neg_decreased_fraction), "neg_decreased_fraction", "above 50 % = negative weights tended to shrink"),
+      stat(
+        "positive initial values that increased",
+        fmtPct(r.pos_increased_fraction),
+        "pos_increased_fraction",
+        "above 50 % = positive weights tended to grow",
+      ),
+      stat(
+        "negative initial values that decreased",
+        fmtPct(r.neg_decreased_fraction),
+        "neg_decreased_fraction",
+        "above 50 % = negative weights tended to shrink",
+      ),
       stat("elements", r.n?.toLocaleString() ?? "—", "n"),
     );
     setChildren(body, h("div.scatter-layout", {}, fig.figure, stats));
@@ -166,7 +229,13 @@ export function mount(root, { api, routeParams, params }) {
     tl = timeline.render(
       timelineBox,
       { points: pts.map((p) => ({ x: p.step, y: p.loss })), steps },
-      { from: st.from, to: st.to, width: 1180, height: 100, onChange: (a, b) => ((st.from = a), (st.to = b), renderControls(), load()) },
+      {
+        from: st.from,
+        to: st.to,
+        width: 1180,
+        height: 100,
+        onChange: (a, b) => ((st.from = a), (st.to = b), renderControls(), load()),
+      },
     );
   }
 
