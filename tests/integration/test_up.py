@@ -1,5 +1,6 @@
 """``netlapse up`` heals and stops cleanly: redis-server SIGKILLed mid-run is restarted (same port, its AOF)
-and the run succeeds with every step; Ctrl-C (SIGINT) leaves none of the processes it started."""
+and the run succeeds with every step; a whole trainer worker SIGKILLed mid-run is restarted and its run
+resumed through the reaper; Ctrl-C (SIGINT) leaves none of the processes it started."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ def descendants(pid: int) -> dict[int, str]:
     return out
 
 
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -48,6 +56,7 @@ def test_up_restarts_a_killed_redis_mid_run_and_ctrl_c_stops_everything(tmp_path
         NETLAPSE_DATA_DIR=str(tmp_path / "data"),
         NETLAPSE_AUTH_REQUIRED="0",
         NETLAPSE_SEGMENT_MAX_STEPS="16",
+        NETLAPSE_RESUME_INTERVAL_S="1",
         PYTHONUNBUFFERED="1",
     )
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - the child writes it until the end
@@ -94,6 +103,26 @@ def test_up_restarts_a_killed_redis_mid_run_and_ctrl_c_stops_everything(tmp_path
             again = wait_terminal(api, create_run(api, training={"epochs": 1, "seed": 5})["id"], timeout=180)
             assert again["status"] == "succeeded"
 
+            # A lost trainer (the whole worker, main process and pool, SIGKILLed: its Celery message stays
+            # unacknowledged, nothing redelivers it): netlapse up restarts the worker, whose reaper finds the
+            # run held by a dead process and wakes a trainer for it; the run resumes and succeeds.
+            rid = create_run(api, training={"epochs": 8, "batch_size": 32, "seed": 6})["id"]
+            resume_dir = tmp_path / "data" / "store" / "runs" / rid / "resume"
+            while time.monotonic() < deadline + 240:
+                run = api.get(f"/api/runs/{rid}").json()
+                if run["status"] == "running" and any(resume_dir.glob("*.npz")):
+                    break
+                time.sleep(0.2)
+            assert run["status"] == "running", run
+            trainer = next(p for p in descendants(up.pid) if b"netlapse.trainer.worker" in cmdline(p))
+            os.killpg(trainer, signal.SIGKILL)
+            run = wait_terminal(api, rid, timeout=300)
+            assert (
+                run["status"] == "succeeded" and run["attempts"] == 2 and run["resumed_from"] is not None
+            ), run
+            total = run["progress"]["total_steps"]
+            assert api.get(f"/api/runs/{rid}/steps").json()["steps"] == list(range(total + 1))
+
         started = descendants(up.pid)
         # redis-server, trainer / analyzer / compactor (each a Celery main process and its pool child), uvicorn
         assert len(started) >= 8 and any(c.startswith("redis-server") for c in started.values()), started
@@ -105,5 +134,6 @@ def test_up_restarts_a_killed_redis_mid_run_and_ctrl_c_stops_everything(tmp_path
         log.close()
     text = (tmp_path / "up.log").read_text()
     assert "redis exited with code -9; restarting it (restart #1)" in text, text
+    assert "trainer exited with code -9; restarting it (restart #1)" in text, text
     left = {p: c for p, c in started.items() if alive(p)}
     assert not left, f"left running after Ctrl-C: {left}"
