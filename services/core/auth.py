@@ -78,8 +78,11 @@ def hash_token(token: str) -> str:
 
 
 def new_token() -> str:
-    """A fresh random token (43 URL-safe characters)."""
-    return secrets.token_urlsafe(32)
+    """A fresh random token (43 URL-safe characters, never starting with '-')."""
+    while True:  # a leading '-' would read as an option in `netlapse … --token T`
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
 
 
 def validate_user_name(name: str) -> str:

@@ -49,6 +49,10 @@ def test_killed_trainer_resumes_bit_identical_to_an_uninterrupted_run(
 
     rid = create_run(api, model=MODEL, training=TRAINING)["id"]
     resume_dir = stack.data_dir / "store" / "runs" / rid / "resume"
+    # The session's stack may still be training runs of earlier tests: the clock starts when this one runs.
+    deadline = time.monotonic() + 600
+    while api.get(f"/api/runs/{rid}").json()["status"] == "queued" and time.monotonic() < deadline:
+        time.sleep(0.05)
     deadline = time.monotonic() + 120
     steps: list[int] = []
     while time.monotonic() < deadline:  # a resume checkpoint exists, and segments were committed past it

@@ -325,3 +325,12 @@ def test_local_store_files_are_0600_and_directories_0700(tmp_path: Path) -> None
     for p in [root, *root.rglob("*")]:
         mode = stat.S_IMODE(p.stat().st_mode)
         assert mode == (0o700 if p.is_dir() else 0o600), (p, oct(mode))
+
+
+def test_new_tokens_never_start_with_a_dash() -> None:
+    """`netlapse runs --token T list` would read a token starting with '-' as an option."""
+    from netlapse.core.auth import new_token
+
+    tokens = [new_token() for _ in range(2000)]  # ~1 in 64 of token_urlsafe's strings start with '-'
+    assert all(len(t) == 43 and not t.startswith("-") for t in tokens)
+    assert len(set(tokens)) == len(tokens)
