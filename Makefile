@@ -73,6 +73,7 @@ bench: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run
 	$(PY) -m bench.bench_sdk --out bench/results/sdk.json
 	$(PY) -m bench.bench_explorer
+	$(PY) -m bench.bench_resume
 
 bench-quick: setup
 	NETLAPSE_DATA_DIR=$(DATA_DIR) $(PY) -m bench.run --quick --out bench/results/engine-quick.json
