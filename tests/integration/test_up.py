@@ -78,7 +78,7 @@ def test_up_restarts_a_killed_redis_mid_run_and_ctrl_c_stops_everything(tmp_path
                     pass
                 assert up.poll() is None, (tmp_path / "up.log").read_text()
                 time.sleep(0.3)
-            rid = create_run(api, training={"epochs": 8, "batch_size": 32, "seed": 4})["id"]
+            rid = create_run(api, training={"epochs": 16, "batch_size": 16, "seed": 4})["id"]
             while time.monotonic() < deadline:
                 run = api.get(f"/api/runs/{rid}").json()
                 if run["status"] == "running" and run["progress"]["step"] >= 20:
@@ -106,7 +106,7 @@ def test_up_restarts_a_killed_redis_mid_run_and_ctrl_c_stops_everything(tmp_path
             # A lost trainer (the whole worker, main process and pool, SIGKILLed: its Celery message stays
             # unacknowledged, nothing redelivers it): netlapse up restarts the worker, whose reaper finds the
             # run held by a dead process and wakes a trainer for it; the run resumes and succeeds.
-            rid = create_run(api, training={"epochs": 8, "batch_size": 32, "seed": 6})["id"]
+            rid = create_run(api, training={"epochs": 24, "batch_size": 16, "seed": 6})["id"]
             resume_dir = tmp_path / "data" / "store" / "runs" / rid / "resume"
             while time.monotonic() < deadline + 240:
                 run = api.get(f"/api/runs/{rid}").json()
