@@ -317,8 +317,8 @@ class Run:
                     status, error = "failed", error or f"capture failed: {type(exc).__name__}: {exc}"
                     try:
                         self._pipe.close(complete=False)
-                    except Exception:
-                        pass
+                    except Exception:  # the first failure is the one reported (capture_error)
+                        log.debug("closing the capture pipeline after a failure also failed", exc_info=True)
             if self._row is not None:
                 self._close_row()
             if self._rows:

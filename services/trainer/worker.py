@@ -141,7 +141,10 @@ def train_run(self: Task, payload: dict) -> dict:
         return {"run_id": None, "status": "idle"}
     try:
         events: EventStream | None = EventStream(connect_cache(settings.redis_url), settings.events_maxlen)
-    except Exception:
+    except Exception:  # Redis is a cache: train without live events, the record and tape stay the truth
+        log.warning(
+            "run %s: no event stream (Redis unreachable); training without live events", rec.id, exc_info=True
+        )
         events = None
     final = execute_run(rec, owner, settings, store, events)
     return {"run_id": final.id, "status": final.status, "attempt": rec.attempts}
