@@ -129,8 +129,12 @@ def test_up_restarts_a_killed_redis_mid_run_and_ctrl_c_stops_everything(tmp_path
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
     finally:
-        if up.poll() is None:
-            up.kill()
+        if up.poll() is None:  # Ctrl-C first: a SIGKILL of the supervisor alone would orphan its children
+            up.send_signal(signal.SIGINT)
+            try:
+                up.wait(60)
+            except subprocess.TimeoutExpired:
+                up.kill()
         log.close()
     text = (tmp_path / "up.log").read_text()
     assert "redis exited with code -9; restarting it (restart #1)" in text, text
