@@ -1,4 +1,4 @@
-"""Metrics of SDK runs in a store, shared by the api's ingest routes and the SDK's offline mode.
+"""Metrics and tape summary of SDK runs in a store, shared by the api's ingest routes and the SDK's offline mode.
 
 Metrics arrive in numbered batches; each is stored once as its own part, ``runs/{id}/metrics/sdk-{seq}.jsonl``
 (one JSON row per line), read like the trainer's parts (netlapse.core.metrics), and when the run ends the parts
@@ -11,8 +11,9 @@ import json
 from typing import Any
 
 from netlapse.core.metrics import metrics_parts_prefix, read_metrics
-from netlapse.core.schemas import metrics_key
-from netlapse.core.store import Store
+from netlapse.core.schemas import metrics_key, tape_prefix
+from netlapse.core.store import ObjectNotFound, Store
+from netlapse.core.tape import TapeReader
 
 
 def metrics_part_key(run_id: str, seq: int) -> str:
@@ -38,3 +39,19 @@ def finalize_metrics(store: Store, run_id: str) -> dict[str, list[dict[str, Any]
         store.put_json(metrics_key(run_id), merged)
         store.delete_prefix(metrics_parts_prefix(run_id))
     return merged
+
+
+def tape_summary(store: Store, run_id: str) -> dict[str, Any]:
+    """Whether the run's tape is complete, its captured steps and sizes (zeros before its first manifest)."""
+    try:
+        r = TapeReader(store, tape_prefix(run_id))
+    except ObjectNotFound:
+        return {"complete": False, "steps_captured": 0, "last_step": None, "raw_bytes": 0, "stored_bytes": 0}
+    steps = r.steps()
+    return {
+        "complete": bool(r.complete),
+        "steps_captured": len(steps),
+        "last_step": steps[-1] if steps else None,
+        "raw_bytes": r.raw_bytes,
+        "stored_bytes": r.stored_bytes,
+    }

@@ -29,9 +29,8 @@ import torch
 from netlapse.core.program import eval_inputs_key, eval_labels_key, program_key
 from netlapse.core.runs import RunRepository
 from netlapse.core.schemas import Progress, RunRecord, RunSummary, SdkInfo, tape_prefix, utcnow
-from netlapse.core.sdkruns import finalize_metrics, put_metrics_part
+from netlapse.core.sdkruns import finalize_metrics, put_metrics_part, tape_summary
 from netlapse.core.store import ObjectNotFound, Store
-from netlapse.core.tape import TapeReader
 from netlapse.sdk.offline import RunsDirStore
 from netlapse.sdk.transport import IngestClient, IngestRejected, ServerUnreachable
 
@@ -273,22 +272,6 @@ class OnlineSink:
                 )
             if out.get("status") == "failed" and self.error is None:
                 self._fail(f"the server marked the run failed: {out.get('error')}")
-
-
-def tape_summary(store: Store, run_id: str) -> dict[str, Any]:
-    """Whether the run's tape is complete, its captured steps and sizes (zeros before its first manifest)."""
-    try:
-        r = TapeReader(store, tape_prefix(run_id))
-    except ObjectNotFound:
-        return {"complete": False, "steps_captured": 0, "last_step": None, "raw_bytes": 0, "stored_bytes": 0}
-    steps = r.steps()
-    return {
-        "complete": bool(r.complete),
-        "steps_captured": len(steps),
-        "last_step": steps[-1] if steps else None,
-        "raw_bytes": r.raw_bytes,
-        "stored_bytes": r.stored_bytes,
-    }
 
 
 # --- offline ------------------------------------------------------------------------------------------------

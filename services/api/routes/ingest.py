@@ -58,7 +58,7 @@ from netlapse.api.routes.runs import public
 from netlapse.core.events import EventStream, EventType
 from netlapse.core.metrics import metrics_parts_prefix, read_metrics
 from netlapse.core.program import eval_inputs_key, eval_labels_key, program_key
-from netlapse.core.queue import ANALYZE_QUEUE, TASK_COMPACT
+from netlapse.core.queue import COMPACT_QUEUE, TASK_COMPACT
 from netlapse.core.runs import RunExists, RunNotFound, RunRepository, new_run_id
 from netlapse.core.schemas import (
     RUN_ID_RE,
@@ -74,10 +74,10 @@ from netlapse.core.schemas import (
     tape_prefix,
     utcnow,
 )
-from netlapse.core.sdkruns import finalize_metrics, put_metrics_part
+from netlapse.core.sdkruns import finalize_metrics, put_metrics_part, tape_summary
 from netlapse.core.settings import Settings, get_settings
 from netlapse.core.store import ObjectNotFound, Store
-from netlapse.core.tape import MANIFEST_NAME, SEGMENTS_DIR, TapeReader
+from netlapse.core.tape import MANIFEST_NAME, SEGMENTS_DIR
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/ingest", tags=["ingest"])
@@ -585,27 +585,11 @@ def finish(
     if out.tape_complete and settings.compact_after_run:
         try:
             celery.send_task(
-                TASK_COMPACT, args=[CompactTask(run_id=run_id).model_dump()], queue=ANALYZE_QUEUE
+                TASK_COMPACT, args=[CompactTask(run_id=run_id).model_dump()], queue=COMPACT_QUEUE
             )
         except Exception:  # compaction is an optimisation; the run is complete without it
             log.warning("could not send the compaction task for run %s", run_id, exc_info=True)
     return public(out, events)
-
-
-def tape_summary(store: Store, run_id: str) -> dict[str, Any]:
-    """Whether the run's tape is complete, its captured steps and sizes (zeros before its first manifest)."""
-    try:
-        r = TapeReader(store, tape_prefix(run_id))
-    except ObjectNotFound:
-        return {"complete": False, "steps_captured": 0, "last_step": None, "raw_bytes": 0, "stored_bytes": 0}
-    steps = r.steps()
-    return {
-        "complete": bool(r.complete),
-        "steps_captured": len(steps),
-        "last_step": steps[-1] if steps else None,
-        "raw_bytes": r.raw_bytes,
-        "stored_bytes": r.stored_bytes,
-    }
 
 
 def _deactivate(store: Store, run_id: str) -> None:
