@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from netlapse.analyzer.heatmap import exact_window
 from netlapse.analyzer.registry import (
     Analysis,
     AnalysisRequest,
@@ -27,6 +28,7 @@ from netlapse.analyzer.registry import (
 from netlapse.core.schemas import ScatterTask
 from netlapse.core.settings import Settings
 from netlapse.core.store import Store
+from netlapse.core.tensorview import MAX_WINDOW_ELEMENTS
 
 MAX_TRAJECTORY_INDICES = 1000
 MAX_SCATTER_POINTS = 200_000
@@ -152,6 +154,14 @@ class DiffRequest(AnalysisRequest):
     name: str = Field(..., description="a captured tensor (state_dict name)")
     from_step: int = Field(..., alias="from", ge=0, description="a captured step")
     to_step: int = Field(..., alias="to", ge=0, description="a captured step")
+    # Not part of the result (the cache key and the worker's payload leave it out): a window is read from the
+    # tape in the api at once (``DIFF.direct``), the whole difference never computed for it.
+    window: str | None = Field(
+        None,
+        exclude=True,
+        description=f"r0,c0,r1,c1: only the region [r0, r1) x [c0, c1) of the tensor's 2-D view (at most "
+        f"{MAX_WINDOW_ELEMENTS} cells), exact, with the values at from and to",
+    )
 
 
 def _diff(ctx: Context, r: DiffRequest) -> Result:
@@ -168,6 +178,17 @@ def _diff(ctx: Context, r: DiffRequest) -> Result:
     return Result(meta, {"": d})
 
 
+def _diff_window(ctx: Context, r: DiffRequest) -> Answer | None:
+    """A window of the difference, read from the tape (the tensors route's exact window); ``.npy`` = the
+    difference only, [h, w] (gaps NaN), as the whole diff's ``.npy`` is the difference."""
+    if r.window is None:
+        return None
+    ans = exact_window(ctx.tape(r.run_id), r.name, r.window, None, (r.from_step, r.to_step))
+    assert ans.npy is not None
+    ans.npy = ans.npy[2]
+    return ans
+
+
 def tensor_answer(stored: Stored, _: Any) -> Answer:
     """``{**meta, shape, dtype, data}`` or the array as ``.npy``: how a tensor-valued result goes out."""
     a = np.ascontiguousarray(stored.array(""))
@@ -181,10 +202,12 @@ DIFF = Analysis(
     compute=_diff,
     summary="value(to) − value(from) of one tensor, in its dtype (bit-exact with a client's own subtraction), "
     "with summary stats (min, max, mean, mean |Δ|, L2, sign counts; per-filter L2 and top filters for conv "
-    "weights). JSON or, with Accept: application/x-npy, .npy.",
+    "weights). JSON or, with Accept: application/x-npy, .npy. With window=r0,c0,r1,c1: only that region of "
+    "the tensor's 2-D view, exact, read from the tape at once (no stats).",
     path="/runs/{run_id}/diff/{name}",
     check=lambda ctx, r: check_step_pair(ctx, r.run_id, r.name, r.from_step, r.to_step),
     respond=tensor_answer,
+    direct=_diff_window,
     artifacts=("",),
     tags=("tensors",),
 )

@@ -1,5 +1,6 @@
 """Heatmap tiles: a tensor's 2-D view (or a window of it) pooled into at most 2048 x 2048 cells, so the explorer
-shows a 25 M-element layer from a few hundred kB instead of the whole tensor.
+shows a 25 M-element layer from a few hundred kB instead of the whole tensor; and the exact values of a small
+window of that view (what a tooltip shows), for ``/tensors`` and ``/diff`` alike.
 
 Each cell is the signed value of largest magnitude in its block (an isolated large change is never averaged
 away) and the block's mean; the view and the pooling are ``netlapse.core.tensorview``. Values at a step come
@@ -29,7 +30,69 @@ from netlapse.analyzer.registry import (
     require_tensor,
 )
 from netlapse.core.store import Store
-from netlapse.core.tensorview import MAX_GRID, TensorView, parse_window, pool_maxabs, view_of
+from netlapse.core.tape import TapeReader
+from netlapse.core.tensorview import (
+    MAX_GRID,
+    MAX_WINDOW_ELEMENTS,
+    TensorView,
+    parse_window,
+    pool_maxabs,
+    read_window,
+    view_of,
+)
+
+Window = tuple[int, int, int, int]
+
+
+def checked_window(raw: str | None, view: TensorView, max_cells: int | None = None) -> Window:
+    """``window=r0,c0,r1,c1`` checked against the view (None: all of it), at most ``max_cells`` cells; a 422 on
+    the ``window`` field that says what is allowed otherwise."""
+    try:
+        win = parse_window(raw, view)
+    except ValueError as exc:
+        raise invalid(["query", "window"], str(exc), rows=view.rows, cols=view.cols) from None
+    r0, c0, r1, c1 = win
+    cells = (r1 - r0) * (c1 - c0)
+    if max_cells is not None and cells > max_cells:
+        raise invalid(
+            ["query", "window"],
+            f"window {r0},{c0},{r1},{c1} has {cells} cells; at most {max_cells} are sent exactly "
+            "(ask /heatmap for a pooled picture of a larger region)",
+            max=max_cells,
+        )
+    return win
+
+
+def exact_window(
+    tape: TapeReader, name: str, raw: str, step: int | None, steps: tuple[int, int] | None
+) -> Answer:
+    """Exact values of a window of the tensor's 2-D view (``netlapse.core.tensorview``), read from the tape:
+    JSON ``{name, window, shape: [h, w], dtype, view, indices (flat, -1 = gap), values}`` at ``step``; with
+    ``steps = (from, to)`` instead ``from_values``, ``to_values`` and ``data`` = to − from (in the tensor's dtype,
+    bit-exact with the diff). Gaps are NaN (null in JSON). ``.npy``: the values, or [3, h, w] = (from, to,
+    difference). At most ``MAX_WINDOW_ELEMENTS`` cells. The step(s) must be checked (captured) already."""
+    view = view_of(tape.tensor(name).shape)
+    r0, c0, r1, c1 = checked_window(raw, view, MAX_WINDOW_ELEMENTS)
+    values, idx = read_window(tape, name, [step] if step is not None else list(steps or ()), (r0, c0, r1, c1))
+    out: dict[str, Any] = {
+        "name": name,
+        "window": [r0, c0, r1, c1],
+        "shape": [r1 - r0, c1 - c0],
+        "dtype": str(values.dtype),
+        "view": view.to_json(),
+        "indices": idx.reshape(-1),
+    }
+    if step is not None:
+        out.update(step=step, values=values[0].reshape(-1))
+        npy = values[0]
+    else:
+        assert steps is not None
+        d = values[1] - values[0]
+        out.update({"from": steps[0], "to": steps[1]})
+        out.update(from_values=values[0].reshape(-1), to_values=values[1].reshape(-1), data=d.reshape(-1))
+        npy = np.stack([values[0], values[1], d])
+    headers = {"X-Netlapse-Name": name, "X-Netlapse-Window": f"{r0},{c0},{r1},{c1}"}
+    return Answer(out, npy, headers)
 
 
 class HeatmapRequest(AnalysisRequest):
@@ -60,7 +123,7 @@ def _mode(r: HeatmapRequest) -> str:
     raise invalid(["query", "step"], "give either step (values) or both from and to (difference), not both")
 
 
-def _check(ctx: Context, r: HeatmapRequest) -> tuple[str, TensorView, tuple[int, int, int, int]]:
+def _check(ctx: Context, r: HeatmapRequest) -> tuple[str, TensorView, Window]:
     mode = _mode(r)
     tape = ctx.tape(r.run_id)
     require_tensor(tape, r.name)
@@ -72,11 +135,7 @@ def _check(ctx: Context, r: HeatmapRequest) -> tuple[str, TensorView, tuple[int,
         require_captured(tape, r.from_step, "from")
         require_captured(tape, r.to_step, "to")
     view = view_of(tape.tensor(r.name).shape)
-    try:
-        win = parse_window(r.window, view)
-    except ValueError as exc:
-        raise invalid(["query", "window"], str(exc), rows=view.rows, cols=view.cols) from None
-    return mode, view, win
+    return mode, view, checked_window(r.window, view)
 
 
 def _validate(ctx: Context, r: HeatmapRequest) -> None:
@@ -98,7 +157,7 @@ def npy_rows(store: Store, key: str, r0: int, r1: int) -> np.ndarray:
 
 
 def _diff_window(
-    ctx: Context, r: HeatmapRequest, view: TensorView, win: tuple[int, int, int, int]
+    ctx: Context, r: HeatmapRequest, view: TensorView, win: Window
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The window of value(to) − value(from) and the diff's stats, through the cached ``diff`` analysis."""
     from netlapse.analyzer.analyses import DiffRequest  # one analysis module builds on another's result

@@ -292,6 +292,8 @@ class Analysis:
     - ``artifacts``: names of the arrays a result stores.
     - ``runs(request)``: the runs it reads (default ``[request.run_id]``); each must be visible to the caller.
     - ``inline``: computed in the api process (a cheap read), not on the worker; ``cache``: stored or not.
+    - ``direct(ctx, request) -> Answer | None``: after ``check``, an answer the api gives at once, read from the
+      tape without the worker or the cache (a diff's exact window); None = the request takes the usual path.
     """
 
     name: str
@@ -307,6 +309,7 @@ class Analysis:
     runs: Callable[[Any], list[str]] | None = None
     inline: bool = False
     cache: bool = True
+    direct: Callable[[Context, Any], Answer | None] | None = None
     tags: tuple[str, ...] = ("analyses",)
     title: str = ""
 

@@ -10,12 +10,13 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from fastapi import HTTPException
+from fastapi import HTTPException, Request, Response
 from pydantic import BaseModel
 
 from netlapse.analyzer.registry import (
     Analysis,
     AnalysisFailure,
+    Answer,
     Context,
     Stored,
     complete,
@@ -24,10 +25,12 @@ from netlapse.analyzer.registry import (
     failure_of,
     load,
 )
+from netlapse.api.responses import NPY, FastJSONResponse, bound_values, wants_npy
 from netlapse.core.queue import ANALYZE_QUEUE
+from netlapse.core.results import npy_bytes
 from netlapse.core.settings import Settings
 
-__all__ = ["describe_steps", "http_error", "run_analysis", "serve", "wait_analysis"]
+__all__ = ["answer_response", "describe_steps", "http_error", "run_analysis", "serve", "wait_analysis"]
 
 
 def http_error(exc: BaseException) -> HTTPException | None:
@@ -36,6 +39,26 @@ def http_error(exc: BaseException) -> HTTPException | None:
     if f is None:
         return None
     return HTTPException(f.status, detail=f.detail())
+
+
+def answer_response(request: Request, ans: Answer, what: str) -> Response:
+    """An analysis' answer over HTTP: its JSON, or its array as ``.npy`` when the client asks for it (with
+    ``ans.headers``, default ``X-Netlapse-<Field>`` of the scalar JSON fields); 422 beyond the value bounds."""
+    npy = wants_npy(request)
+    if ans.npy is not None:
+        bound_values(int(ans.npy.size), npy, what)
+    if ans.npy is not None and npy:
+        headers = ans.headers if ans.headers is not None else _npy_headers(ans.content)
+        return Response(npy_bytes(ans.npy), media_type=NPY, headers=headers)
+    return FastJSONResponse(ans.content)
+
+
+def _npy_headers(content: dict[str, Any]) -> dict[str, str]:
+    return {
+        f"X-Netlapse-{k.capitalize()}": str(v)
+        for k, v in content.items()
+        if isinstance(v, int | str) and not isinstance(v, bool)
+    }
 
 
 def run_analysis(celery: Celery, settings: Settings, task: str, payload: dict[str, Any]) -> str:

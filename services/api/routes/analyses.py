@@ -17,14 +17,13 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from netlapse.analyzer.registry import Analysis, Context, catalog, registry
-from netlapse.api.analysis import dispatcher, http_error, serve
+from netlapse.analyzer.registry import Analysis, Answer, Context, catalog, registry
+from netlapse.api.analysis import answer_response, dispatcher, http_error, serve
 from netlapse.api.deps import CeleryDep, CurrentUser, RepoDep, SettingsDep, StoreDep, load_run
 from netlapse.api.errors import not_found
 from netlapse.api.limits import analysis_slot
-from netlapse.api.responses import NPY, FastJSONResponse, bound_values, wants_npy
+from netlapse.api.responses import FastJSONResponse
 from netlapse.core.auth import may_access
-from netlapse.core.results import npy_bytes
 
 router = APIRouter()
 
@@ -43,14 +42,6 @@ def _query(name: str, f: FieldInfo) -> inspect.Parameter:
                 kw[attr] = v
     default = ... if f.is_required() else f.default
     return inspect.Parameter(name, _KW, default=Query(default, **kw), annotation=f.annotation)
-
-
-def _npy_headers(content: dict[str, Any]) -> dict[str, str]:
-    return {
-        f"X-Netlapse-{k.capitalize()}": str(v)
-        for k, v in content.items()
-        if isinstance(v, int | str) and not isinstance(v, bool)
-    }
 
 
 def _endpoint(a: Analysis) -> Callable[..., Response]:
@@ -97,9 +88,13 @@ def _endpoint(a: Analysis) -> Callable[..., Response]:
             for rid in a.run_ids(req):  # routes under /runs/{run_id} are guarded already; the others here
                 if not may_access(kw["settings"].auth_required, kw["user"], load_run(kw["repo"], rid)):
                     raise not_found(f"run {rid!r} not found")
-            with analysis_slot(kw["user"], kw["settings"]):  # bounded per user: 429 beyond
-                stored = serve(a, req, ctx, kw["celery"])
-            ans = a.answer(stored, req)
+            ans = direct_answer(a, req, ctx)
+            if ans is None:
+                with analysis_slot(kw["user"], kw["settings"]):  # bounded per user: 429 beyond
+                    stored = serve(a, req, ctx, kw["celery"])
+                ans = a.answer(stored, req)
+                ans.content = {**ans.content}
+                ans.content.setdefault("cached", stored.cached)
         except HTTPException:
             raise
         except Exception as exc:
@@ -107,19 +102,21 @@ def _endpoint(a: Analysis) -> Callable[..., Response]:
             if err is None:
                 raise
             raise err from None
-        content = {**ans.content}
-        content.setdefault("cached", stored.cached)
-        if ans.npy is not None:
-            bound_values(int(ans.npy.size), wants_npy(request), f"the {a.name} answer")
-        if ans.npy is not None and wants_npy(request):
-            headers = ans.headers if ans.headers is not None else _npy_headers(content)
-            return Response(npy_bytes(ans.npy), media_type=NPY, headers=headers)
-        return FastJSONResponse(content)
+        return answer_response(request, ans, f"the {a.name} answer")
 
     endpoint.__name__ = a.name
     endpoint.__doc__ = a.summary
     endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return endpoint
+
+
+def direct_answer(a: Analysis, req: BaseModel, ctx: Context) -> Answer | None:
+    """The descriptor's ``direct`` answer, read in the api after its ``check`` (None: serve it as usual)."""
+    if a.direct is None:
+        return None
+    if a.check is not None:
+        a.check(ctx, req)
+    return a.direct(ctx, req)
 
 
 def _add(r: APIRouter, a: Analysis) -> None:

@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from netlapse.api.analysis import describe_steps
+from netlapse.analyzer.heatmap import exact_window
+from netlapse.analyzer.registry import AnalysisFailure
+from netlapse.api.analysis import answer_response, describe_steps, http_error
 from netlapse.api.deps import RunDep, StoreDep
 from netlapse.api.errors import invalid, not_found
 from netlapse.api.responses import tensor_response
-from netlapse.api.windows import window_response
 from netlapse.core.modelspec import tensor_kind
 from netlapse.core.results import open_tape
 from netlapse.core.schemas import RunRecord
@@ -81,7 +82,8 @@ def tensor(
     window: str | None = Query(None, description="r0,c0,r1,c1 of the tensor's 2-D view: exact values there"),
 ) -> Response:
     """One tensor at one captured step, bit-exact; with ``window``, only that region of its 2-D view (the view the
-    explorer draws), at ``step`` or at ``from`` and ``to`` with their difference (see netlapse.api.windows)."""
+    explorer draws), at ``step`` or at ``from`` and ``to`` with their difference
+    (``netlapse.analyzer.heatmap.exact_window``)."""
     tape = load_tape(store, rec)
     check_tensor(tape, name)
     pair = from_ is not None and to is not None
@@ -98,3 +100,15 @@ def tensor(
     if window is not None:
         return window_response(request, tape, name, window, step, None)
     return tensor_response(request, {"name": name, "step": step}, tape.read(name, step))
+
+
+def window_response(
+    request: Request, tape: TapeReader, name: str, raw: str, step: int | None, steps: tuple[int, int] | None
+) -> Response:
+    try:
+        ans = exact_window(tape, name, raw, step, steps)
+    except AnalysisFailure as exc:  # a bad window: the same 422 as on /diff and /heatmap
+        err = http_error(exc)
+        assert err is not None
+        raise err from None
+    return answer_response(request, ans, f"window of {name}")
