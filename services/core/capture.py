@@ -1,11 +1,17 @@
 """Capture every snapshot off the training thread: copy into a pooled buffer, encode and upload elsewhere.
 
 The training thread only copies the model's floating-point state into a free preallocated flat buffer
-(pinned host memory on CUDA, copied on a side stream) and enqueues it. A background thread hands the
-buffer to ``TapeWriter.append`` (which may fan the encoding out to its own threads) and returns it to the
-pool. When the pool is empty the training thread waits (backpressure) rather than dropping a step; the
-wait is measured in ``CaptureStats.wait_seconds``. The writer thread can run at a lower CPU priority
-(``nice``), so on a CPU-bound machine encoding uses the cycles training leaves idle.
+and enqueues it. A background thread hands the buffer to ``TapeWriter.append`` (which may fan the encoding
+out to its own threads) and returns it to the pool. When the pool is empty the training thread waits
+(backpressure) rather than dropping a step; the wait is measured in ``CaptureStats.wait_seconds``. The
+writer thread can run at a lower CPU priority (``nice``), so on a CPU-bound machine encoding uses the
+cycles training leaves idle.
+
+Where the buffer lives follows the writer's encoder. With the numpy encoder it is host memory (pinned when
+the model is on CUDA, copied on a side stream) and the writer gets numpy views. With the torch encoder
+(``TapeOptions(encoder="torch", device=...)``: the device path) it is a flat buffer on that device — the
+model's GPU: a device-to-device copy on a side stream, no host round trip — and the writer gets torch views,
+whose lane transforms then run on the device, on a side stream of the writer thread's own.
 """
 
 from __future__ import annotations
@@ -37,6 +43,28 @@ _TORCH_TO_NUMPY: dict[torch.dtype, str] = {
 }
 
 
+def _buffer_placement(writer: TapeWriter, sources: list[torch.Tensor]) -> tuple[torch.device, bool]:
+    """(where the pooled buffers live, whether the writer is handed torch views instead of numpy).
+
+    The torch encoder gets torch views of a buffer on its own device: the model's GPU stays the only place
+    the snapshot is (the device path), or host memory for ``device="cpu"``. A model spread over devices
+    other than the encoder's is staged in host memory (the torch encoder takes numpy arrays too)."""
+    if getattr(writer, "encoder", "numpy") != "torch":
+        return torch.device("cpu"), False
+    options = getattr(writer, "options", None)
+    dev = torch.device(getattr(options, "device", None) or "cpu")
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if any(s.device != dev for s in sources):
+            log.info("capture: the model is not all on %s; snapshots are staged in host memory", dev)
+            return torch.device("cpu"), False
+        return dev, True
+    if dev.type != "cpu":
+        return torch.device("cpu"), False
+    return dev, True
+
+
 class CaptureError(RuntimeError):
     """The background tape writer failed; the original error is the ``__cause__``."""
 
@@ -61,11 +89,27 @@ def capturable_tensors(model: torch.nn.Module, include_buffers: bool = True) -> 
     return out
 
 
+def capture_device(model: torch.nn.Module, include_buffers: bool = True) -> str | None:
+    """The device to give ``TapeOptions(device=...)`` for ``model``: its CUDA device when every capturable
+    tensor is on that one GPU (then the encoder's "auto" runs the lane transforms there, on the capture
+    buffer), else None (the CPU encoder)."""
+    sd = model.state_dict()
+    devices = {sd[t.name].device for t in capturable_tensors(model, include_buffers)}
+    if len(devices) != 1:
+        return None
+    dev = devices.pop()
+    if dev.type != "cuda":
+        return None
+    return str(torch.device("cuda", dev.index if dev.index is not None else torch.cuda.current_device()))
+
+
 @dataclass
 class CaptureStats:
     """What capturing cost so far. ``wait_seconds``: training blocked on a full pool; ``copy_seconds``:
     training thread time spent issuing copies; bytes are the tape writer's raw and stored totals;
-    ``encode_seconds``/``commit_seconds``: the writer's own wall time encoding and uploading."""
+    ``encode_seconds``/``commit_seconds``: the writer's own wall time encoding and uploading;
+    ``writer_cpu_seconds``: CPU time of the writer thread itself (encoding and uploading, not the encoder's
+    helper threads), which other load on the machine does not inflate."""
 
     steps: int = 0
     wait_seconds: float = 0.0
@@ -74,15 +118,17 @@ class CaptureStats:
     copy_seconds: float = 0.0
     encode_seconds: float = 0.0
     commit_seconds: float = 0.0
+    writer_cpu_seconds: float = 0.0
 
 
 @dataclass
 class _Slot:
-    """One snapshot buffer: flat host memory plus per-tensor torch and numpy views into it."""
+    """One snapshot buffer: flat memory plus per-tensor torch views into it, and what the writer is handed
+    (numpy views of host memory, or the torch views themselves for the torch encoder)."""
 
     buffer: torch.Tensor
     dst: list[torch.Tensor]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: dict[str, Any] = field(default_factory=dict)
 
 
 class CapturePipeline:
@@ -120,6 +166,8 @@ class CapturePipeline:
         # Parameters may sit on several GPUs: each device gets its own copy stream.
         self.devices = sorted({s.device for s in sources if s.is_cuda}, key=lambda d: d.index or 0)
         self.device = self.devices[0] if self.devices else torch.device("cpu")
+        self.buffer_device, self.hand_torch = _buffer_placement(writer, sources)
+        self.device_path = self.hand_torch and self.buffer_device.type == "cuda"
 
         offsets, off = [], 0
         for t in self.infos:
@@ -132,6 +180,11 @@ class CapturePipeline:
             self._pool.put(self._new_slot())
         self._queue: queue.Queue[tuple[int, _Slot, Any] | None] = queue.Queue()
         self._streams: dict[torch.device, Any] = {d: torch.cuda.Stream(device=d) for d in self.devices}
+        # The device path: the writer's torch transform runs on a side stream, not training's stream. Only
+        # when the writer encodes on its own thread: helper threads would issue work on their default stream.
+        self._encode_stream: Any = None
+        if self.device_path and int(getattr(writer, "threads", 1)) <= 1:
+            self._encode_stream = torch.cuda.Stream(device=self.buffer_device)
 
         self.stats = CaptureStats()
         self._error: BaseException | None = None
@@ -159,16 +212,24 @@ class CapturePipeline:
         return out
 
     def _new_slot(self) -> _Slot:
-        # Pinned memory makes device-to-host copies truly asynchronous.
-        buf = torch.empty(self._total, dtype=torch.uint8, pin_memory=self.cuda)
-        flat = buf.numpy()
+        if self.buffer_device.type == "cpu":
+            # Pinned memory makes device-to-host copies truly asynchronous.
+            buf = torch.empty(self._total, dtype=torch.uint8, pin_memory=self.cuda)
+        else:
+            buf = torch.empty(self._total, dtype=torch.uint8, device=self.buffer_device)
+        flat = None if self.hand_torch else buf.numpy()
         dst: list[torch.Tensor] = []
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, Any] = {}
         for info, off in zip(self.infos, self._offsets, strict=True):
-            np_dt = np.dtype(info.dtype)
             tdt = next(k for k, v in _TORCH_TO_NUMPY.items() if v == info.dtype)
-            dst.append(buf[off : off + info.nbytes].view(tdt).view(info.shape))
-            arrays[info.name] = flat[off : off + info.nbytes].view(np_dt).reshape(info.shape)
+            view = buf[off : off + info.nbytes].view(tdt).view(info.shape)
+            dst.append(view)
+            if flat is None:
+                arrays[info.name] = view
+            else:
+                arrays[info.name] = (
+                    flat[off : off + info.nbytes].view(np.dtype(info.dtype)).reshape(info.shape)
+                )
         return _Slot(buf, dst, arrays)
 
     # -- training thread
@@ -221,7 +282,8 @@ class CapturePipeline:
         self._queue.put((step, slot, event))
 
     def _copy(self, slot: _Slot, sources: list[torch.Tensor]) -> Any:
-        """Copy sources into the slot; returns the events the writer must synchronize (empty on CPU)."""
+        """Copy sources into the slot (host or device buffer alike: a CUDA source is copied on its device's
+        side stream); returns the events the writer must synchronize (empty on CPU)."""
         events: list[Any] = []
         with torch.no_grad():
             for dst, src in zip(slot.dst, sources, strict=True):
@@ -255,11 +317,12 @@ class CapturePipeline:
             if item is None:
                 return
             step, slot, event = item
+            c0 = time.thread_time()
             try:
                 if self._error is None:
                     for ev in event:
                         ev.synchronize()
-                    self.writer.append(step, slot.arrays)
+                    self._append(step, slot)
                     self.stats.steps += 1
                     self._sync_writer_stats()
             except BaseException as e:  # kept and re-raised on the training thread
@@ -267,8 +330,20 @@ class CapturePipeline:
                 self._error = e
                 log.error("capture writer failed at step %s: %s", step, e)
             finally:
+                self.stats.writer_cpu_seconds += time.thread_time() - c0
                 # After a failure keep draining, so a training thread blocked on the pool wakes up.
                 self._pool.put(slot)
+
+    def _append(self, step: int, slot: _Slot) -> None:
+        if self.buffer_device.type != "cuda":
+            self.writer.append(step, slot.arrays)
+            return
+        # The device path: the transform reads the device buffer; it must be done with it before the slot
+        # returns to the pool (the next copy into it), so the stream it ran on is synchronized.
+        stream = self._encode_stream or torch.cuda.current_stream(self.buffer_device)
+        with torch.cuda.device(self.buffer_device), torch.cuda.stream(stream):
+            self.writer.append(step, slot.arrays)
+        stream.synchronize()
 
     # -- shutdown
 

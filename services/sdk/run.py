@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from netlapse.core.capture import CapturePipeline, CaptureStats, capturable_tensors
+from netlapse.core.capture import CapturePipeline, CaptureStats, capturable_tensors, capture_device
 from netlapse.core.schemas import tape_prefix
 from netlapse.core.tape import TapeOptions, TapeWriter
 from netlapse.sdk.sink import OfflineSink, OnlineSink, UploadFailed, host_name
@@ -193,7 +193,12 @@ class Run:
             raise ValueError("the model has no floating-point parameters to record")
         on_cuda = any(p.is_cuda for p in model.parameters())
         if options is None:
-            options = TapeOptions(threads=min(8, os.cpu_count() or 1) if on_cuda else 1, thread_nice=10)
+            # On a GPU the lane transforms run there, on the capture buffer ("auto" = torch on CUDA).
+            options = TapeOptions(
+                threads=min(8, os.cpu_count() or 1) if on_cuda else 1,
+                thread_nice=10,
+                device=capture_device(model, include_buffers=buffers),
+            )
         modules = {n: type(m).__name__ for n, m in model.named_modules() if n}
         self.sink.watch(
             {

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from netlapse.core.capture import CapturePipeline, capturable_tensors
+from netlapse.core.capture import CapturePipeline, capturable_tensors, capture_device
 from netlapse.core.datasets import LoadedDataset, load_dataset
 from netlapse.core.events import EventStream, EventType
 from netlapse.core.metrics import MetricsLog
@@ -388,8 +388,12 @@ class Trainer:
         per_epoch = steps_per_epoch(len(train_x), cfg.batch_size)
         total = cfg.epochs * per_epoch
 
+        # On a GPU the snapshot stays there: the lane transforms run on the device ("auto" = torch on CUDA).
         options = TapeOptions.from_settings(
-            self.settings, rec.capture, threads=capture_threads(self.settings, model)
+            self.settings,
+            rec.capture,
+            threads=capture_threads(self.settings, model),
+            device=capture_device(model),
         )
         # resume=True: a new run starts an empty tape; an interrupted one continues after its last commit.
         writer = TapeWriter(

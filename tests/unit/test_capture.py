@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from netlapse.core.capture import CaptureError, CapturePipeline, capturable_tensors
+from netlapse.core.capture import CaptureError, CapturePipeline, capturable_tensors, capture_device
 from netlapse.core.store import LocalStore
 from netlapse.core.tape import TapeReader, TapeWriter, TensorInfo
 
@@ -284,3 +284,121 @@ def test_parameters_only_leaves_buffers_out(store: LocalStore) -> None:
             assert_same_bits(r.read(name, step), want)
     assert np.array_equal(r.read("0.bias", 3), r.read("0.bias", 0))
     assert not np.array_equal(r.read("0.weight", 3), r.read("0.weight", 0))
+
+
+class RecordingWriter(TapeWriter):
+    """A writer that notes what kind of arrays the pipeline hands it."""
+
+    kinds: list[str]
+
+    def append(self, step: int, arrays: Mapping[str, object]) -> None:
+        self.kinds.extend(sorted({type(a).__name__ for a in arrays.values()}))
+        super().append(step, arrays)
+
+
+@pytest.mark.parametrize("buffers", [1, 3])
+def test_torch_encoder_gets_torch_views_of_the_buffer_and_the_tape_is_bit_exact(
+    store: LocalStore, buffers: int
+) -> None:
+    """The device path, driven on the CPU: TapeOptions(encoder="torch", device="cpu") makes the pipeline keep
+    its buffers as torch tensors on that device and hand the writer torch views (the code path a CUDA model
+    takes with its GPU); every step decodes bit-exactly and matches a numpy-encoded tape of the same run."""
+    model = small_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(5)
+    infos = capturable_tensors(model)
+    writer = RecordingWriter(store, "dev/", infos, encoder="torch", device="cpu", segment_max_steps=5)
+    writer.kinds = []
+    assert writer.encoder == "torch"
+    reference = TapeWriter(store, "np/", infos, encoder="numpy", segment_max_steps=5)
+    expected = {}
+    with CapturePipeline(model, writer, buffers=buffers) as pipe:
+        assert pipe.hand_torch and pipe.buffer_device == torch.device("cpu") and not pipe.device_path
+        for step in range(30):
+            if step:
+                train_step(model, opt, gen)
+            expected[step] = float_state(model)
+            reference.append(step, expected[step])
+            pipe.capture(step)
+    reference.close()
+    assert pipe.stats.steps == 30 and set(writer.kinds) == {"Tensor"}
+    assert pipe.stats.writer_cpu_seconds > 0
+    r = TapeReader(store, "dev/")
+    assert r.steps() == list(range(30)) and r.complete
+    assert r.manifest["writer"]["encoder"] == "torch"
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), want)
+    # Both encoders write the same bytes: the segments are identical.
+    seg = sorted(store.list("dev/segments/"))
+    assert [k.removeprefix("dev/") for k in seg] == [
+        k.removeprefix("np/") for k in sorted(store.list("np/segments/"))
+    ]
+    for k in seg:
+        assert store.get(k) == store.get("np/" + k.removeprefix("dev/"))
+
+
+def test_numpy_encoder_gets_numpy_views_of_host_memory(store: LocalStore) -> None:
+    model = small_model()
+    writer = RecordingWriter(store, "t/", capturable_tensors(model), encoder="numpy")
+    writer.kinds = []
+    with CapturePipeline(model, writer, buffers=2) as pipe:
+        assert not pipe.hand_torch and not pipe.device_path
+        pipe.capture(0)
+    assert set(writer.kinds) == {"ndarray"}
+
+
+def test_device_path_without_nvcomp_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Captures through the torch encoder fall back to CPU entropy coding without nvCOMP: one log line says so,
+    however many runs start in the process."""
+    import logging
+
+    from netlapse.core.tape import writer as tape_writer
+
+    monkeypatch.setattr(tape_writer, "_FALLBACK_LOGGED", False)
+    with caplog.at_level(logging.INFO, logger="netlapse.core.tape"):
+        for p in ("a/", "b/"):
+            model = small_model()
+            store = LocalStore(tmp_path / p)
+            w = TapeWriter(store, p, capturable_tensors(model), encoder="torch", device="cpu")
+            with CapturePipeline(model, w) as pipe:
+                pipe.capture(0)
+            assert TapeReader(store, p).steps() == [0]
+    lines = [r.getMessage() for r in caplog.records if "nvCOMP" in r.getMessage()]
+    assert len(lines) == 1, lines
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_device_path_keeps_the_snapshot_on_the_gpu_and_is_bit_exact(store: LocalStore) -> None:
+    model = small_model().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    writer = TapeWriter(
+        store, "t/", capturable_tensors(model), encoder="torch", device="cuda", segment_max_steps=6
+    )
+    pipe = CapturePipeline(model, writer, buffers=2)
+    assert pipe.device_path and pipe.buffer_device.type == "cuda"
+    expected = {}
+    for step in range(20):
+        if step:
+            x = torch.randn(256, 8, device="cuda")
+            y = torch.randint(0, 3, (256,), device="cuda")
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        pipe.capture(step)
+        expected[step] = float_state(model)
+    pipe.close()
+    r = TapeReader(store, "t/")
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), want)
+
+
+def test_capture_device_names_the_gpu_only_for_a_model_on_one_gpu() -> None:
+    """A CPU model keeps the CPU encoder (TapeOptions(device=None): "auto" = numpy)."""
+    assert capture_device(small_model()) is None
+    if torch.cuda.is_available():
+        assert capture_device(small_model().cuda()) == f"cuda:{torch.cuda.current_device()}"
