@@ -1,5 +1,5 @@
-"""In-process capture benchmarks: training slowdown (netlapse vs TensorBoard histograms vs torch.save), bytes
-per snapshot (lossless at ingest and after compaction, lossy), writer throughput, and a ~25M-parameter CNN.
+"""In-process capture benchmarks: training slowdown per step and per whole run (netlapse vs TensorBoard
+histograms vs a wandb.watch-style torch.histc vs torch.save), bytes per snapshot (lossless at ingest and after compaction, lossy), writer throughput, and a ~25M-parameter CNN.
 
 Run by ``python -m bench.run``; ``python -m bench.bench_capture --wide none|capture`` is the subprocess form
 used for the wide model (one process per variant, so its peak RSS is its own).
@@ -8,10 +8,12 @@ used for the wide model (one process per variant, so its peak RSS is its own).
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -90,9 +92,10 @@ class Variant:
         """Record the model after optimizer step ``step``."""
 
     def drain(self) -> None:
-        """Wait until everything recorded so far is written (counted in the round's time)."""
+        """Wait until everything recorded so far is written."""
 
     def close(self) -> dict[str, Any]:
+        """Finish recording: everything written and closed (counted in the run's whole time); its figures."""
         return {}
 
 
@@ -125,6 +128,7 @@ class NetlapseVariant(Variant):
             "copy_seconds": st.copy_seconds,
             "encode_seconds": st.encode_seconds,
             "commit_seconds": st.commit_seconds,
+            "writer_cpu_seconds": st.writer_cpu_seconds,
             "raw_bytes": st.raw_bytes,
             "stored_bytes": st.stored_bytes,
         }
@@ -199,97 +203,143 @@ VARIANTS: list[type[Variant]] = [Variant, NetlapseVariant, TensorBoardVariant, H
 
 def bench_slowdown(
     rounds: int,
-    steps_per_round: int,
+    steps_per_run: int | None,
     batch: int,
     log: Callable[[str], None],
     variants: list[type[Variant]] | None = None,
     torch_threads: int | None = None,
 ) -> dict[str, Any]:
-    """paper-cnn on mnist-10k, SGD: every variant trains its own copy, interleaved round by round."""
+    """paper-cnn on mnist-10k, SGD: every variant does the same run (``steps_per_run`` steps from the same
+    initial weights; default one epoch, what a server run does by default), runs interleaved round by round."""
     data = load_dataset("mnist-10k", settings())
     before = torch.get_num_threads()
     torch.set_num_threads(torch_threads or before)
     try:
-        return _slowdown(data, rounds, steps_per_round, batch, log, variants or VARIANTS)
+        steps = steps_per_run or len(data.train_x) // batch
+        return _slowdown(data, rounds, steps, batch, log, variants or VARIANTS)
     finally:
         torch.set_num_threads(before)
+
+
+def one_run(cls: type[Variant], data: Any, steps: int, batch: int, tmp: Path) -> dict[str, Any]:
+    """One training run recorded by ``cls``, timed as a user sees it.
+
+    ``loop_seconds``: the ``steps`` training steps with their hooks (the per-step cost); ``whole_seconds``:
+    from setting the recorder up (netlapse: pipeline, tape, step 0) until it is closed — the last snapshot
+    committed and the tape marked complete, so a writer still draining after the last step counts;
+    ``cpu_seconds``: CPU time of the whole process over the same span (all threads)."""
+    model, opt = model_and_opt("paper-cnn", SGD)
+    it = batches(data.train_x, data.train_y, batch, 0)
+    gc.collect()
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    variant = cls(model, LocalStore(tmp / "store"), tmp)
+    t1 = time.perf_counter()
+    for step in range(1, steps + 1):
+        xb, yb = next(it)
+        train_step(model, opt, xb, yb)
+        variant.hook(step)
+    t2 = time.perf_counter()
+    extra = variant.close()
+    t3 = time.perf_counter()
+    return {
+        "loop_seconds": t2 - t1,
+        "whole_seconds": t3 - t0,
+        "setup_seconds": t1 - t0,
+        "tail_seconds": t3 - t2,
+        "cpu_seconds": time.process_time() - c0,
+        **extra,
+    }
+
+
+_SUMMED = (
+    "steps",
+    "wait_seconds",
+    "copy_seconds",
+    "encode_seconds",
+    "commit_seconds",
+    "writer_cpu_seconds",
+    "raw_bytes",
+    "stored_bytes",
+)
 
 
 def _slowdown(
     data: Any,
     rounds: int,
-    steps_per_round: int,
+    steps: int,
     batch: int,
     log: Callable[[str], None],
     variants: list[type[Variant]],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
+        "what": "paper-cnn on mnist-10k, SGD momentum: the same run per variant, interleaved round by round",
         "rounds": rounds,
-        "steps_per_round": steps_per_round,
+        "steps_per_run": steps,
         "batch_size": batch,
         "torch_threads": torch.get_num_threads(),
+        "load_avg_1m_before": os.getloadavg()[0],
     }
+    runs: dict[str, list[dict[str, Any]]] = {cls.name: [] for cls in variants}
     with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp_s:
         tmp = Path(tmp_s)
-        runs = []
+        # A short untimed run of each (imports, allocator, first-call overheads).
         for i, cls in enumerate(variants):
-            model, opt = model_and_opt("paper-cnn", SGD)
-            vt = tmp / f"v{i}"
-            vt.mkdir()
-            runs.append(
-                {
-                    "variant": cls(model, LocalStore(vt / "store"), vt),
-                    "model": model,
-                    "opt": opt,
-                    "data": batches(data.train_x, data.train_y, batch, 0),
-                    "round_seconds": [],
-                    "step": 0,
-                }
-            )
-        # One warm-up step each (allocator, first-call overheads), not timed.
-        for r in runs:
-            xb, yb = next(r["data"])
-            train_step(r["model"], r["opt"], xb, yb)
-            r["step"] += 1
-            r["variant"].hook(r["step"])
-            r["variant"].drain()
+            (tmp / f"w{i}").mkdir()
+            one_run(cls, data, 2, batch, tmp / f"w{i}")
         for rnd in range(rounds):
-            order = runs[rnd % len(runs) :] + runs[: rnd % len(runs)]  # rotate who goes first
-            for r in order:
-                t0 = time.perf_counter()
-                for _ in range(steps_per_round):
-                    xb, yb = next(r["data"])
-                    train_step(r["model"], r["opt"], xb, yb)
-                    r["step"] += 1
-                    r["variant"].hook(r["step"])
-                r["variant"].drain()
-                r["round_seconds"].append(time.perf_counter() - t0)
+            order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]  # rotate who goes first
+            for cls in order:
+                vt = tmp / f"r{rnd}-{cls.name}"
+                vt.mkdir()
+                runs[cls.name].append(one_run(cls, data, steps, batch, vt))
+                shutil.rmtree(vt, ignore_errors=True)
+            base = runs[variants[0].name][-1]
             log(
-                f"  round {rnd + 1}/{rounds}: "
+                f"  round {rnd + 1}/{rounds} (load {os.getloadavg()[0]:.1f}): "
                 + ", ".join(
-                    f"{r['variant'].name} {r['round_seconds'][-1] / steps_per_round:.3f}s" for r in runs
+                    f"{n} {rs[-1]['loop_seconds'] / steps * 1e3:.0f} ms/step "
+                    f"(loop {rs[-1]['loop_seconds'] / base['loop_seconds'] - 1:+.1%}, "
+                    f"run {rs[-1]['whole_seconds'] / base['whole_seconds'] - 1:+.1%})"
+                    for n, rs in runs.items()
                 )
             )
-        base = np.array(runs[0]["round_seconds"])
-        for r in runs:
-            rs = np.array(r["round_seconds"])
-            extra = r["variant"].close()
-            per_round = rs / base - 1
-            out[r["variant"].name] = {
-                "step_seconds": float(rs.sum() / (rounds * steps_per_round)),
-                "slowdown": float(rs.sum() / base.sum() - 1),
-                "slowdown_per_round": [float(x) for x in per_round],
-                "slowdown_median_round": float(np.median(per_round)),
-                **extra,
-            }
-        nl = out["netlapse"]
-        steps = nl["steps"]
-        train_s = float(np.sum(runs[1]["round_seconds"]))
-        nl["writer_seconds_per_snapshot"] = (nl["encode_seconds"] + nl["commit_seconds"]) / steps
-        nl["encode_seconds_per_snapshot"] = nl["encode_seconds"] / steps
+    out["load_avg_1m_after"] = os.getloadavg()[0]
+    base = runs[variants[0].name]
+    for name, rs in runs.items():
+        row: dict[str, Any] = {}
+        for what in ("loop", "whole"):
+            ratios = [r[f"{what}_seconds"] / b[f"{what}_seconds"] - 1 for r, b in zip(rs, base, strict=True)]
+            row[f"slowdown_{what}"] = (
+                sum(r[f"{what}_seconds"] for r in rs) / sum(b[f"{what}_seconds"] for b in base) - 1
+            )
+            row[f"slowdown_{what}_per_round"] = ratios
+            row[f"slowdown_{what}_median_round"] = float(np.median(ratios))
+        row["cpu_overhead"] = sum(r["cpu_seconds"] for r in rs) / sum(b["cpu_seconds"] for b in base) - 1
+        row["step_seconds"] = sum(r["loop_seconds"] for r in rs) / (rounds * steps)
+        row["run_seconds"] = sum(r["whole_seconds"] for r in rs) / rounds
+        row["tail_seconds"] = sum(r["tail_seconds"] for r in rs) / rounds
+        row["setup_seconds"] = sum(r["setup_seconds"] for r in rs) / rounds
+        # Older results (and the README) call the whole-run figure "slowdown".
+        row["slowdown"] = row["slowdown_whole"]
+        row["slowdown_median_round"] = row["slowdown_whole_median_round"]
+        for k in _SUMMED:
+            if k in rs[0]:
+                row[k] = sum(r[k] for r in rs)
+        if "stored_bytes" in rs[0] and "steps" not in rs[0]:
+            row["stored_bytes_per_step"] = row["stored_bytes"] / (rounds * steps)
+        out[name] = row
+    nl = out.get("netlapse")
+    if nl is not None:
+        snaps = nl["steps"]
+        train_s = sum(r["loop_seconds"] for r in runs["netlapse"])
+        nl["writer_seconds_per_snapshot"] = (nl["encode_seconds"] + nl["commit_seconds"]) / snaps
+        nl["encode_seconds_per_snapshot"] = nl["encode_seconds"] / snaps
+        nl["commit_seconds_per_snapshot"] = nl["commit_seconds"] / snaps
+        nl["writer_cpu_seconds_per_snapshot"] = nl["writer_cpu_seconds"] / snaps
         nl["wait_fraction"] = nl["wait_seconds"] / train_s
-        nl["copy_seconds_per_snapshot"] = nl["copy_seconds"] / steps
-        nl["bytes_per_snapshot"] = nl["stored_bytes"] / steps
+        nl["copy_seconds_per_snapshot"] = nl["copy_seconds"] / snaps
+        nl["bytes_per_snapshot"] = nl["stored_bytes"] / snaps
         nl["ratio"] = nl["stored_bytes"] / nl["raw_bytes"]
     return out
 
