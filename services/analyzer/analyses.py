@@ -28,39 +28,50 @@ from netlapse.analyzer.registry import (
 from netlapse.core.schemas import ScatterTask
 from netlapse.core.settings import Settings
 from netlapse.core.store import Store
+from netlapse.core.tape import TapeReader
 from netlapse.core.tensorview import MAX_WINDOW_ELEMENTS
 
 MAX_TRAJECTORY_INDICES = 1000
 MAX_SCATTER_POINTS = 200_000
 
 
-# Elements per pass: float64 temporaries of 8 MB, not of the whole (possibly 25 M-element) tensor.
-_STATS_CHUNK = 1 << 20
+# Elements per pass: temporaries of 1 MB that stay in the cache, not of the whole (possibly 25 M-element) tensor.
+_STATS_CHUNK = 1 << 17
 
 
 def diff_stats(d: np.ndarray, kind: str | None = None) -> dict[str, Any]:
     """Summary of a difference: range, mean, mean |Δ|, sign counts, per-filter L2 for conv weights.
 
-    Sums are float64, taken chunk by chunk so a wide layer needs no float64 copy of itself."""
+    One pass over the tensor, chunk by chunk (a wide layer is read from memory once and needs no float64 copy
+    of itself); sums are float64."""
     flat = d.reshape(-1)
     total = abs_total = sq_total = 0.0
+    pos = neg = zero = 0
+    mins, maxs = [], []
+    c = np.empty(min(flat.size, _STATS_CHUNK), dtype=np.float64)
     for i in range(0, flat.size, _STATS_CHUNK):
-        c = flat[i : i + _STATS_CHUNK].astype(np.float64)
-        total += float(c.sum())
-        sq_total += float(np.dot(c, c))
-        np.abs(c, out=c)
-        abs_total += float(c.sum())
+        part = flat[i : i + _STATS_CHUNK]
+        c64 = c[: part.size]
+        c64[...] = part
+        total += float(c64.sum())
+        sq_total += float(np.dot(c64, c64))
+        pos += int(np.count_nonzero(part > 0))
+        neg += int(np.count_nonzero(part < 0))
+        zero += int(np.count_nonzero(part == 0))
+        mins.append(part.min())
+        maxs.append(part.max())
+        np.abs(c64, out=c64)
+        abs_total += float(c64.sum())
     n = int(d.size)
-    pos, neg = int(np.count_nonzero(d > 0)), int(np.count_nonzero(d < 0))
     stats: dict[str, Any] = {
-        "min": float(d.min()) if n else 0.0,
-        "max": float(d.max()) if n else 0.0,
+        "min": float(np.min(mins)) if n else 0.0,  # NaN when any element is (as d.min() is)
+        "max": float(np.max(maxs)) if n else 0.0,
         "mean": total / n if n else 0.0,
         "mean_abs": abs_total / n if n else 0.0,
         "l2": float(np.sqrt(sq_total)),
         "increased": pos,
         "decreased": neg,
-        "unchanged": int(np.count_nonzero(d == 0)),
+        "unchanged": zero,
         "count": n,
     }
     if d.ndim == 4:  # conv weight [out, in, kh, kw]: which filters moved most
@@ -164,9 +175,17 @@ class DiffRequest(AnalysisRequest):
     )
 
 
+def read_pair(tape: TapeReader, name: str, from_step: int, to_step: int) -> tuple[np.ndarray, np.ndarray]:
+    """value(from), value(to), ``from`` read first: on a step-major tape the delta chain to ``to`` then goes on
+    from the state just decoded (a wide tensor's keyframe is not decoded twice)."""
+    a = tape.read(name, from_step)
+    return a, tape.read(name, to_step)
+
+
 def _diff(ctx: Context, r: DiffRequest) -> Result:
-    tape = ctx.tape(r.run_id)
-    d = tape.read(r.name, r.to_step) - tape.read(r.name, r.from_step)
+    a, b = read_pair(ctx.tape(r.run_id), r.name, r.from_step, r.to_step)
+    d = np.subtract(b, a, out=b)  # b is a fresh array of its own
+    del a
     meta = {
         "name": r.name,
         "from": r.from_step,
@@ -247,7 +266,7 @@ def scatter_result(va: np.ndarray, vb: np.ndarray, r: ScatterRequest) -> Result:
 
 def _scatter(ctx: Context, r: ScatterRequest) -> Result:
     tape = ctx.tape(r.run_id)
-    return scatter_result(tape.read(r.name, r.from_step), tape.read(r.name, r.to_step), r)
+    return scatter_result(*read_pair(tape, r.name, r.from_step, r.to_step), r)
 
 
 def scatter_answer(stored: Stored, _: Any) -> Answer:

@@ -184,17 +184,20 @@ def _pool_band(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Block max, min, sum and count of the rows of ``w`` that blocks ``sr`` (row starts) cover (sums and
     counts empty without ``with_means``)."""
-    nan = np.isnan(w)
-    has_nan = bool(nan.any())
-    # fmax/fmin skip NaN; the plain ufuncs are twice as fast when there is none.
-    up, down = (np.fmax, np.fmin) if has_nan else (np.maximum, np.minimum)
+    # The plain ufuncs are twice as fast as fmax/fmin, and a NaN (a gap) in a block makes its result NaN: only
+    # then is the band pooled again skipping NaN (no pass over the band just to look for NaN).
     with np.errstate(invalid="ignore"):
-        hi = up.reduceat(up.reduceat(w, sc, axis=1), sr, axis=0)
-        lo = down.reduceat(down.reduceat(w, sc, axis=1), sr, axis=0)
+        hi = np.maximum.reduceat(np.maximum.reduceat(w, sc, axis=1), sr, axis=0)
+        has_nan = bool(np.isnan(hi).any())
+        if has_nan:
+            hi = np.fmax.reduceat(np.fmax.reduceat(w, sc, axis=1), sr, axis=0)
+            lo = np.fmin.reduceat(np.fmin.reduceat(w, sc, axis=1), sr, axis=0)
+        else:
+            lo = np.minimum.reduceat(np.minimum.reduceat(w, sc, axis=1), sr, axis=0)
     if not with_means:
         return hi, lo, np.empty(hi.shape), np.ones(hi.shape, dtype=np.int64)
     if has_nan:
-        valid = ~nan
+        valid = ~np.isnan(w)
         sums = np.add.reduceat(
             np.add.reduceat(np.where(valid, w, 0), sc, axis=1, dtype=np.float64), sr, axis=0
         )
