@@ -13,11 +13,12 @@ UI_SRC := $(shell find frontend/src frontend/index.html frontend/package.json fr
 setup: $(STAMP) $(MNIST) $(UI)
 
 # Installs exactly the locked, hash-checked versions (requirements*.lock, made by `make lock`).
-$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml setup.py services/core/tape/nlcodec.c
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c "from netlapse.core.tape import native; assert native.available(), 'the native tape codec did not build (needs gcc)'"
 	@touch $@
 
 $(MNIST): | $(STAMP)

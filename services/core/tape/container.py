@@ -27,9 +27,12 @@ COMPACT_DIR = "compact/"
 # Manifest and segment format written now; the reader reads every format in READ_FORMATS. Format 1 (netlapse
 # 0.1.0): manifest.json rewritten after every segment, each chunk one zstd frame of all byte planes. Format 2:
 # manifest.json written at the start and at close, one index part per segment between (index/), each chunk
-# its byte planes stored one by one (see planes.py), keyframes and dense blocks as zigzagged lanes.
+# its byte planes stored one by one (see planes.py), keyframes and dense blocks as zigzagged lanes. Format 3:
+# format 2 whose chunks may also be native ones (native.py: one coded block, first byte 0xA3), written when
+# the native codec is built; a format-2 reader refuses it up front instead of failing chunk by chunk.
 FORMAT = 2
-READ_FORMATS = (1, 2)
+FORMAT_NATIVE = 3
+READ_FORMATS = (1, 2, 3)
 INDEX_DIR = "index/"
 KIND_TENSOR_MAJOR = "tensor-major"  # legacy (read-only)
 KIND_STEP_MAJOR = "step-major"
@@ -39,7 +42,9 @@ CODEC = "lanes-pred-zigzag-byteshuffle-zstd"
 CODEC_LOSSY = "lanes-grid-pred-zigzag-byteshuffle-zstd"
 CODEC2 = "lanes-pred-zigzag-planes-zstd"
 CODEC2_LOSSY = "lanes-grid-pred-zigzag-planes-zstd"
-LOSSY_CODECS = (CODEC_LOSSY, CODEC2_LOSSY)
+CODEC3 = "lanes-pred-native"
+CODEC3_LOSSY = "lanes-grid-pred-native"
+LOSSY_CODECS = (CODEC_LOSSY, CODEC2_LOSSY, CODEC3_LOSSY)
 _TRAILER = struct.Struct("<8sQQII")
 _TRAILER_MAGIC = b"NLTSEG01"
 _SUPPORTED_KINDS = (KIND_TENSOR_MAJOR, KIND_STEP_MAJOR)

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the codec must import without the server's settings (the SD
 # Lossy deltas are a few bits each, so a keyframe (stored exactly) would dominate; space them further apart.
 LOSSY_KEYFRAME_FACTOR = 4
 ENCODERS = ("auto", "numpy", "torch")
+ENTROPY = ("auto", "native", "zstd")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,10 @@ class TapeOptions:
     ``LOSSY_KEYFRAME_FACTOR`` times less often.
     ``encoder``: where the lane transforms run: "numpy" (CPU), "torch" (on ``device``, e.g. "cuda:0": the
     device path) or "auto" (torch when ``device`` is a CUDA device that is present, else numpy, the faster
-    one on a CPU). Every choice writes the same bytes; lossy tapes always use numpy."""
+    one on a CPU). Every choice writes the same bytes; lossy tapes always use numpy.
+    ``entropy``: how the numpy encoder codes blocks: "native" (the C codec, native.py: prediction, symbols and
+    Huffman coding fused, format 3), "zstd" (byte planes, each a zstd frame, format 2) or "auto" (native when
+    it is built, else zstd with one log line). The torch encoder always writes zstd byte planes."""
 
     segment_target_bytes: int = 8 << 20
     segment_max_steps: int = 256
@@ -42,10 +46,13 @@ class TapeOptions:
     lossy_rel_error: float | None = None
     encoder: str = "auto"
     device: str | None = None
+    entropy: str = "auto"
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.entropy not in ENTROPY:
+            raise ValueError(f"entropy must be one of {', '.join(ENTROPY)}, got {self.entropy!r}")
         if self.segment_target_bytes <= 0 or self.segment_max_steps <= 0:
             raise ValueError("segment_target_bytes and segment_max_steps must be positive")
         if self.keyframe_interval < 1:
@@ -93,6 +100,7 @@ class TapeOptions:
         return {
             "mode": "lossy" if self.lossy else "lossless",
             "lossy_rel_error": self.lossy_rel_error,
+            "entropy": self.entropy,
             "zstd_level": self.zstd_level,
             "zstd_threads": self.zstd_threads,
             "threads": self.threads,

@@ -20,7 +20,7 @@ import numpy as np
 import zstandard
 
 from netlapse.core.store import ObjectNotFound, Store
-from netlapse.core.tape import legacy
+from netlapse.core.tape import legacy, native
 from netlapse.core.tape.container import (
     _ROW,
     _SUPPORTED_KINDS,
@@ -44,6 +44,7 @@ from netlapse.core.tape.lanes import (
     MODE_D2,
     MODE_DENSE,
     MODE_KEY,
+    MODE_NATIVE,
     _join_planes,
     _Lanes,
     _lanes_of,
@@ -386,6 +387,8 @@ class TapeReader:
         w = lanes.signed.itemsize
         if obj.version >= 2:
             raw = self._check_chunk(obj, row, data, base, what)
+            if native.is_native(raw):
+                return _native_block(obj, int(row[3]), raw, lanes, m1, m2, out, what)
             try:
                 u = decode_interleaved(raw, w, width, _dctx()).reshape(-1).view(lanes.unsigned)
             except ValueError as e:
@@ -782,9 +785,12 @@ class TapeReader:
         q = 0.0
         pos = 0
         done_units: set[int] = set()
+        # Native segments: lanes of every touched block at the last two steps (None: not known yet).
+        blocks: dict[int, tuple[np.ndarray, np.ndarray | None]] | None = None
         while pos < len(steps):
             unit = covered.get(pos)
             if unit is not None:
+                blocks = None
                 if id(unit) not in done_units:
                     vals = self._tm_trajectory(t, unit, lane_idx)  # [steps, lanes]
                     for r in vals:
@@ -799,11 +805,113 @@ class TapeReader:
             if seg.kind == KIND_TENSOR_MAJOR:
                 rows.extend(legacy.trajectory(self, seg, t, info, idx))
                 m1 = m2 = None
+                blocks = None
+            elif seg.version >= 3:
+                # Native chunks decode whole blocks against the block's previous steps: carry those.
+                blocks, key64, q = self._sm_trajectory_blocks(seg, t, lane_idx, rows, blocks, key64, q)
+                m1, m2 = _select_lanes(blocks, lane_idx, seg.block_lanes)
             else:
                 m1, m2, key64, q = self._sm_trajectory(seg, t, lane_idx, rows, m1, m2, key64, q)
+                blocks = None
             pos = seg.first_pos + len(seg.steps)
         values = np.stack([r.reshape(-1) for r in rows]) if rows else np.empty((0, idx.size), dtype=dt)
         return steps, values.reshape(len(steps), idx.size)
+
+    def _sm_trajectory_blocks(
+        self,
+        seg: _Segment,
+        t: int,
+        lane_idx: np.ndarray,
+        rows: list[np.ndarray],
+        blocks: dict[int, tuple[np.ndarray, np.ndarray | None]] | None,
+        key64: np.ndarray | None,
+        q: float,
+    ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None]], np.ndarray | None, float]:
+        """_sm_trajectory for a segment that may hold native chunks: every step decodes the whole blocks that
+        hold the chosen lanes (against those blocks' previous steps) and keeps the chosen lanes' values."""
+        info = self._tensors[t]
+        dt = np.dtype(info.dtype)
+        lanes = self._lanes[t]
+        n = self._n_lanes(t)
+        table = self._seg_table(seg)
+        base, nb = self._seg_rows(seg, t)
+        ks = len(seg.steps)
+        lo = int(table[base, 0])
+        last = base + ks * nb - 1
+        hi = int(table[last, 0] + table[last, 1])
+        data = memoryview(self._get_range(seg, lo, hi - lo))
+        slices = _block_slices(n, seg.block_lanes)
+        which = lane_idx // seg.block_lanes
+        ub = [int(b) for b in np.unique(which)]
+        if blocks is None or any(b not in blocks for b in ub):
+            blocks = {}
+            if int(table[base, 3]) != MODE_KEY:
+                st = self._state(t, seg.first_pos - 1)
+                if st.prev is None and (seg.first_pos - 1) in self._covered:
+                    st = self._tm_state(
+                        t, seg.first_pos - 1, self._covered[seg.first_pos - 1], need_prev=True
+                    )
+                for b in ub:
+                    blocks[b] = (
+                        st.m[slices[b]].copy(),
+                        st.prev[slices[b]].copy() if st.prev is not None else None,
+                    )
+        for k in range(ks):
+            row0 = table[base + k * nb]
+            what = f"tensor {info.name!r} at step {seg.steps[k]}"
+            is_key = int(row0[3]) == MODE_KEY
+            sel_bits = np.empty(lane_idx.size, dtype=lanes.signed)
+            sel = np.empty(lane_idx.size, dtype=lanes.signed)
+
+            def decode(b: int, k: int = k, what: str = what) -> tuple[np.ndarray, np.ndarray | None]:
+                sl = slices[b]
+                prev = blocks.get(b) if blocks else None
+                cur = np.empty(sl.stop - sl.start, dtype=lanes.signed)
+                bits = self._chunk_lanes(
+                    seg,
+                    table[base + k * nb + b],
+                    data,
+                    lo,
+                    what,
+                    lanes,
+                    sl.stop - sl.start,
+                    prev[0] if prev is not None else None,
+                    prev[1] if prev is not None else None,
+                    cur,
+                )
+                return cur, bits
+
+            done = _parallel(lambda j: decode(ub[j]), len(ub), _read_pool() if len(ub) > 1 else None)
+            for b, (cur, bits) in zip(ub, done, strict=True):
+                mask = which == b
+                local = lane_idx[mask] - b * seg.block_lanes
+                if bits is not None:
+                    sel_bits[mask] = bits[local]
+                    prev_m = None
+                else:
+                    prev_m = blocks[b][0] if b in blocks else None
+                sel[mask] = cur[local]
+                blocks[b] = (cur, prev_m)
+            if is_key:
+                q = float(np.int64(row0[4]).view(np.float64))
+                if q > 0:
+                    key64 = (
+                        sel_bits.copy().view(np.dtype(dt.str)).astype(np.float64)
+                        if lanes.per_elem == 1
+                        else None
+                    )
+                    for b in ub:
+                        blocks[b][0][...] = 0
+                    sel[...] = 0
+                else:
+                    key64 = None
+                rows.append(sel_bits.copy().view(dt))
+                continue
+            if q > 0 and key64 is not None:
+                rows.append((key64 + sel.astype(np.float64) * q).astype(dt))
+            else:
+                rows.append(_unmono(sel, lanes).view(dt))
+        return blocks, key64, q
 
     def _sm_trajectory(
         self,
@@ -1016,7 +1124,12 @@ class TapeReader:
             mv = memoryview(data)
             for row in table:
                 raw = self._check_chunk(obj, row, mv, 0, "a tensor")
-                if obj.version >= 2:
+                if native.is_native(raw):
+                    try:
+                        native.kind_of(raw)
+                    except native.NativeCodecError as e:
+                        raise TapeCorrupt(f"segment {obj.key}: a chunk is unreadable: {e}") from e
+                elif obj.version >= 2:
                     try:
                         check_planes(raw, _dctx())
                     except ValueError as e:
@@ -1027,6 +1140,50 @@ class TapeReader:
         with self._lock:
             self._states.clear()
             self._blocks.clear()
+
+
+def _select_lanes(
+    blocks: dict[int, tuple[np.ndarray, np.ndarray | None]], lane_idx: np.ndarray, block_lanes: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The chosen lanes of the carried block states: (at the last step, at the one before or None)."""
+    which = lane_idx // block_lanes
+    m1 = np.empty(lane_idx.size, dtype=next(iter(blocks.values()))[0].dtype) if blocks else None
+    m2 = m1.copy() if m1 is not None else None
+    for b, (cur, prev) in blocks.items():
+        mask = which == b
+        local = lane_idx[mask] - b * block_lanes
+        assert m1 is not None and m2 is not None
+        m1[mask] = cur[local]
+        if prev is None:
+            m2 = None
+        elif m2 is not None:
+            m2[mask] = prev[local]
+    return m1, m2
+
+
+def _native_block(
+    obj: _Object,
+    mode: int,
+    raw: bytes,
+    lanes: _Lanes,
+    m1: np.ndarray | None,
+    m2: np.ndarray | None,
+    out: np.ndarray,
+    what: str,
+) -> np.ndarray | None:
+    """Lanes of one native chunk into ``out`` (as _apply_block: a keyframe block returns its stored bits)."""
+    if mode == MODE_NATIVE:
+        if m1 is None:
+            raise TapeCorrupt(f"segment {obj.key}: chunk of {what} needs earlier steps the chain lacks")
+    elif mode in (MODE_KEY, MODE_DENSE):
+        m1 = m2 = None
+    else:
+        raise TapeCorrupt(f"segment {obj.key}: native chunk of {what} has unknown mode {mode}")
+    try:
+        native.decode_into(raw, m1, m2, out)
+    except native.NativeCodecError as e:
+        raise TapeCorrupt(f"segment {obj.key}: chunk of {what} is unreadable: {e}") from e
+    return _unmono(out, lanes) if mode == MODE_KEY else None
 
 
 def _apply_block(

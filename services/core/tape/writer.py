@@ -26,13 +26,17 @@ import numpy as np
 import zstandard
 
 from netlapse.core.store import Store
+from netlapse.core.tape import native
 from netlapse.core.tape.container import (
     _ROW,
     CODEC2,
     CODEC2_LOSSY,
+    CODEC3,
+    CODEC3_LOSSY,
     COMPACT_DIR,
     COMPACTION_NAME,
     FORMAT,
+    FORMAT_NATIVE,
     INDEX_DIR,
     KIND_STEP_MAJOR,
     MANIFEST_NAME,
@@ -47,7 +51,7 @@ from netlapse.core.tape.container import (
     merged_segments,
     pack_object,
 )
-from netlapse.core.tape.lanes import MODE_D1, MODE_DENSE, MODE_KEY, _lanes_of, _lanes_view, _mono
+from netlapse.core.tape.lanes import MODE_D1, MODE_DENSE, MODE_KEY, MODE_NATIVE, _lanes_of, _lanes_view, _mono
 from netlapse.core.tape.options import TapeOptions
 from netlapse.core.tape.planes import PlaneCoder
 from netlapse.core.tape.transform import NumpyTransform, TorchTransform
@@ -127,6 +131,9 @@ class TapeWriter:
         self._coder = PlaneCoder(self.zstd_level, mt, 2 * _MT_JOB_BYTES)
         self._transform: NumpyTransform | TorchTransform = _make_transform(opts)
         self.encoder = self._transform.name
+        # The native codec takes the numpy encoder's blocks of 2/4/8-byte lanes (others: zstd byte planes).
+        self._native = _use_native(opts, self._transform)
+        self._format = FORMAT_NATIVE if self._native else FORMAT
         self.threads = max(1, opts.threads)
         self.thread_nice = opts.thread_nice
         self._pool: ThreadPoolExecutor | None = None
@@ -351,8 +358,10 @@ class TapeWriter:
         sl = self._slices[i][b]
         lanes, st = self._lanes[i], self._state[i]
         lossy = self.lossy_rel_error is not None and lanes.lossy_ok
-        tr = _NUMPY if lossy else self._transform
         q = st.q if lossy else 0.0
+        if self._native and lanes.signed.itemsize in native.WIDTHS:
+            return (*self._encode_native(i, sl, is_key, m, key_lanes), q)
+        tr = _NUMPY if lossy else self._transform
         res, tmp, out = self._bufs(i)
         rs, ts, os_ = res[sl], tmp[sl], out[:, sl]
         if is_key:
@@ -384,6 +393,22 @@ class TapeWriter:
                 return alt, MODE_DENSE, q
         return chunk, mode, q
 
+    def _encode_native(self, i: int, sl: slice, is_key: bool, m: Any, key_lanes: Any) -> tuple[bytes, int]:
+        """One block through the native codec: (chunk, mode). The codec picks the predictor itself."""
+        if is_key:
+            return native.encode(key_lanes[sl], None, None, values=True), MODE_KEY
+        st = self._state[i]
+        assert st.m1 is not None
+        cur = m[sl]
+        chunk = native.encode(cur, st.m1[sl], st.m2[sl] if st.m2 is not None else None, values=False)
+        if len(chunk) > _DENSE_TRY * cur.nbytes:
+            # The residual does not shrink (random weights, a huge step): the values themselves, whose
+            # exponent byte still compresses, may be smaller.
+            alt = native.encode(cur, None, None, values=True)
+            if len(alt) < len(chunk):
+                return alt, MODE_DENSE
+        return chunk, MODE_NATIVE
+
     # -- committing
 
     def _build_segment(self) -> tuple[bytes, dict[str, Any]]:
@@ -397,7 +422,7 @@ class TapeWriter:
         table = np.concatenate(rows).astype(np.int64)
         codec = self._codec
         header = {
-            "format": FORMAT,
+            "format": self._format,
             "kind": KIND_STEP_MAJOR,
             "codec": codec,
             "steps": steps,
@@ -408,7 +433,7 @@ class TapeWriter:
         first, last = steps[0], steps[-1]
         entry = {
             "key": f"{SEGMENTS_DIR}{first:012d}-{last:012d}.seg",
-            "format": FORMAT,
+            "format": self._format,
             "kind": KIND_STEP_MAJOR,
             "codec": codec,
             "first_step": first,
@@ -424,11 +449,13 @@ class TapeWriter:
 
     @property
     def _codec(self) -> str:
+        if self._native:
+            return CODEC3_LOSSY if self.lossy_rel_error is not None else CODEC3
         return CODEC2_LOSSY if self.lossy_rel_error is not None else CODEC2
 
     def _manifest(self, complete: bool, segments: list[dict[str, Any]]) -> dict[str, Any]:
         return {
-            "format": FORMAT,
+            "format": self._format,
             "tensors": [t.to_json() for t in self.tensors],
             "segments": segments,
             "complete": complete,
@@ -497,6 +524,19 @@ _FALLBACK_LOGGED = False
 def _is_torch(a: Any) -> bool:
     t = type(a)
     return t.__module__.startswith("torch") and t.__name__ in ("Tensor", "Parameter")
+
+
+def _use_native(opts: TapeOptions, transform: NumpyTransform | TorchTransform) -> bool:
+    """Whether blocks go through the native codec: the numpy encoder, entropy "native"/"auto", and the codec
+    built ("native" without it is an error; "auto" falls back to zstd byte planes and logs it once)."""
+    if opts.entropy == "zstd" or not isinstance(transform, NumpyTransform):
+        return False
+    if native.available():
+        return True
+    if opts.entropy == "native":
+        raise native.NativeCodecMissing("entropy='native' but the native tape codec is not built")
+    native.warn_missing_once()
+    return False
 
 
 def _make_transform(opts: TapeOptions) -> NumpyTransform | TorchTransform:

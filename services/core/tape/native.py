@@ -1,0 +1,191 @@
+"""The native lane codec (nlcodec.c, built by ``pip install -e .`` / ``make setup``), through ctypes.
+
+One call turns a block's lanes (and the two previous steps' lanes) into a chunk, one call turns it back; the
+C code does the prediction, the symbol split and the Huffman coding in two passes over the block and releases
+the GIL. Chunks start with ``NATIVE_TAG`` (0xA3), which no format-2 plane chunk can start with (those start
+with their plane count 1, 2, 4 or 8), so the reader tells them apart by their first byte.
+
+Without the built library (an install without a C compiler) ``available()`` is False: writers use the zstd
+byte planes instead and log it once; reading a native chunk raises ``NativeCodecMissing``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+NATIVE_TAG = 0xA3
+# Chunk kinds (byte 2): a values chunk (keyframes, dense blocks) or a delta chunk; bit 7: stored raw; bit 6: a
+# delta that is zero everywhere (nothing stored).
+KIND_VALUES, KIND_DELTA, KIND_RAW, KIND_ZERO = 0, 1, 0x80, 0x40
+WIDTHS = (2, 4, 8)  # lane bytes the native codec takes; 1-byte lanes stay on byte planes
+
+_ERRORS = {
+    -1: "its header does not describe this block",
+    -2: "it is shorter than its parts",
+    -3: "its code table is malformed",
+    -4: "its stream holds an invalid code",
+    -5: "a stream ends early",
+    -6: "a delta chunk needs the previous step",
+    -7: "out of memory",
+    -8: "it has bytes after its streams",
+    -9: "bad arguments",
+}
+
+
+class NativeCodecMissing(RuntimeError):
+    """The tape holds native chunks and this install has no built native codec."""
+
+
+class NativeCodecError(ValueError):
+    """A native chunk does not decode (corrupt or not a chunk of this block)."""
+
+
+_lib: Any = None
+_load_lock = threading.Lock()
+_loaded = False
+_warned = False
+
+
+def _load() -> Any:
+    global _lib, _loaded
+    if _loaded:
+        return _lib
+    with _load_lock:
+        if _loaded:
+            return _lib
+        try:
+            spec = importlib.util.find_spec("netlapse.core.tape._nlcodec")
+            if spec is not None and spec.origin:
+                lib = ctypes.CDLL(spec.origin)
+                lib.nl_encode.restype = ctypes.c_int64
+                lib.nl_encode.argtypes = [
+                    ctypes.c_int,
+                    ctypes.c_int64,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_int,
+                    ctypes.c_void_p,
+                    ctypes.c_int64,
+                ]
+                lib.nl_decode.restype = ctypes.c_int
+                lib.nl_decode.argtypes = [
+                    ctypes.c_char_p,
+                    ctypes.c_int64,
+                    ctypes.c_int,
+                    ctypes.c_int64,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                ]
+                lib.nl_bound.restype = ctypes.c_int64
+                lib.nl_bound.argtypes = [ctypes.c_int, ctypes.c_int64]
+                _lib = lib
+        except OSError:
+            log.warning("the native tape codec is built but does not load", exc_info=True)
+            _lib = None
+        _loaded = True
+    return _lib
+
+
+def available() -> bool:
+    """Whether the native codec is built and loads."""
+    return _load() is not None
+
+
+def warn_missing_once() -> None:
+    """Log once per process that tapes fall back to zstd byte planes."""
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning(
+            "tape encoder: the native codec is not built (no C compiler at install?); byte planes are "
+            "coded with zstd instead (slower, larger). Rebuild with `pip install -e .` or `make setup`."
+        )
+
+
+def is_native(chunk: bytes | memoryview) -> bool:
+    """Whether a format-2/3 chunk is a native one (by its first byte)."""
+    return len(chunk) > 0 and chunk[0] == NATIVE_TAG
+
+
+_tls = threading.local()
+
+
+def _out_buffer(size: int) -> np.ndarray:
+    buf: np.ndarray | None = getattr(_tls, "out", None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size + size // 4, dtype=np.uint8)
+        _tls.out = buf
+    return buf
+
+
+def _ptr(a: np.ndarray | None) -> int | None:
+    if a is None:
+        return None
+    if not a.flags.c_contiguous:
+        raise ValueError("native codec: lanes must be contiguous")
+    return int(a.ctypes.data)
+
+
+def encode(m: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool) -> bytes:
+    """A chunk of lanes ``m`` (1-d, 2/4/8-byte ints): a values chunk, or a delta chunk against ``m1`` (and
+    ``m2``, which makes the predictor extrapolate). The lanes are read, never written."""
+    lib = _load()
+    if lib is None:
+        raise NativeCodecMissing("the native tape codec is not built")
+    wb = m.dtype.itemsize
+    n = m.size
+    if wb not in WIDTHS:
+        raise ValueError(f"native codec: lanes of {wb} bytes are not supported")
+    for a in (m1, m2):
+        if a is not None and (a.size != n or a.dtype.itemsize != wb):
+            raise ValueError("native codec: previous steps must match the block's lanes")
+    if not values and m1 is None:
+        raise ValueError("native codec: a delta chunk needs the previous step")
+    cap = int(lib.nl_bound(wb, n))
+    out = _out_buffer(cap)
+    size = int(
+        lib.nl_encode(wb, n, _ptr(m), _ptr(m1), _ptr(m2), 1 if values else 0, int(out.ctypes.data), cap)
+    )
+    if size < 0:
+        raise RuntimeError(f"native encoder failed: {_ERRORS.get(size, size)}")
+    return out[:size].tobytes()
+
+
+def decode_into(
+    chunk: bytes | memoryview, m1: np.ndarray | None, m2: np.ndarray | None, out: np.ndarray
+) -> None:
+    """Decode a chunk into lanes ``out`` (1-d, contiguous; its size and width are the block's), given the
+    previous steps ``m1``/``m2`` the encoder had. NativeCodecError when the chunk does not decode."""
+    lib = _load()
+    if lib is None:
+        raise NativeCodecMissing(
+            "this tape holds native chunks but the native codec is not built here "
+            "(run `pip install -e .` with a C compiler, or `make setup`)"
+        )
+    wb = out.dtype.itemsize
+    n = out.size
+    for a in (m1, m2):
+        if a is not None and (a.size != n or a.dtype.itemsize != wb):
+            raise ValueError("native codec: previous steps must match the block's lanes")
+    data = bytes(chunk) if not isinstance(chunk, bytes) else chunk
+    rc = int(lib.nl_decode(data, len(data), wb, n, _ptr(m1), _ptr(m2), _ptr(out)))
+    if rc != 0:
+        raise NativeCodecError(f"native chunk does not decode: {_ERRORS.get(rc, rc)}")
+
+
+def kind_of(chunk: bytes | memoryview) -> tuple[int, int]:
+    """(kind byte, alpha) of a native chunk, read from its header."""
+    if len(chunk) < 8 or chunk[0] != NATIVE_TAG:
+        raise NativeCodecError("not a native chunk")
+    alpha = chunk[3] - 256 if chunk[3] > 127 else chunk[3]
+    return int(chunk[2]), int(alpha)

@@ -1,0 +1,721 @@
+/* netlapse native lane codec ("nl1" chunks): one fused pass from integer lanes to a coded block and back.
+ *
+ * The design and the exact layout are in docs/performance.md ("The native codec"). In short, for a block of n
+ * lanes of 16, 32 or 64 bits:
+ *
+ *   values chunk (keyframes, dense blocks):  v = zigzag(m); symbol = top byte of v (context: the previous
+ *       lane's symbol >> 5); the W-8 low bits raw.
+ *   delta chunk: p = m1 - m2 (0 without m2), prediction m1 + ((alpha * p) >> 4) with alpha in 1/16 chosen by
+ *       the encoder on a sample; residual r = m - prediction (wrapping). symbol = (bit length s of |r|,
+ *       sign, the bit below the leading one), context = (bit length of |p|, sign of p); the s-2 bits below
+ *       those raw.
+ *
+ * Symbols are Huffman-coded (canonical, length <= 12, one table per context present in the block, LSB-first
+ * bit order); raw bits go to a second stream. A block whose coding would not be smaller than its lanes is
+ * stored raw (the residual or the values). All arithmetic on lanes wraps, so decoding is exact for any bits.
+ * The decoder never reads outside the chunk and reports malformed input as a negative return value.
+ *
+ * Loaded with ctypes (netlapse.core.tape.native); the Python module init below exists only so setuptools can
+ * build this file as an extension module. ctypes releases the GIL around every call.
+ */
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NL_TAG 0xA3
+#define NL_HEAD 8
+#define MAXLEN 12
+#define TSIZE (1 << MAXLEN)
+/* Decoding looks codes up in a small primary table per context (PBITS bits: stays in L1 for the few dozen
+ * contexts of a block); codes longer than PBITS (rare symbols) go on to a full TSIZE table. */
+#define PBITS 9
+#define PSIZE (1 << PBITS)
+#define F_VALUES 0
+#define F_DELTA 1
+#define F_RAW 0x80
+#define F_ZERO 0x40 /* a delta chunk whose residual is zero everywhere: nothing stored */
+#define NALPHA 6
+static const int ALPHAS[NALPHA] = {0, 16, 8, 12, 14, 20};
+#define SAMPLE 1024
+
+/* x86-64: each block coder is compiled twice, for x86-64-v3 (AVX2, BMI2, LZCNT: one-cycle bit lengths) and
+ * for any x86-64; the loader picks by CPU at run time (GCC ifunc). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define NL_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define NL_CLONES
+#endif
+
+enum {
+    NL_OK = 0,
+    NL_E_HEAD = -1,   /* header does not match the block */
+    NL_E_SHORT = -2,  /* chunk shorter than its parts */
+    NL_E_TABLE = -3,  /* code table malformed */
+    NL_E_CODE = -4,   /* invalid code in the stream */
+    NL_E_OVERRUN = -5, /* a stream read past its end */
+    NL_E_STATE = -6,  /* a delta chunk without the previous state */
+    NL_E_MEM = -7,
+    NL_E_TRAIL = -8,  /* bytes left after the streams */
+    NL_E_ARG = -9,
+};
+
+/* ---- thread-local scratch (no fresh pages per block) ------------------------------------------------ */
+
+static __thread uint8_t *tl_buf = NULL;
+static __thread size_t tl_cap = 0;
+
+static uint8_t *scratch(size_t need) {
+    if (need > tl_cap) {
+        free(tl_buf);
+        tl_cap = need + need / 4 + 4096;
+        tl_buf = (uint8_t *)malloc(tl_cap);
+        if (!tl_buf) {
+            tl_cap = 0;
+            return NULL;
+        }
+    }
+    return tl_buf;
+}
+
+static __thread uint8_t *tl_buf2 = NULL;
+static __thread size_t tl_cap2 = 0;
+
+static uint8_t *scratch2(size_t need) {
+    if (need > tl_cap2) {
+        free(tl_buf2);
+        tl_cap2 = need + need / 4 + 4096;
+        tl_buf2 = (uint8_t *)malloc(tl_cap2);
+        if (!tl_buf2) {
+            tl_cap2 = 0;
+            return NULL;
+        }
+    }
+    return tl_buf2;
+}
+
+/* ---- Huffman code lengths --------------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t w;
+    int id;
+} node_t;
+
+static int cmp_node(const void *a, const void *b) {
+    const node_t *x = (const node_t *)a, *y = (const node_t *)b;
+    if (x->w != y->w) return x->w < y->w ? -1 : 1;
+    return x->id - y->id;
+}
+
+/* Code lengths (<= MAXLEN) for counts[0..nsym); symbols with count 0 get length 0. */
+static void huff_lengths(const uint32_t *counts, int nsym, uint8_t *len) {
+    uint64_t c[512];
+    int used = 0, last = 0;
+    for (int i = 0; i < nsym; i++) {
+        c[i] = counts[i];
+        len[i] = 0;
+        if (counts[i]) used++, last = i;
+    }
+    if (used == 0) return;
+    if (used == 1) {
+        len[last] = 1;
+        return;
+    }
+    for (;;) {
+        node_t leaves[512];
+        int nl = 0;
+        for (int i = 0; i < nsym; i++)
+            if (c[i]) leaves[nl].w = c[i], leaves[nl].id = i, nl++;
+        qsort(leaves, nl, sizeof(node_t), cmp_node);
+        /* two-queue Huffman: leaves sorted, internal nodes created in nondecreasing order */
+        uint64_t iw[512];
+        int parent[1024]; /* leaf k -> node index; internal nodes nl.. */
+        int qi_head = 0, qi_tail = 0, ql = 0, next = nl;
+        for (int k = 0; k < nl - 1; k++) {
+            int pick[2];
+            uint64_t w = 0;
+            for (int t = 0; t < 2; t++) {
+                if (ql < nl && (qi_head == qi_tail || leaves[ql].w <= iw[qi_head])) {
+                    w += leaves[ql].w;
+                    pick[t] = ql++;
+                } else {
+                    w += iw[qi_head];
+                    pick[t] = nl + qi_head++;
+                }
+            }
+            iw[qi_tail++] = w;
+            parent[pick[0]] = next;
+            parent[pick[1]] = next;
+            next++;
+        }
+        /* depths: the root is the last internal node */
+        int depth[1024];
+        int root = next - 1, maxd = 0;
+        depth[root] = 0;
+        for (int x = root - 1; x >= nl; x--) depth[x] = depth[parent[x]] + 1;
+        for (int x = 0; x < nl; x++) {
+            depth[x] = depth[parent[x]] + 1;
+            if (depth[x] > maxd) maxd = depth[x];
+        }
+        if (maxd <= MAXLEN) {
+            for (int x = 0; x < nl; x++) len[leaves[x].id] = (uint8_t)depth[x];
+            return;
+        }
+        for (int i = 0; i < nsym; i++)
+            if (c[i]) c[i] = (c[i] + 1) >> 1; /* flatten and retry: stays >= 1 */
+    }
+}
+
+static inline uint32_t rev_bits(uint32_t v, int n) {
+    uint32_t r = 0;
+    for (int i = 0; i < n; i++) r = (r << 1) | ((v >> i) & 1);
+    return r;
+}
+
+/* LSB-first canonical codes from lengths; returns 0, or -1 when the lengths over-subscribe the code space. */
+static int canon_codes(const uint8_t *len, int nsym, uint16_t *code) {
+    int bl[MAXLEN + 1] = {0};
+    for (int i = 0; i < nsym; i++) bl[len[i]]++;
+    bl[0] = 0;
+    uint32_t next[MAXLEN + 2], c = 0;
+    int64_t room = 1;
+    for (int b = 1; b <= MAXLEN; b++) {
+        c = (c + bl[b - 1]) << 1;
+        next[b] = c;
+        room = room * 2 - bl[b];
+        if (room < 0) return -1;
+    }
+    for (int i = 0; i < nsym; i++)
+        if (len[i]) code[i] = (uint16_t)rev_bits(next[len[i]]++, len[i]);
+    return 0;
+}
+
+/* ---- bit streams ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *p;
+    uint64_t acc;
+    int n;
+} bw_t;
+
+/* Branch-free: always stores 8 bytes at p (the stream's buffer has 8 bytes of slack), keeps < 8 bits. */
+static inline void bw_put(bw_t *w, uint64_t v, int n) { /* n <= 32, v < 2^n */
+    w->acc |= v << w->n;
+    w->n += n;
+    memcpy(w->p, &w->acc, 8);
+    w->p += w->n >> 3;
+    w->acc >>= (w->n & ~7);
+    w->n &= 7;
+}
+
+static inline void bw_put_long(bw_t *w, uint64_t v, int n) { /* n <= 64 */
+    if (n > 32) {
+        bw_put(w, v & 0xFFFFFFFFu, 32);
+        bw_put(w, v >> 32, n - 32);
+    } else {
+        bw_put(w, v, n);
+    }
+}
+
+static inline void bw_flush(bw_t *w) {
+    if (w->n > 0) *w->p++ = (uint8_t)w->acc;
+    w->acc = 0;
+    w->n = 0;
+}
+
+typedef struct {
+    const uint8_t *p, *end;
+    uint64_t buf;
+    int n;
+    int64_t over; /* bits read past the end */
+} br_t;
+
+static inline void br_refill(br_t *r) {
+    if (r->end - r->p >= 8) {
+        uint64_t x;
+        memcpy(&x, r->p, 8);
+        r->buf |= x << r->n;
+        r->p += (63 - r->n) >> 3;
+        r->n |= 56;
+    } else {
+        while (r->n <= 56) {
+            uint64_t b = 0;
+            if (r->p < r->end)
+                b = *r->p++;
+            else
+                r->over += 8;
+            r->buf |= b << r->n;
+            r->n += 8;
+        }
+    }
+}
+
+static inline uint64_t br_get(br_t *r, int n) { /* n <= 56 after a refill */
+    uint64_t v = n ? (r->buf & ((n == 64) ? ~0ull : ((1ull << n) - 1))) : 0;
+    r->buf = n == 64 ? 0 : r->buf >> n;
+    r->n -= n;
+    return v;
+}
+
+static inline uint64_t br_get_long(br_t *r, int n) { /* n <= 64 */
+    if (n > 48) {
+        br_refill(r);
+        uint64_t lo = br_get(r, 32);
+        br_refill(r);
+        return lo | (br_get(r, n - 32) << 32);
+    }
+    if (r->n < n) br_refill(r);
+    return br_get(r, n);
+}
+
+/* ---- shared helpers ------------------------------------------------------------------------------------ */
+
+static inline int bitlen64(uint64_t x) { return 64 - __builtin_clzll(x | 1) - (x == 0); } /* branch-free */
+
+static inline void put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline uint16_t get_u16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+static inline uint32_t get_u32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Table section: u16 nsym, u16 nctx, presence bitmap, then per present context u16 lo, u16 hi and the
+ * lengths of symbols lo..hi-1 as nibbles. Returns bytes written. */
+static size_t write_tables(uint8_t *o, const uint8_t *lens, int nsym, int nctx, const uint8_t *present) {
+    uint8_t *p = o;
+    put_u16(p, (uint16_t)nsym);
+    put_u16(p + 2, (uint16_t)nctx);
+    p += 4;
+    int nb = (nctx + 7) / 8;
+    memset(p, 0, nb);
+    for (int c = 0; c < nctx; c++)
+        if (present[c]) p[c >> 3] |= (uint8_t)(1 << (c & 7));
+    p += nb;
+    for (int c = 0; c < nctx; c++) {
+        if (!present[c]) continue;
+        const uint8_t *l = lens + (size_t)c * nsym;
+        int lo = 0, hi = nsym;
+        while (lo < hi && !l[lo]) lo++;
+        while (hi > lo && !l[hi - 1]) hi--;
+        put_u16(p, (uint16_t)lo);
+        put_u16(p + 2, (uint16_t)hi);
+        p += 4;
+        for (int s = lo; s < hi; s += 2) *p++ = (uint8_t)(l[s] | ((s + 1 < hi ? l[s + 1] : 0) << 4));
+    }
+    return (size_t)(p - o);
+}
+
+static size_t tables_size(const uint8_t *lens, int nsym, int nctx, const uint8_t *present) {
+    size_t sz = 4 + (nctx + 7) / 8;
+    for (int c = 0; c < nctx; c++) {
+        if (!present[c]) continue;
+        const uint8_t *l = lens + (size_t)c * nsym;
+        int lo = 0, hi = nsym;
+        while (lo < hi && !l[lo]) lo++;
+        while (hi > lo && !l[hi - 1]) hi--;
+        sz += 4 + (size_t)(hi - lo + 1) / 2;
+    }
+    return sz;
+}
+
+/* Parses the table section into decode tables: per present context (ctab[c] = its index, or -1) a PSIZE
+ * primary table, and a TSIZE full table when the context has codes longer than PBITS (haslong). An entry is
+ * 0 where no code is (len 0). Returns bytes consumed or a negative error. */
+typedef struct {
+    uint32_t *prim, *full;
+    uint8_t haslong[260];
+} dtab_t;
+
+static int64_t read_tables(const uint8_t *p, const uint8_t *end, int nsym, int nctx, int16_t *ctab, dtab_t *dt,
+                           int values) {
+    const uint8_t *s = p;
+    if (end - p < 4) return NL_E_SHORT;
+    if (get_u16(p) != nsym || get_u16(p + 2) != nctx) return NL_E_TABLE;
+    p += 4;
+    int nb = (nctx + 7) / 8;
+    if (end - p < nb) return NL_E_SHORT;
+    int npresent = 0;
+    for (int c = 0; c < nctx; c++) {
+        ctab[c] = -1;
+        if (p[c >> 3] >> (c & 7) & 1) ctab[c] = (int16_t)npresent++;
+    }
+    p += nb;
+    dt->prim = dt->full = NULL;
+    if (npresent) {
+        uint8_t *mem = scratch((size_t)npresent * (PSIZE + TSIZE) * sizeof(uint32_t));
+        if (!mem) return NL_E_MEM;
+        dt->prim = (uint32_t *)mem;
+        dt->full = dt->prim + (size_t)npresent * PSIZE;
+        memset(dt->prim, 0, (size_t)npresent * PSIZE * sizeof(uint32_t));
+    }
+    uint8_t len[512];
+    uint16_t code[512];
+    for (int c = 0; c < nctx; c++) {
+        if (ctab[c] < 0) continue;
+        if (end - p < 4) return NL_E_SHORT;
+        int lo = get_u16(p), hi = get_u16(p + 2);
+        p += 4;
+        if (lo > hi || hi > nsym) return NL_E_TABLE;
+        int nbytes = (hi - lo + 1) / 2;
+        if (end - p < nbytes) return NL_E_SHORT;
+        memset(len, 0, (size_t)nsym);
+        int maxl = 0;
+        for (int k = lo; k < hi; k++) {
+            uint8_t b = p[(k - lo) >> 1];
+            len[k] = (k - lo) & 1 ? b >> 4 : b & 15;
+            if (len[k] > MAXLEN) return NL_E_TABLE;
+            if (len[k] > maxl) maxl = len[k];
+        }
+        p += nbytes;
+        if (canon_codes(len, nsym, code) < 0) return NL_E_TABLE;
+        uint32_t *tp = dt->prim + (size_t)ctab[c] * PSIZE;
+        uint32_t *tf = dt->full + (size_t)ctab[c] * TSIZE;
+        int haslong = maxl > PBITS;
+        dt->haslong[ctab[c]] = (uint8_t)haslong;
+        if (haslong) memset(tf, 0, TSIZE * sizeof(uint32_t));
+        for (int k = lo; k < hi; k++) {
+            int l = len[k];
+            if (!l) continue;
+            /* values: the symbol; delta: what the symbol means (raw bit count, the two top bits, sign) */
+            uint32_t e;
+            if (values) {
+                e = (uint32_t)((k << 4) | l);
+            } else {
+                int sl = k >> 2, neg = (k >> 1) & 1, sb = k & 1;
+                uint32_t top = sl >= 2 ? (uint32_t)(2 | sb) : (uint32_t)sl;
+                uint32_t nr = sl >= 2 ? (uint32_t)(sl - 2) : 0;
+                if ((sl < 1 && (neg || sb)) || (sl < 2 && sb)) continue; /* never written: stays invalid */
+                e = (uint32_t)l | (nr << 4) | (top << 11) | ((uint32_t)neg << 13);
+            }
+            if (l <= PBITS)
+                for (uint32_t x = code[k]; x < PSIZE; x += 1u << l) tp[x] = e;
+            if (haslong)
+                for (uint32_t x = code[k]; x < TSIZE; x += 1u << l) tf[x] = e;
+        }
+    }
+    return p - s;
+}
+
+/* The entry for the next code of context index ci, or 0 when the stream holds no valid code there. */
+static inline uint32_t lookup(const dtab_t *dt, int ci, uint64_t buf) {
+    uint32_t e = dt->prim[(size_t)ci * PSIZE + (buf & (PSIZE - 1))];
+    if (__builtin_expect((e & 15) == 0, 0))
+        e = dt->haslong[ci] ? dt->full[(size_t)ci * TSIZE + (buf & (TSIZE - 1))] : 0;
+    return e;
+}
+
+/* ---- the codec, per lane width ------------------------------------------------------------------------ */
+
+/* Worst-case chunk size for n lanes of wb bytes. */
+int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16; }
+
+#define DEFINE_CODEC(W, UT, ST, WT)                                                                          \
+    static inline UT pred_##W(UT m1, UT p, int alpha) {                                                      \
+        return (UT)(m1 + (UT)(ST)(((WT)alpha * (WT)(ST)p) >> 4));                                             \
+    }                                                                                                          \
+                                                                                                               \
+    static int choose_alpha_##W(const UT *m, const UT *m1, const UT *m2, int64_t n) {                        \
+        if (!m2 || n == 0) return 0;                                                                           \
+        int64_t stride = n / SAMPLE > 1 ? n / SAMPLE : 1;                                                      \
+        int64_t cost[NALPHA] = {0};                                                                            \
+        for (int64_t i = 0; i < n; i += stride) {                                                              \
+            UT p = (UT)(m1[i] - m2[i]);                                                                        \
+            for (int a = 0; a < NALPHA; a++) {                                                                 \
+                UT r = (UT)(m[i] - pred_##W(m1[i], p, ALPHAS[a]));                                             \
+                UT mag = (ST)r < 0 ? (UT)(0 - r) : r;                                                          \
+                cost[a] += bitlen64(mag);                                                                      \
+            }                                                                                                  \
+        }                                                                                                      \
+        int best = 0;                                                                                          \
+        for (int a = 1; a < NALPHA; a++)                                                                       \
+            if (cost[a] < cost[best]) best = a;                                                                \
+        return ALPHAS[best];                                                                                   \
+    }                                                                                                          \
+                                                                                                               \
+    NL_CLONES static int64_t encode_##W(const UT *m, const UT *m1, const UT *m2, int64_t n, int values, uint8_t *out,   \
+                              int64_t cap) {                                                                  \
+        const int wb = W / 8;                                                                                 \
+        const int nsym = values ? 256 : (W + 1) * 4;                                                          \
+        const int nctx = values ? 8 : (W + 1) * 2;                                                            \
+        const size_t nk = (size_t)nsym * nctx; /* keys: context * nsym + symbol, < 2^16 */                    \
+        int alpha = values ? 0 : choose_alpha_##W(m, m1, m2, n);                                              \
+        /* scratch: raw parts [n] UT | keys [n] u16 | 4 histograms [4][nk] u32 | lens [nk] | codes [nk] u32 */ \
+        size_t o_keys = (size_t)n * sizeof(UT);                                                               \
+        size_t o_cnt = (o_keys + (size_t)n * 2 + 63) & ~(size_t)63;                                           \
+        size_t o_len = o_cnt + 4 * nk * sizeof(uint32_t);                                                     \
+        size_t o_code = (o_len + nk + 63) & ~(size_t)63;                                                      \
+        uint8_t *sc = scratch(o_code + nk * sizeof(uint32_t) + 64);                                           \
+        if (!sc) return NL_E_MEM;                                                                             \
+        UT *rawv = (UT *)sc;                                                                                  \
+        uint16_t *key = (uint16_t *)(sc + o_keys);                                                            \
+        uint32_t *cnt = (uint32_t *)(sc + o_cnt);                                                             \
+        uint8_t *lens = sc + o_len;                                                                           \
+        uint32_t *enc = (uint32_t *)(sc + o_code);                                                            \
+        uint32_t *c0 = cnt, *c1 = cnt + nk, *c2 = cnt + 2 * nk, *c3 = cnt + 3 * nk;                           \
+        memset(cnt, 0, 4 * nk * sizeof(uint32_t));                                                            \
+        uint64_t rawbits = 0;                                                                                 \
+        UT anynz = 0;                                                                                          \
+        if (values) {                                                                                         \
+            int c = 0;                                                                                        \
+            for (int64_t i = 0; i < n; i++) {                                                                 \
+                UT v = (UT)((m[i] << 1) ^ (UT)((ST)m[i] >> (W - 1)));                                         \
+                int y = (int)(v >> (W - 8));                                                                  \
+                rawv[i] = v;                                                                                  \
+                key[i] = (uint16_t)(c * 256 + y);                                                             \
+                c = y >> 5;                                                                                   \
+            }                                                                                                 \
+            rawbits = (uint64_t)n * (W - 8);                                                                  \
+        } else {                                                                                              \
+            for (int64_t i = 0; i < n; i++) {                                                                 \
+                UT p = m2 ? (UT)(m1[i] - m2[i]) : 0;                                                          \
+                UT r = (UT)(m[i] - pred_##W(m1[i], p, alpha));                                                \
+                UT nmask = (UT)((ST)r >> (W - 1));                                                            \
+                UT mag = (UT)((UT)(r ^ nmask) - nmask);                                                       \
+                int s = bitlen64(mag);                                                                        \
+                int sh = s >= 2 ? s - 2 : 0;                                                                  \
+                int sb = (int)((mag >> sh) & 1) & (s >= 2);                                                   \
+                UT pmask = (UT)((ST)p >> (W - 1));                                                            \
+                UT pmag = (UT)((UT)(p ^ pmask) - pmask);                                                      \
+                int c = bitlen64(pmag) * 2 + (int)(pmask & 1);                                                \
+                rawv[i] = mag;                                                                                \
+                anynz |= mag;                                                                                 \
+                key[i] = (uint16_t)(c * nsym + s * 4 + (int)(nmask & 2) + sb);                                \
+                rawbits += (uint64_t)sh;                                                                      \
+            }                                                                                                 \
+        }                                                                                                     \
+        if (!values && anynz == 0) {                                                                           \
+            out[0] = NL_TAG;                                                                                   \
+            out[1] = (uint8_t)wb;                                                                              \
+            out[2] = (uint8_t)(F_DELTA | F_ZERO);                                                              \
+            out[3] = (uint8_t)(int8_t)alpha;                                                                   \
+            put_u32(out + 4, (uint32_t)n);                                                                     \
+            return NL_HEAD;                                                                                    \
+        }                                                                                                      \
+        /* four histograms: consecutive equal keys do not wait on each other's increments */                  \
+        int64_t i4 = n & ~(int64_t)3;                                                                         \
+        for (int64_t i = 0; i < i4; i += 4) {                                                                 \
+            c0[key[i]]++;                                                                                     \
+            c1[key[i + 1]]++;                                                                                 \
+            c2[key[i + 2]]++;                                                                                 \
+            c3[key[i + 3]]++;                                                                                 \
+        }                                                                                                     \
+        for (int64_t i = i4; i < n; i++) c0[key[i]]++;                                                        \
+        for (size_t k = 0; k < nk; k++) c0[k] += c1[k] + c2[k] + c3[k];                                       \
+        uint8_t present[260];                                                                                 \
+        uint64_t huffbits = 0;                                                                                \
+        for (int c = 0; c < nctx; c++) {                                                                      \
+            const uint32_t *cc = c0 + (size_t)c * nsym;                                                       \
+            uint8_t *l = lens + (size_t)c * nsym;                                                             \
+            present[c] = 0;                                                                                   \
+            for (int k = 0; k < nsym; k++)                                                                    \
+                if (cc[k]) {                                                                                  \
+                    present[c] = 1;                                                                           \
+                    break;                                                                                    \
+                }                                                                                             \
+            if (!present[c]) {                                                                                \
+                memset(l, 0, (size_t)nsym);                                                                   \
+                continue;                                                                                     \
+            }                                                                                                 \
+            uint16_t code[512];                                                                               \
+            huff_lengths(cc, nsym, l);                                                                        \
+            if (canon_codes(l, nsym, code) < 0) return NL_E_TABLE;                                            \
+            for (int k = 0; k < nsym; k++) {                                                                  \
+                huffbits += (uint64_t)cc[k] * l[k];                                                           \
+                int sl = k >> 2;                                                                              \
+                uint32_t nr = values ? (uint32_t)(W - 8) : (uint32_t)(sl >= 2 ? sl - 2 : 0);                  \
+                enc[(size_t)c * nsym + k] = (l[k] ? code[k] : 0) | ((uint32_t)l[k] << 12) | (nr << 16);       \
+            }                                                                                                 \
+        }                                                                                                     \
+        size_t tsz = tables_size(lens, nsym, nctx, present);                                                  \
+        uint64_t hbytes = (huffbits + 7) / 8, rbytes = (rawbits + 7) / 8;                                     \
+        int64_t coded = NL_HEAD + (int64_t)tsz + 8 + (int64_t)hbytes + (int64_t)rbytes;                       \
+        int64_t rawsize = NL_HEAD + (int64_t)wb * n;                                                          \
+        out[0] = NL_TAG;                                                                                      \
+        out[1] = (uint8_t)wb;                                                                                 \
+        out[3] = (uint8_t)(int8_t)alpha;                                                                      \
+        put_u32(out + 4, (uint32_t)n);                                                                        \
+        if (coded >= rawsize) {                                                                               \
+            if (rawsize > cap) return NL_E_ARG;                                                               \
+            out[2] = (uint8_t)((values ? F_VALUES : F_DELTA) | F_RAW);                                        \
+            if (values) {                                                                                     \
+                memcpy(out + NL_HEAD, m, (size_t)n * sizeof(UT));                                             \
+            } else {                                                                                          \
+                for (int64_t i = 0; i < n; i++) {                                                             \
+                    UT p = m2 ? (UT)(m1[i] - m2[i]) : 0;                                                      \
+                    UT r = (UT)(m[i] - pred_##W(m1[i], p, alpha));                                            \
+                    memcpy(out + NL_HEAD + (size_t)i * sizeof(UT), &r, sizeof(UT));                           \
+                }                                                                                             \
+            }                                                                                                 \
+            return rawsize;                                                                                   \
+        }                                                                                                     \
+        if (coded + 16 > cap) return NL_E_ARG;                                                                \
+        out[2] = (uint8_t)(values ? F_VALUES : F_DELTA);                                                      \
+        uint8_t *p = out + NL_HEAD;                                                                           \
+        p += write_tables(p, lens, nsym, nctx, present);                                                      \
+        put_u32(p, (uint32_t)hbytes);                                                                         \
+        put_u32(p + 4, (uint32_t)rbytes);                                                                     \
+        p += 8;                                                                                               \
+        uint8_t *rbuf = scratch2(rbytes + 16);                                                                \
+        if (!rbuf) return NL_E_MEM;                                                                           \
+        bw_t hw = {p, 0, 0}, rw = {rbuf, 0, 0};                                                               \
+        if (W == 64) {                                                                                        \
+            for (int64_t i = 0; i < n; i++) {                                                                 \
+                uint32_t e = enc[key[i]];                                                                     \
+                bw_put(&hw, e & 0xFFF, (e >> 12) & 15);                                                       \
+                int nr = (int)(e >> 16);                                                                      \
+                bw_put_long(&rw, (uint64_t)(rawv[i] & (UT)(((UT)1 << nr) - 1)), nr);                          \
+            }                                                                                                 \
+        } else {                                                                                              \
+            for (int64_t i = 0; i < n; i++) {                                                                 \
+                uint32_t e = enc[key[i]];                                                                     \
+                bw_put(&hw, e & 0xFFF, (e >> 12) & 15);                                                       \
+                int nr = (int)(e >> 16);                                                                      \
+                bw_put(&rw, (uint64_t)(rawv[i] & (UT)(((UT)1 << nr) - 1)), nr);                               \
+            }                                                                                                 \
+        }                                                                                                     \
+        bw_flush(&hw);                                                                                        \
+        bw_flush(&rw);                                                                                        \
+        memcpy(p + hbytes, rbuf, rbytes);                                                                     \
+        return coded;                                                                                         \
+    }                                                                                                         \
+                                                                                                              \
+    NL_CLONES static int decode_##W(const uint8_t *chunk, int64_t len, int64_t n, const UT *m1, const UT *m2,          \
+                          UT *out) {                                                                           \
+        int flags = chunk[2];                                                                                  \
+        int values = (flags & 0x3F) == F_VALUES;                                                               \
+        if ((flags & 0x3F) > F_DELTA) return NL_E_HEAD;                                                        \
+        int alpha = (int8_t)chunk[3];                                                                          \
+        if (!values && !m1) return NL_E_STATE;                                                                 \
+        const uint8_t *p = chunk + NL_HEAD, *end = chunk + len;                                                \
+        if (flags & F_ZERO) {                                                                                  \
+            if (values || (flags & F_RAW) || end != p) return NL_E_HEAD;                                      \
+            for (int64_t i = 0; i < n; i++) {                                                                  \
+                UT pd = m2 ? (UT)(m1[i] - m2[i]) : 0;                                                          \
+                out[i] = pred_##W(m1[i], pd, alpha);                                                           \
+            }                                                                                                  \
+            return NL_OK;                                                                                      \
+        }                                                                                                      \
+        if (flags & F_RAW) {                                                                                   \
+            if (end - p != (int64_t)sizeof(UT) * n) return NL_E_SHORT;                                        \
+            if (values) {                                                                                      \
+                memcpy(out, p, (size_t)n * sizeof(UT));                                                        \
+            } else {                                                                                           \
+                for (int64_t i = 0; i < n; i++) {                                                              \
+                    UT r;                                                                                      \
+                    memcpy(&r, p + (size_t)i * sizeof(UT), sizeof(UT));                                        \
+                    UT pd = m2 ? (UT)(m1[i] - m2[i]) : 0;                                                      \
+                    out[i] = (UT)(pred_##W(m1[i], pd, alpha) + r);                                             \
+                }                                                                                              \
+            }                                                                                                  \
+            return NL_OK;                                                                                      \
+        }                                                                                                      \
+        const int nsym = values ? 256 : (W + 1) * 4;                                                          \
+        const int nctx = values ? 8 : (W + 1) * 2;                                                            \
+        int16_t ctab[260];                                                                                     \
+        dtab_t dt;                                                                                             \
+        int64_t used = read_tables(p, end, nsym, nctx, ctab, &dt, values);                                     \
+        if (used < 0) return (int)used;                                                                        \
+        p += used;                                                                                             \
+        if (end - p < 8) return NL_E_SHORT;                                                                    \
+        uint32_t hbytes = get_u32(p), rbytes = get_u32(p + 4);                                                 \
+        p += 8;                                                                                                \
+        if ((uint64_t)(end - p) < (uint64_t)hbytes + rbytes) return NL_E_SHORT;                                \
+        if ((uint64_t)(end - p) != (uint64_t)hbytes + rbytes) return NL_E_TRAIL;                               \
+        br_t hr = {p, p + hbytes, 0, 0, 0}, rr = {p + hbytes, p + hbytes + rbytes, 0, 0, 0};                  \
+        if (values) {                                                                                          \
+            int c = 0;                                                                                         \
+            for (int64_t i = 0; i < n; i++) {                                                                  \
+                if (ctab[c] < 0) return NL_E_CODE;                                                             \
+                br_refill(&hr);                                                                                \
+                uint32_t e = lookup(&dt, ctab[c], hr.buf);                                                     \
+                int l = e & 15;                                                                                \
+                if (!l) return NL_E_CODE;                                                                      \
+                br_get(&hr, l);                                                                                \
+                int s = (int)(e >> 4);                                                                         \
+                UT v = (UT)(((UT)s << (W - 8)) | (UT)br_get_long(&rr, W - 8));                               \
+                out[i] = (UT)((v >> 1) ^ (UT)(0 - (v & 1)));                                                   \
+                c = s >> 5;                                                                                    \
+            }                                                                                                  \
+        } else {                                                                                               \
+            for (int64_t i = 0; i < n; i++) {                                                                  \
+                UT pd = m2 ? (UT)(m1[i] - m2[i]) : 0;                                                          \
+                UT pmask = (UT)((ST)pd >> (W - 1));                                                            \
+                UT pmag = (UT)((UT)(pd ^ pmask) - pmask);                                                      \
+                int c = bitlen64(pmag) * 2 + (int)(pmask & 1);                                                 \
+                if (ctab[c] < 0) return NL_E_CODE;                                                             \
+                br_refill(&hr);                                                                                \
+                uint32_t e = lookup(&dt, ctab[c], hr.buf);                                                     \
+                int l = e & 15;                                                                                \
+                if (!l) return NL_E_CODE;                                                                      \
+                br_get(&hr, l);                                                                                \
+                int nr = (int)((e >> 4) & 127);                                                                \
+                UT neg = (UT)((e >> 13) & 1);                                                                  \
+                UT mag = (UT)((UT)((e >> 11) & 3) << nr);                                                      \
+                if (nr > 48) {                                                                                 \
+                    mag |= (UT)br_get_long(&rr, nr);                                                           \
+                } else {                                                                                       \
+                    br_refill(&rr);                                                                            \
+                    mag |= (UT)br_get(&rr, nr);                                                                \
+                }                                                                                              \
+                UT r = (UT)((UT)(mag ^ (UT)(0 - neg)) + neg);                                                  \
+                out[i] = (UT)(pred_##W(m1[i], pd, alpha) + r);                                                 \
+            }                                                                                                  \
+        }                                                                                                      \
+        if (hr.over > hr.n || rr.over > rr.n) return NL_E_OVERRUN;                                             \
+        return NL_OK;                                                                                          \
+    }
+
+DEFINE_CODEC(16, uint16_t, int16_t, int64_t)
+DEFINE_CODEC(32, uint32_t, int32_t, int64_t)
+DEFINE_CODEC(64, uint64_t, int64_t, __int128)
+
+/* Encode n lanes of wb bytes (2, 4, 8) into out (cap bytes, >= nl_bound). values != 0: a values chunk of m
+ * (m1, m2 unused); else a delta chunk against m1 (required) and m2 (NULL: prediction m1). Returns the chunk
+ * size or a negative error. */
+int64_t nl_encode(int wb, int64_t n, const void *m, const void *m1, const void *m2, int values, uint8_t *out,
+                  int64_t cap) {
+    if (n < 0 || n > 0xFFFFFFFFll || cap < NL_HEAD || (!values && !m1)) return NL_E_ARG;
+    switch (wb) {
+    case 2:
+        return encode_16((const uint16_t *)m, (const uint16_t *)m1, (const uint16_t *)m2, n, values, out, cap);
+    case 4:
+        return encode_32((const uint32_t *)m, (const uint32_t *)m1, (const uint32_t *)m2, n, values, out, cap);
+    case 8:
+        return encode_64((const uint64_t *)m, (const uint64_t *)m1, (const uint64_t *)m2, n, values, out, cap);
+    }
+    return NL_E_ARG;
+}
+
+/* Decode a chunk of n lanes of wb bytes into out; m1/m2 as at encoding (a delta chunk needs m1; m2 when the
+ * encoder had it). Returns 0 or a negative error. */
+int nl_decode(const uint8_t *chunk, int64_t len, int wb, int64_t n, const void *m1, const void *m2,
+              void *out) {
+    if (len < NL_HEAD || chunk[0] != NL_TAG || chunk[1] != wb || get_u32(chunk + 4) != (uint32_t)n)
+        return NL_E_HEAD;
+    switch (wb) {
+    case 2:
+        return decode_16(chunk, len, n, (const uint16_t *)m1, (const uint16_t *)m2, (uint16_t *)out);
+    case 4:
+        return decode_32(chunk, len, n, (const uint32_t *)m1, (const uint32_t *)m2, (uint32_t *)out);
+    case 8:
+        return decode_64(chunk, len, n, (const uint64_t *)m1, (const uint64_t *)m2, (uint64_t *)out);
+    }
+    return NL_E_HEAD;
+}
+
+/* The chunk's kind: 0 values, 1 delta (bit 7: stored raw); alpha in *alpha. Negative when not a chunk. */
+int nl_info(const uint8_t *chunk, int64_t len, int *alpha) {
+    if (len < NL_HEAD || chunk[0] != NL_TAG) return NL_E_HEAD;
+    *alpha = (int8_t)chunk[3];
+    return chunk[2];
+}
+
+static struct PyModuleDef nlcodec_module = {PyModuleDef_HEAD_INIT, "_nlcodec", "netlapse native lane codec (used through ctypes)", -1, NULL};
+
+PyMODINIT_FUNC PyInit__nlcodec(void) { return PyModule_Create(&nlcodec_module); }

@@ -1,0 +1,185 @@
+"""The native lane codec (services/core/tape/nlcodec.c through native.py) and the tapes it writes.
+
+Bit-exact round trips for every lane width and chunk kind, malformed chunks refused (never a crash), tapes
+written with it decoding exactly like zstd-plane tapes of the same snapshots, and the fallback when it is not
+built."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netlapse.core.store import LocalStore
+from netlapse.core.tape import TapeReader, TapeWriter, native
+from netlapse.core.tape import writer as tape_writer
+from tests.unit.test_tape import TENSORS, bits, snapshots
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="the native codec is not built")
+
+DTYPES = (np.int16, np.int32, np.int64)
+
+
+def _lanes(rng: np.random.Generator, dt: type, n: int, scale: int | None) -> tuple[np.ndarray, ...]:
+    info = np.iinfo(dt)
+    m2 = rng.integers(info.min, info.max, n, dtype=dt, endpoint=True)
+    if scale is None:  # unrelated steps: nothing to predict
+        return tuple(rng.integers(info.min, info.max, n, dtype=dt, endpoint=True) for _ in range(2)) + (m2,)
+    step = rng.integers(-scale, scale, n, dtype=np.int64, endpoint=True).astype(dt)
+    m1 = m2 + step
+    m = m1 + step + rng.integers(-scale // 4, scale // 4 + 1, n, dtype=np.int64).astype(dt)
+    return m, m1, m2
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000, 65_537])
+def test_every_kind_of_chunk_round_trips_bit_exactly(dt: type, n: int) -> None:
+    rng = np.random.default_rng(n + np.dtype(dt).itemsize)
+    info = np.iinfo(dt)
+    for scale in (1, 40, 5000, None):
+        m, m1, m2 = _lanes(rng, dt, n, scale)
+        if n > 3:  # the extremes, where wrapping arithmetic and the sign-magnitude split meet
+            m[:3] = [info.min, info.max, 0]
+            m1[:3] = [info.max, info.min, info.min]
+        for prev2 in (m2, None):
+            out = np.empty_like(m)
+            native.decode_into(native.encode(m, m1, prev2, values=False), m1, prev2, out)
+            assert np.array_equal(out, m)
+        out = np.empty_like(m)
+        native.decode_into(native.encode(m, None, None, values=True), None, None, out)
+        assert np.array_equal(out, m)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_no_chunk_is_larger_than_its_lanes_plus_the_header(dt: type) -> None:
+    rng = np.random.default_rng(3)
+    n = 50_000
+    m, m1, m2 = _lanes(rng, dt, n, None)
+    w = np.dtype(dt).itemsize
+    assert len(native.encode(m, m1, m2, values=False)) <= 8 + w * n
+    assert len(native.encode(m, None, None, values=True)) <= 8 + w * n
+    # Unchanged lanes: the header alone, whatever the block's size.
+    assert len(native.encode(m1, m1, m1, values=False)) == 8
+
+
+def test_float_bits_of_every_kind_round_trip_as_lanes() -> None:
+    """NaN payloads, -0.0, infinities, subnormals: lanes are bits, so values come back bit for bit."""
+    special = np.array(
+        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.4e38, -3.4e38], dtype=np.float32
+    ).view(np.int32)
+    payload = np.array([0x7FC00001, 0xFFC12345, 0x7F800001], dtype=np.uint32).view(np.int32)
+    m = np.concatenate([special, payload, np.arange(1000, dtype=np.int32)])
+    m1 = np.roll(m, 1)
+    for values in (True, False):
+        out = np.empty_like(m)
+        native.decode_into(
+            native.encode(m, None if values else m1, None, values=values), None if values else m1, None, out
+        )
+        assert np.array_equal(out, m)
+
+
+def test_malformed_chunks_are_refused_never_crash() -> None:
+    rng = np.random.default_rng(7)
+    m, m1, m2 = _lanes(rng, np.int32, 20_000, 300)
+    out = np.empty_like(m)
+    for chunk in (native.encode(m, m1, m2, values=False), native.encode(m, None, None, values=True)):
+        refused = 0
+        for _ in range(300):
+            bad = bytearray(chunk)
+            if rng.random() < 0.5:
+                i = int(rng.integers(0, len(bad)))
+                bad[i] ^= 1 << int(rng.integers(0, 8))
+            else:
+                bad = bad[: int(rng.integers(0, len(bad)))]
+            try:
+                native.decode_into(bytes(bad), m1, m2, out)
+            except native.NativeCodecError:
+                refused += 1
+        assert refused > 100  # most damage is detected; the rest decodes to some lanes, never out of bounds
+    with pytest.raises(native.NativeCodecError, match="header"):
+        native.decode_into(native.encode(m, m1, m2, values=False), m1[1:], m2[1:], np.empty(19_999, np.int32))
+    with pytest.raises(native.NativeCodecError, match="previous step"):
+        native.decode_into(native.encode(m, m1, m2, values=False), None, None, out)
+
+
+def _write(store: LocalStore, prefix: str, snaps: dict, entropy: str, **kw: object) -> TapeWriter:
+    w = TapeWriter(store, prefix, TENSORS, segment_max_steps=4, block_lanes=1024, entropy=entropy, **kw)
+    for s, snap in snaps.items():
+        w.append(s, snap)
+    w.close()
+    return w
+
+
+@pytest.mark.parametrize("lossy", [None, 1e-3])
+def test_native_and_zstd_tapes_decode_identically(tmp_path: Path, lossy: float | None) -> None:
+    """The same snapshots through both entropy stages: every tensor at every step and every trajectory agree
+    bit for bit (and, lossless, with the snapshots themselves); verify() passes on both."""
+    store = LocalStore(tmp_path / "s")
+    snaps = snapshots(list(range(0, 40, 1)), seed=4)
+    a = _write(store, "z/", snaps, "zstd", lossy_rel_error=lossy)
+    b = _write(store, "n/", snaps, "native", lossy_rel_error=lossy)
+    rz, rn = TapeReader(store, "z/"), TapeReader(store, "n/")
+    assert rz.manifest["format"] == 2 and rn.manifest["format"] == 3
+    assert b.stored_bytes < 1.05 * a.stored_bytes  # tiny tensors: table headers; real models: see the bench
+    for s, snap in snaps.items():
+        for t in TENSORS:
+            got = rn.read(t.name, s)
+            assert np.array_equal(bits(got), bits(rz.read(t.name, s)))
+            if lossy is None:
+                assert np.array_equal(bits(got), bits(snap[t.name]))
+    for t in TENSORS:
+        idx = sorted({0, t.numel // 2, t.numel - 1})
+        sz, vz = rz.trajectory(t.name, idx)
+        rn2 = TapeReader(store, "n/")  # cold: the trajectory path alone, no cached states
+        sn, vn = rn2.trajectory(t.name, idx)
+        assert sz == sn and np.array_equal(bits(vz), bits(vn))
+    rz.verify()
+    rn.verify()
+
+
+def test_a_zstd_tape_resumed_by_the_native_writer_reads_across_both(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    snaps = snapshots(list(range(20)), seed=6)
+    first = dict(list(snaps.items())[:9])
+    _write(store, "t/", first, "zstd")
+    w = TapeWriter(store, "t/", TENSORS, resume=True, segment_max_steps=4, block_lanes=1024, entropy="native")
+    for s in range(9, 20):
+        w.append(s, snaps[s])
+    w.close()
+    r = TapeReader(store, "t/")
+    assert r.manifest["format"] == 3
+    assert {s["format"] for s in r.manifest["segments"]} == {2, 3}
+    for s in (0, 8, 9, 13, 19):
+        for t in TENSORS:
+            assert np.array_equal(bits(r.read(t.name, s)), bits(snaps[s][t.name]))
+    steps, vals = TapeReader(store, "t/").trajectory(TENSORS[0].name, [0, 3])
+    assert steps == list(range(20))
+    assert np.array_equal(
+        bits(vals), bits(np.stack([snaps[s][TENSORS[0].name].reshape(-1)[[0, 3]] for s in steps]))
+    )
+
+
+def test_without_the_built_codec_the_writer_falls_back_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = LocalStore(tmp_path / "s")
+    snaps = snapshots(list(range(6)), seed=2)
+    _write(store, "native/", snaps, "native")
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_loaded", True)
+    monkeypatch.setattr(native, "_warned", False)
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        w = _write(store, "fallback/", snaps, "auto")
+        _write(store, "fallback2/", snaps, "auto")
+    assert not w._native and w._format == 2
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "native codec is not built" in caplog.records[0].message
+    r = TapeReader(store, "fallback/")
+    assert np.array_equal(bits(r.read(TENSORS[0].name, 5)), bits(snaps[5][TENSORS[0].name]))
+    with pytest.raises(native.NativeCodecMissing, match="not built"):
+        _write(store, "must/", snaps, "native")
+    with pytest.raises(native.NativeCodecMissing, match="native chunks"):
+        TapeReader(store, "native/").read(TENSORS[0].name, 5)
+    assert tape_writer  # the module under test
