@@ -9,10 +9,12 @@ that thread's CPU time (``time.thread_time``), which other processes on a shared
 over wall time. Encoders, interleaved round by round:
 
 - ``release-0.1.0``: the writer of format 1, loaded from git (commit ``BASELINE_COMMIT``); skipped without git;
-- ``numpy``: today's writer (format 2) with the numpy transform;
-- ``torch-cpu``: the same writer with the device path's torch transform, run on the CPU (one torch thread).
+- ``native``: today's default writer: numpy lanes and the native C codec (format 3, services/core/tape/nlcodec.c);
+- ``zstd``: the same writer with zstd byte planes (format 2: the engine before the native codec, and what an
+  install without a C compiler writes);
+- ``torch-cpu``: the writer with the device path's torch transform, run on the CPU (one torch thread; zstd planes).
 
-Also recorded: whether numpy and torch-cpu wrote identical bytes, the profile of the numpy encoder (where its
+Also recorded: whether zstd and torch-cpu wrote identical bytes, the profile of the native encoder (where its
 thread time goes), and stored/raw when every step is fresh random weights (the incompressible bound).
 """
 
@@ -153,7 +155,8 @@ def _run(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     base = baseline_module()
     encoders: dict[str, Any] = {
-        "numpy": lambda st, inf: TapeWriter(st, "w/", inf, TapeOptions(encoder="numpy")),
+        "native": lambda st, inf: TapeWriter(st, "w/", inf, TapeOptions(encoder="numpy", entropy="native")),
+        "zstd": lambda st, inf: TapeWriter(st, "w/", inf, TapeOptions(encoder="numpy", entropy="zstd")),
         "torch-cpu": lambda st, inf: TapeWriter(st, "w/", inf, TapeOptions(encoder="torch")),
     }
     if base is not None:
@@ -183,17 +186,15 @@ def _run(args: argparse.Namespace) -> int:
                 "ratio": rs[0]["ratio"],
             }
             res["raw_bytes_per_snapshot"] = rs[0]["raw_bytes"] / len(snaps)
-        digests = {
-            k: encode(encoders[k], infos, snaps, digest=True)["digest"] for k in ("numpy", "torch-cpu")
-        }
-        res["torch_equals_numpy_bytes"] = digests["numpy"] == digests["torch-cpu"]
+        digests = {k: encode(encoders[k], infos, snaps, digest=True)["digest"] for k in ("zstd", "torch-cpu")}
+        res["torch_equals_zstd_bytes"] = digests["zstd"] == digests["torch-cpu"]
         if base is not None:
             b = res["release-0.1.0"]["mb_per_s_thread_median"]
-            res["speedup_thread_numpy"] = res["numpy"]["mb_per_s_thread_median"] / b
-            res["speedup_thread_torch_cpu"] = res["torch-cpu"]["mb_per_s_thread_median"] / b
+            for k in ("native", "zstd", "torch-cpu"):
+                res[f"speedup_thread_{k.replace('-', '_')}"] = res[k]["mb_per_s_thread_median"] / b
         prof = cProfile.Profile(time.thread_time)
-        one = encode(encoders["numpy"], infos, snaps, prof)
-        res["profile_numpy"] = profile_table(prof, one["raw_bytes"] / one["mb_per_s_thread"] / 1e6)
+        one = encode(encoders["native"], infos, snaps, prof)
+        res["profile_native"] = profile_table(prof, one["raw_bytes"] / one["mb_per_s_thread"] / 1e6)
         out[name] = res
         line = ", ".join(
             f"{k} {res[k]['mb_per_s_thread_median']:.0f} MB/s ({res[k]['ratio']:.3f})" for k in runs

@@ -7,6 +7,11 @@ built."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +188,49 @@ def test_without_the_built_codec_the_writer_falls_back_and_says_so(
     with pytest.raises(native.NativeCodecMissing, match="native chunks"):
         TapeReader(store, "native/").read(TENSORS[0].name, 5)
     assert tape_writer  # the module under test
+
+
+def test_the_scalar_build_writes_the_same_bytes_as_the_simd_one(tmp_path: Path) -> None:
+    """Where the CPU has AVX2 the 32-bit delta path runs 8 lanes at a time; a build forced onto the scalar
+    path (what any other CPU runs) must write byte-identical chunks and read them back."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    src = Path(native.__file__).with_name("nlcodec.c")
+    lib = tmp_path / "nlcodec_scalar.so"
+    inc = sysconfig.get_paths()["include"]
+    subprocess.run(
+        [
+            cc,
+            "-O2",
+            "-std=gnu11",
+            "-shared",
+            "-fPIC",
+            "-DNL_FORCE_SCALAR",
+            f"-I{inc}",
+            str(src),
+            "-o",
+            str(lib),
+        ],
+        check=True,
+    )
+    code = (
+        "import hashlib, numpy as np\n"
+        "from netlapse.core.tape import native\n"
+        "rng = np.random.default_rng(1)\n"
+        "h = hashlib.sha256()\n"
+        "for n in (5, 1000, 70001):\n"
+        "    m2 = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)\n"
+        "    m1 = (m2 + rng.integers(-900, 900, n)).astype(np.int32)\n"
+        "    m = (m1 + rng.integers(-700, 700, n)).astype(np.int32)\n"
+        "    m[:3] = [-2**31, 2**31 - 1, 0]\n"
+        "    for c in (native.encode(m, m1, m2, values=False), native.encode(m, m1, None, values=False)):\n"
+        "        h.update(c)\n"
+        "print(h.hexdigest())\n"
+    )
+    digests = []
+    for env_lib in ("", str(lib)):
+        env = {**os.environ, "NETLAPSE_NATIVE_LIB": env_lib}
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        digests.append(r.stdout.strip())
+    assert digests[0] == digests[1] and len(digests[0]) == 64

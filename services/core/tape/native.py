@@ -5,7 +5,8 @@ C code does the prediction, the symbol split and the Huffman coding in two passe
 the GIL. Chunks start with ``NATIVE_TAG`` (0xA3), which no format-2 plane chunk can start with (those start
 with their plane count 1, 2, 4 or 8), so the reader tells them apart by their first byte.
 
-Without the built library (an install without a C compiler) ``available()`` is False: writers use the zstd
+``NETLAPSE_NATIVE_LIB`` names another build of nlcodec.c to load instead (tests use it to compare the
+SIMD and scalar paths). Without the built library (an install without a C compiler) ``available()`` is False: writers use the zstd
 byte planes instead and log it once; reading a native chunk raises ``NativeCodecMissing``.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import logging
+import os
 import threading
 from typing import Any
 
@@ -63,8 +65,9 @@ def _load() -> Any:
             return _lib
         try:
             spec = importlib.util.find_spec("netlapse.core.tape._nlcodec")
-            if spec is not None and spec.origin:
-                lib = ctypes.CDLL(spec.origin)
+            path = os.environ.get("NETLAPSE_NATIVE_LIB") or (spec.origin if spec is not None else None)
+            if path:
+                lib = ctypes.CDLL(path)
                 lib.nl_encode.restype = ctypes.c_int64
                 lib.nl_encode.argtypes = [
                     ctypes.c_int,

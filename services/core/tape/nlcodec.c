@@ -38,6 +38,9 @@
 #define NALPHA 6
 static const int ALPHAS[NALPHA] = {0, 16, 8, 12, 14, 20};
 #define SAMPLE 1024
+#define NS 4 /* interleaved bit streams per chunk (blocks of NS_MIN_LANES and more; smaller: 1) */
+#define NS_MIN_LANES 16384
+#define F_STREAMS4 0x10
 
 /* x86-64: each block coder is compiled twice, for x86-64-v3 (AVX2, BMI2, LZCNT: one-cycle bit lengths) and
  * for any x86-64; the loader picks by CPU at run time (GCC ifunc). */
@@ -410,10 +413,138 @@ static inline uint32_t lookup(const dtab_t *dt, int ci, uint64_t buf) {
     return e;
 }
 
+/* ---- the delta symbolization of 32-bit lanes, 8 at a time (AVX2) ---------------------------------------- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define NL_HAVE_AVX2_PATH 1
+
+/* Bit length of 8 unsigned lanes (0..32), exactly: y = x & ~(x >> 1) keeps the leading one and has no two
+ * adjacent ones, so converting y >> 1 to float cannot round up to the next power of two. */
+__attribute__((target("avx2"))) static inline __m256i bitlen8(__m256i x) {
+    __m256i y = _mm256_andnot_si256(_mm256_srli_epi32(x, 1), x);
+    __m256i t = _mm256_srli_epi32(y, 1);
+    __m256i f = _mm256_castps_si256(_mm256_cvtepi32_ps(t));
+    __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(f, 23), _mm256_set1_epi32(125));
+    return _mm256_blendv_epi8(e, x, _mm256_cmpeq_epi32(t, _mm256_setzero_si256()));
+}
+
+/* Lanes [0, n & ~7) of a 32-bit delta block: raw parts, keys (context * 132 + symbol); adds the raw bit count
+ * and ORs the magnitudes. The same arithmetic as the scalar loop, lane for lane. */
+__attribute__((target("avx2"))) static int64_t pass1_delta32_avx2(const uint32_t *m, const uint32_t *m1,
+                                                                   const uint32_t *m2, int64_t n, int alpha,
+                                                                   uint32_t *rawv, uint16_t *key,
+                                                                   uint64_t *rawbits, uint32_t *anynz) {
+    const __m256i va = _mm256_set1_epi32(alpha), zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1);
+    const __m256i two = _mm256_set1_epi32(2);
+    __m256i nzacc = zero, bits = zero;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i vm = _mm256_loadu_si256((const __m256i *)(m + i));
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(m1 + i));
+        __m256i p = m2 ? _mm256_sub_epi32(v1, _mm256_loadu_si256((const __m256i *)(m2 + i))) : zero;
+        /* low 32 bits of (alpha * p) >> 4 with a 64-bit product (what the scalar code casts to int32) */
+        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(p, va), 4);
+        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(p, 32), va), 4), 32);
+        __m256i q = _mm256_blend_epi32(pe, po, 0xAA);
+        __m256i r = _mm256_sub_epi32(vm, _mm256_add_epi32(v1, q));
+        __m256i nmask = _mm256_srai_epi32(r, 31);
+        __m256i mag = _mm256_sub_epi32(_mm256_xor_si256(r, nmask), nmask);
+        __m256i sl = bitlen8(mag);
+        __m256i sh = _mm256_max_epi32(_mm256_sub_epi32(sl, two), zero);
+        __m256i ge2 = _mm256_cmpgt_epi32(sl, one);
+        __m256i sb = _mm256_and_si256(_mm256_and_si256(_mm256_srlv_epi32(mag, sh), one), ge2);
+        __m256i pmask = _mm256_srai_epi32(p, 31);
+        __m256i pmag = _mm256_sub_epi32(_mm256_xor_si256(p, pmask), pmask);
+        __m256i ctx = _mm256_add_epi32(_mm256_slli_epi32(bitlen8(pmag), 1), _mm256_and_si256(pmask, one));
+        __m256i sym = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(sl, 2), _mm256_and_si256(nmask, two)), sb);
+        __m256i k = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(ctx, 7), _mm256_slli_epi32(ctx, 2)), sym);
+        _mm256_storeu_si256((__m256i *)(rawv + i), mag);
+        __m256i k16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(k, k), 0x08);
+        _mm_storeu_si128((__m128i *)(key + i), _mm256_castsi256_si128(k16));
+        nzacc = _mm256_or_si256(nzacc, mag);
+        bits = _mm256_add_epi32(bits, sh);
+        if ((i & 0xFFFF8) == 0xFFFF8) { /* flush the 32-bit bit counters before they could overflow */
+            uint32_t b[8];
+            _mm256_storeu_si256((__m256i *)b, bits);
+            for (int j = 0; j < 8; j++) *rawbits += b[j];
+            bits = zero;
+        }
+    }
+    uint32_t b[8], z[8];
+    _mm256_storeu_si256((__m256i *)b, bits);
+    _mm256_storeu_si256((__m256i *)z, nzacc);
+    for (int j = 0; j < 8; j++) {
+        *rawbits += b[j];
+        *anynz |= z[j];
+    }
+    return i;
+}
+
+static int have_avx2(void) {
+#ifdef NL_FORCE_SCALAR /* tests build this variant to check that both paths write the same bytes */
+    return 0;
+#else
+    static int v = -1;
+    if (v < 0) v = __builtin_cpu_supports("avx2") ? 1 : 0;
+    return v;
+#endif
+}
+#else
+#define NL_HAVE_AVX2_PATH 0
+static int have_avx2(void) { return 0; }
+static int64_t pass1_delta32_avx2(const uint32_t *m, const uint32_t *m1, const uint32_t *m2, int64_t n, int alpha,
+                                  uint32_t *rawv, uint16_t *key, uint64_t *rawbits, uint32_t *anynz) {
+    (void)m, (void)m1, (void)m2, (void)n, (void)alpha, (void)rawv, (void)key, (void)rawbits, (void)anynz;
+    return 0;
+}
+#endif
+
 /* ---- the codec, per lane width ------------------------------------------------------------------------ */
 
 /* Worst-case chunk size for n lanes of wb bytes. */
 int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16; }
+
+/* One element of stream J in the encoder's interleaved loop (names from encode_W's body). */
+#define NL_PUT(J, W, UT)                                                                                       \
+    do {                                                                                                       \
+        uint32_t e = enc[key[i + J]];                                                                          \
+        bw_put(&hw[J], e & 0xFFF, (e >> 12) & 15);                                                             \
+        int nr = (int)(e >> 16);                                                                               \
+        uint64_t rv = (uint64_t)(rawv[i + J] & (UT)(((UT)1 << nr) - 1));                                      \
+        if (W == 64)                                                                                           \
+            bw_put_long(&rw[J], rv, nr);                                                                       \
+        else                                                                                                   \
+            bw_put(&rw[J], rv, nr);                                                                            \
+    } while (0)
+
+/* One delta element (index IDX, stream J) of the decoder's interleaved loop (names from decode_W's body);
+ * returns from it on an invalid code. */
+#define NL_GET(J, IDX, W, UT, ST)                                                                              \
+    do {                                                                                                       \
+        int64_t ii = (IDX);                                                                                    \
+        UT pd = m2 ? (UT)(m1[ii] - m2[ii]) : 0;                                                                \
+        UT pmask = (UT)((ST)pd >> (W - 1));                                                                    \
+        UT pmag = (UT)((UT)(pd ^ pmask) - pmask);                                                              \
+        int c = bitlen64(pmag) * 2 + (int)(pmask & 1);                                                         \
+        if (ctab[c] < 0) return NL_E_CODE;                                                                     \
+        br_refill(&hr[J]);                                                                                     \
+        uint32_t e = lookup(&dt, ctab[c], hr[J].buf);                                                          \
+        int l = e & 15;                                                                                        \
+        if (!l) return NL_E_CODE;                                                                              \
+        br_get(&hr[J], l);                                                                                     \
+        int nr = (int)((e >> 4) & 127);                                                                        \
+        UT neg = (UT)((e >> 13) & 1);                                                                          \
+        UT mag = (UT)((UT)((e >> 11) & 3) << nr);                                                              \
+        if (nr > 48) {                                                                                         \
+            mag |= (UT)br_get_long(&rr[J], nr);                                                                \
+        } else {                                                                                               \
+            br_refill(&rr[J]);                                                                                 \
+            mag |= (UT)br_get(&rr[J], nr);                                                                     \
+        }                                                                                                      \
+        UT r = (UT)((UT)(mag ^ (UT)(0 - neg)) + neg);                                                          \
+        out[ii] = (UT)(pred_##W(m1[ii], pd, alpha) + r);                                                       \
+    } while (0)
 
 #define DEFINE_CODEC(W, UT, ST, WT)                                                                          \
     static inline UT pred_##W(UT m1, UT p, int alpha) {                                                      \
@@ -472,7 +603,14 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             }                                                                                                 \
             rawbits = (uint64_t)n * (W - 8);                                                                  \
         } else {                                                                                              \
-            for (int64_t i = 0; i < n; i++) {                                                                 \
+            int64_t i0 = 0;                                                                                   \
+            if (W == 32 && NL_HAVE_AVX2_PATH && have_avx2()) {                                                \
+                uint32_t nz32 = 0;                                                                            \
+                i0 = pass1_delta32_avx2((const uint32_t *)m, (const uint32_t *)m1, (const uint32_t *)m2, n,  \
+                                        alpha, (uint32_t *)rawv, key, &rawbits, &nz32);                       \
+                anynz |= (UT)nz32;                                                                            \
+            }                                                                                                 \
+            for (int64_t i = i0; i < n; i++) {                                                                \
                 UT p = m2 ? (UT)(m1[i] - m2[i]) : 0;                                                          \
                 UT r = (UT)(m[i] - pred_##W(m1[i], p, alpha));                                                \
                 UT nmask = (UT)((ST)r >> (W - 1));                                                            \
@@ -533,14 +671,16 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             }                                                                                                 \
         }                                                                                                     \
         size_t tsz = tables_size(lens, nsym, nctx, present);                                                  \
-        uint64_t hbytes = (huffbits + 7) / 8, rbytes = (rawbits + 7) / 8;                                     \
-        int64_t coded = NL_HEAD + (int64_t)tsz + 8 + (int64_t)hbytes + (int64_t)rbytes;                       \
+        /* NS interleaved streams (element i in stream i % NS), each a Huffman part and a raw part: NS        \
+         * independent bit chains for the CPU to run side by side when encoding and decoding. */              \
+        const int ns = n >= NS_MIN_LANES ? NS : 1;                                                            \
+        int64_t est = NL_HEAD + (int64_t)tsz + 8 * ns + (int64_t)((huffbits + rawbits) / 8) + 2 * ns;         \
         int64_t rawsize = NL_HEAD + (int64_t)wb * n;                                                          \
         out[0] = NL_TAG;                                                                                      \
         out[1] = (uint8_t)wb;                                                                                 \
         out[3] = (uint8_t)(int8_t)alpha;                                                                      \
         put_u32(out + 4, (uint32_t)n);                                                                        \
-        if (coded >= rawsize) {                                                                               \
+        if (est >= rawsize) {                                                                                 \
             if (rawsize > cap) return NL_E_ARG;                                                               \
             out[2] = (uint8_t)((values ? F_VALUES : F_DELTA) | F_RAW);                                        \
             if (values) {                                                                                     \
@@ -554,42 +694,62 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             }                                                                                                 \
             return rawsize;                                                                                   \
         }                                                                                                     \
-        if (coded + 16 > cap) return NL_E_ARG;                                                                \
-        out[2] = (uint8_t)(values ? F_VALUES : F_DELTA);                                                      \
+        size_t per = (size_t)(n / ns + 1);                                                                    \
+        size_t hcap = per * MAXLEN / 8 + 16, rcap = per * (W + 7) / 8 + 16;                                   \
+        uint8_t *sbuf = scratch2(ns * (hcap + rcap));                                                         \
+        if (!sbuf) return NL_E_MEM;                                                                           \
+        bw_t hw[NS], rw[NS];                                                                                  \
+        for (int j = 0; j < ns; j++) {                                                                        \
+            hw[j] = (bw_t){sbuf + (size_t)j * hcap, 0, 0};                                                    \
+            rw[j] = (bw_t){sbuf + ns * hcap + (size_t)j * rcap, 0, 0};                                        \
+        }                                                                                                     \
+        int64_t i = 0;                                                                                        \
+        for (; ns == NS && i + NS <= n; i += NS) {                                                            \
+            NL_PUT(0, W, UT);                                                                                          \
+            NL_PUT(1, W, UT);                                                                                          \
+            NL_PUT(2, W, UT);                                                                                          \
+            NL_PUT(3, W, UT);                                                                                          \
+        }                                                                                                     \
+        for (; i < n; i++) {                                                                                  \
+            int j = (int)(i & (ns - 1));                                                                      \
+            uint32_t e = enc[key[i]];                                                                         \
+            bw_put(&hw[j], e & 0xFFF, (e >> 12) & 15);                                                        \
+            int nr = (int)(e >> 16);                                                                          \
+            bw_put_long(&rw[j], (uint64_t)(rawv[i] & (UT)(((UT)1 << nr) - 1)), nr);                           \
+        }                                                                                                     \
+        int64_t coded = NL_HEAD + (int64_t)tsz + 8 * ns;                                                      \
+        for (int j = 0; j < ns; j++) {                                                                        \
+            bw_flush(&hw[j]);                                                                                 \
+            bw_flush(&rw[j]);                                                                                 \
+            coded += (hw[j].p - (sbuf + (size_t)j * hcap)) + (rw[j].p - (sbuf + ns * hcap + (size_t)j * rcap)); \
+        }                                                                                                     \
+        if (coded > cap) return NL_E_ARG;                                                                     \
+        out[2] = (uint8_t)((values ? F_VALUES : F_DELTA) | (ns == NS ? F_STREAMS4 : 0));                        \
         uint8_t *p = out + NL_HEAD;                                                                           \
         p += write_tables(p, lens, nsym, nctx, present);                                                      \
-        put_u32(p, (uint32_t)hbytes);                                                                         \
-        put_u32(p + 4, (uint32_t)rbytes);                                                                     \
-        p += 8;                                                                                               \
-        uint8_t *rbuf = scratch2(rbytes + 16);                                                                \
-        if (!rbuf) return NL_E_MEM;                                                                           \
-        bw_t hw = {p, 0, 0}, rw = {rbuf, 0, 0};                                                               \
-        if (W == 64) {                                                                                        \
-            for (int64_t i = 0; i < n; i++) {                                                                 \
-                uint32_t e = enc[key[i]];                                                                     \
-                bw_put(&hw, e & 0xFFF, (e >> 12) & 15);                                                       \
-                int nr = (int)(e >> 16);                                                                      \
-                bw_put_long(&rw, (uint64_t)(rawv[i] & (UT)(((UT)1 << nr) - 1)), nr);                          \
-            }                                                                                                 \
-        } else {                                                                                              \
-            for (int64_t i = 0; i < n; i++) {                                                                 \
-                uint32_t e = enc[key[i]];                                                                     \
-                bw_put(&hw, e & 0xFFF, (e >> 12) & 15);                                                       \
-                int nr = (int)(e >> 16);                                                                      \
-                bw_put(&rw, (uint64_t)(rawv[i] & (UT)(((UT)1 << nr) - 1)), nr);                               \
-            }                                                                                                 \
+        uint8_t *sizes = p;                                                                                   \
+        p += 8 * ns;                                                                                          \
+        for (int j = 0; j < ns; j++) {                                                                        \
+            size_t hb = (size_t)(hw[j].p - (sbuf + (size_t)j * hcap));                                        \
+            put_u32(sizes + 4 * j, (uint32_t)hb);                                                             \
+            memcpy(p, sbuf + (size_t)j * hcap, hb);                                                           \
+            p += hb;                                                                                          \
         }                                                                                                     \
-        bw_flush(&hw);                                                                                        \
-        bw_flush(&rw);                                                                                        \
-        memcpy(p + hbytes, rbuf, rbytes);                                                                     \
+        for (int j = 0; j < ns; j++) {                                                                        \
+            size_t rb = (size_t)(rw[j].p - (sbuf + ns * hcap + (size_t)j * rcap));                            \
+            put_u32(sizes + 4 * (ns + j), (uint32_t)rb);                                                      \
+            memcpy(p, sbuf + ns * hcap + (size_t)j * rcap, rb);                                               \
+            p += rb;                                                                                          \
+        }                                                                                                     \
+        (void)huffbits;                                                                                       \
         return coded;                                                                                         \
     }                                                                                                         \
                                                                                                               \
     NL_CLONES static int decode_##W(const uint8_t *chunk, int64_t len, int64_t n, const UT *m1, const UT *m2,          \
                           UT *out) {                                                                           \
         int flags = chunk[2];                                                                                  \
-        int values = (flags & 0x3F) == F_VALUES;                                                               \
-        if ((flags & 0x3F) > F_DELTA) return NL_E_HEAD;                                                        \
+        int values = (flags & 0x0F) == F_VALUES;                                                               \
+        if ((flags & 0x2F) > F_DELTA) return NL_E_HEAD;                                                        \
         int alpha = (int8_t)chunk[3];                                                                          \
         if (!values && !m1) return NL_E_STATE;                                                                 \
         const uint8_t *p = chunk + NL_HEAD, *end = chunk + len;                                                \
@@ -622,52 +782,49 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         int64_t used = read_tables(p, end, nsym, nctx, ctab, &dt, values);                                     \
         if (used < 0) return (int)used;                                                                        \
         p += used;                                                                                             \
-        if (end - p < 8) return NL_E_SHORT;                                                                    \
-        uint32_t hbytes = get_u32(p), rbytes = get_u32(p + 4);                                                 \
-        p += 8;                                                                                                \
-        if ((uint64_t)(end - p) < (uint64_t)hbytes + rbytes) return NL_E_SHORT;                                \
-        if ((uint64_t)(end - p) != (uint64_t)hbytes + rbytes) return NL_E_TRAIL;                               \
-        br_t hr = {p, p + hbytes, 0, 0, 0}, rr = {p + hbytes, p + hbytes + rbytes, 0, 0, 0};                  \
-        if (values) {                                                                                          \
-            int c = 0;                                                                                         \
-            for (int64_t i = 0; i < n; i++) {                                                                  \
-                if (ctab[c] < 0) return NL_E_CODE;                                                             \
-                br_refill(&hr);                                                                                \
-                uint32_t e = lookup(&dt, ctab[c], hr.buf);                                                     \
-                int l = e & 15;                                                                                \
-                if (!l) return NL_E_CODE;                                                                      \
-                br_get(&hr, l);                                                                                \
-                int s = (int)(e >> 4);                                                                         \
-                UT v = (UT)(((UT)s << (W - 8)) | (UT)br_get_long(&rr, W - 8));                               \
-                out[i] = (UT)((v >> 1) ^ (UT)(0 - (v & 1)));                                                   \
-                c = s >> 5;                                                                                    \
-            }                                                                                                  \
-        } else {                                                                                               \
-            for (int64_t i = 0; i < n; i++) {                                                                  \
-                UT pd = m2 ? (UT)(m1[i] - m2[i]) : 0;                                                          \
-                UT pmask = (UT)((ST)pd >> (W - 1));                                                            \
-                UT pmag = (UT)((UT)(pd ^ pmask) - pmask);                                                      \
-                int c = bitlen64(pmag) * 2 + (int)(pmask & 1);                                                 \
-                if (ctab[c] < 0) return NL_E_CODE;                                                             \
-                br_refill(&hr);                                                                                \
-                uint32_t e = lookup(&dt, ctab[c], hr.buf);                                                     \
-                int l = e & 15;                                                                                \
-                if (!l) return NL_E_CODE;                                                                      \
-                br_get(&hr, l);                                                                                \
-                int nr = (int)((e >> 4) & 127);                                                                \
-                UT neg = (UT)((e >> 13) & 1);                                                                  \
-                UT mag = (UT)((UT)((e >> 11) & 3) << nr);                                                      \
-                if (nr > 48) {                                                                                 \
-                    mag |= (UT)br_get_long(&rr, nr);                                                           \
-                } else {                                                                                       \
-                    br_refill(&rr);                                                                            \
-                    mag |= (UT)br_get(&rr, nr);                                                                \
-                }                                                                                              \
-                UT r = (UT)((UT)(mag ^ (UT)(0 - neg)) + neg);                                                  \
-                out[i] = (UT)(pred_##W(m1[i], pd, alpha) + r);                                                 \
-            }                                                                                                  \
-        }                                                                                                      \
-        if (hr.over > hr.n || rr.over > rr.n) return NL_E_OVERRUN;                                             \
+        const int ns = (flags & F_STREAMS4) ? NS : 1;                                                         \
+        if (end - p < 8 * ns) return NL_E_SHORT;                                                              \
+        br_t hr[NS], rr[NS];                                                                                  \
+        uint64_t total = 0;                                                                                   \
+        for (int j = 0; j < 2 * ns; j++) total += get_u32(p + 4 * j);                                         \
+        if ((uint64_t)(end - p - 8 * ns) != total) return (uint64_t)(end - p - 8 * ns) < total ? NL_E_SHORT : NL_E_TRAIL; \
+        const uint8_t *q = p + 8 * ns;                                                                        \
+        for (int j = 0; j < 2 * ns; j++) {                                                                    \
+            uint32_t sz = get_u32(p + 4 * j);                                                                 \
+            br_t *r = j < ns ? &hr[j] : &rr[j - ns];                                                          \
+            *r = (br_t){q, q + sz, 0, 0, 0};                                                                  \
+            q += sz;                                                                                          \
+        }                                                                                                     \
+        int64_t i = 0;                                                                                        \
+        if (values) {                                                                                         \
+            int c = 0;                                                                                        \
+            for (; i < n; i++) {                                                                              \
+                int j = (int)(i & (ns - 1));                                                                  \
+                if (ctab[c] < 0) return NL_E_CODE;                                                            \
+                br_refill(&hr[j]);                                                                            \
+                uint32_t e = lookup(&dt, ctab[c], hr[j].buf);                                                 \
+                int l = e & 15;                                                                               \
+                if (!l) return NL_E_CODE;                                                                     \
+                br_get(&hr[j], l);                                                                            \
+                int s = (int)(e >> 4);                                                                        \
+                UT v = (UT)(((UT)s << (W - 8)) | (UT)br_get_long(&rr[j], W - 8));                             \
+                out[i] = (UT)((v >> 1) ^ (UT)(0 - (v & 1)));                                                  \
+                c = s >> 5;                                                                                   \
+            }                                                                                                 \
+        } else {                                                                                              \
+            for (; ns == NS && i + NS <= n; i += NS) {                                                        \
+                NL_GET(0, i + 0, W, UT, ST);                                                                         \
+                NL_GET(1, i + 1, W, UT, ST);                                                                         \
+                NL_GET(2, i + 2, W, UT, ST);                                                                         \
+                NL_GET(3, i + 3, W, UT, ST);                                                                         \
+            }                                                                                                 \
+            for (; i < n; i++) {                                                                              \
+                int j = (int)(i & (ns - 1));                                                                  \
+                NL_GET(j, i, W, UT, ST);                                                                         \
+            }                                                                                                 \
+        }                                                                                                     \
+        for (int j = 0; j < ns; j++)                                                                          \
+            if (hr[j].over > hr[j].n || rr[j].over > rr[j].n) return NL_E_OVERRUN;                            \
         return NL_OK;                                                                                          \
     }
 
