@@ -43,7 +43,7 @@ def diff_stats(d: np.ndarray, kind: str | None = None) -> dict[str, Any]:
     """Summary of a difference: range, mean, mean |Δ|, sign counts, per-filter L2 for conv weights.
 
     One pass over the tensor, chunk by chunk (a wide layer is read from memory once and needs no float64 copy
-    of itself); sums are float64."""
+    of itself); sums are float64, without BLAS."""
     flat = d.reshape(-1)
     total = abs_total = sq_total = 0.0
     pos = neg = zero = 0
@@ -53,15 +53,16 @@ def diff_stats(d: np.ndarray, kind: str | None = None) -> dict[str, Any]:
         part = flat[i : i + _STATS_CHUNK]
         c64 = c[: part.size]
         c64[...] = part
-        total += float(c64.sum())
-        sq_total += float(np.dot(c64, c64))
         pos += int(np.count_nonzero(part > 0))
         neg += int(np.count_nonzero(part < 0))
         zero += int(np.count_nonzero(part == 0))
         mins.append(part.min())
         maxs.append(part.max())
+        total += float(c64.sum())
         np.abs(c64, out=c64)
         abs_total += float(c64.sum())
+        np.square(c64, out=c64)  # not np.dot: a BLAS call per chunk wakes its threads, slow on a busy machine
+        sq_total += float(c64.sum())
     n = int(d.size)
     stats: dict[str, Any] = {
         "min": float(np.min(mins)) if n else 0.0,  # NaN when any element is (as d.min() is)
