@@ -183,9 +183,13 @@ class CapturePipeline:
         self._streams: dict[torch.device, Any] = {d: torch.cuda.Stream(device=d) for d in self.devices}
         # The device path: the writer's torch transform runs on a side stream, not training's stream. Only
         # when the writer encodes on its own thread: helper threads would issue work on their default stream.
-        self._encode_stream: Any = None
-        if self.device_path and int(getattr(writer, "threads", 1)) <= 1:
+        # A writer whose transform keeps its own stream (``writer.stream``) is used as it is, on any number
+        # of threads.
+        self._encode_stream: Any = getattr(writer, "stream", None) if self.device_path else None
+        self._own_stream = False
+        if self.device_path and self._encode_stream is None and int(getattr(writer, "threads", 1)) <= 1:
             self._encode_stream = torch.cuda.Stream(device=self.buffer_device)
+            self._own_stream = True
 
         self.stats = CaptureStats()
         self._error: BaseException | None = None
@@ -348,7 +352,10 @@ class CapturePipeline:
         # The device path: the transform reads the device buffer; it must be done with it before the slot
         # returns to the pool (the next copy into it), so the stream it ran on is synchronized.
         stream = self._encode_stream or torch.cuda.current_stream(self.buffer_device)
-        with torch.cuda.device(self.buffer_device), torch.cuda.stream(stream):
+        if self._own_stream:
+            with torch.cuda.device(self.buffer_device), torch.cuda.stream(stream):
+                self.writer.append(step, slot.arrays)
+        else:
             self.writer.append(step, slot.arrays)
         stream.synchronize()
 
