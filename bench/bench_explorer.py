@@ -4,8 +4,10 @@
 
 Starts a private stack (redis, trainer, analyzer, api) serving the built frontend, and runs the browser scenario
 of ``tests/e2e/explorer_wide.e2e.mjs``: a short wide-cnn run on synthetic data, then the explorer opened cold
-(nothing cached), with the difference cached (tiles not), and with everything cached, plus one zoom step and
-the 500-tensor picker / overview. "before" is what the previous explorer downloaded for this view: both tensors
+(nothing cached) right after the run (its compaction may still be running: ``cold.compacted_at_start`` says),
+cold again on an untouched pair of steps once the tape is compacted (time-major), with the difference cached
+(tiles not), and with everything cached, plus one zoom step and the 500-tensor picker / overview. Each open's
+``phases_ms`` split its time: page (HTML/JS), bootstrap requests, the tile request (the server), drawing. "before" is what the previous explorer downloaded for this view: both tensors
 whole as .npy. Prints a table and writes bench/results/explorer_open.json. Needs node, frontend/node_modules
 (playwright-core), /usr/bin/chromium and a built frontend/dist.
 """
@@ -42,7 +44,9 @@ def main() -> int:
         )
         stack.start()
         try:
-            code, log, figures = run_script(f"http://127.0.0.1:{stack.api_port}", data / "e2e-wide")
+            code, log, figures = run_script(
+                f"http://127.0.0.1:{stack.api_port}", data / "e2e-wide", store_dir=data / "store"
+            )
         finally:
             stack.stop()
     if code != 0 or not figures:
@@ -50,7 +54,8 @@ def main() -> int:
         return 1
     rows = [("before (both tensors whole)", figures["before"]["fetch_ms"], figures["before"]["bytes"])]
     for k, label in [
-        ("cold", "cold"),
+        ("cold", "cold, right after the run"),
+        ("cold_compacted", "cold, tape compacted"),
         ("diff_cached", "difference cached"),
         ("cached", "all cached"),
         ("zoom", "zoom in"),
@@ -60,6 +65,10 @@ def main() -> int:
     print(f"{'wide-cnn fc1 difference':32} {'time (ms)':>10} {'downloaded':>14}")
     for label, ms, b in rows:
         print(f"{label:32} {ms:>10} {b / 1e6:>11.2f} MB")
+    for k in ("cold", "cold_compacted", "diff_cached", "cached"):
+        if figures.get(k, {}).get("phases_ms"):
+            print(f"  {k} phases (ms): {figures[k]['phases_ms']}")
+    print(f"  cold open: tape compacted at its start: {figures.get('cold', {}).get('compacted_at_start')}")
     out = {
         **figures,
         "targets_s": TARGETS_S,

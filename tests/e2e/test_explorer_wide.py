@@ -10,6 +10,7 @@ open times (cold, difference cached, all cached) are recorded, not asserted, in
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,14 +21,19 @@ from tests.e2e.test_browser import REPO, _preflight
 SCRIPT = Path(__file__).with_name("explorer_wide.e2e.mjs")
 
 
-def run_script(base_url: str, out: Path, timeout: float = 1500) -> tuple[int, str, dict]:
-    """Run the browser scenario; (exit code, log, recorded figures)."""
+def run_script(
+    base_url: str, out: Path, timeout: float = 1500, store_dir: Path | None = None
+) -> tuple[int, str, dict]:
+    """Run the browser scenario; (exit code, log, recorded figures). ``store_dir``: the stack's local store, where
+    the scenario sees when the run's tape is compacted (and then opens an untouched pair of steps cold)."""
     node = _preflight()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    env = {**os.environ, **({"NETLAPSE_E2E_STORE": str(store_dir)} if store_dir is not None else {})}
     proc = subprocess.run(
         [node, str(SCRIPT), base_url, str(out)],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -41,8 +47,10 @@ def run_script(base_url: str, out: Path, timeout: float = 1500) -> tuple[int, st
 
 def test_explorer_on_a_wide_model(stack: Stack, artifacts_dir: Path) -> None:
     """wide-cnn fc1's difference: ≤ 4 MB per view, pixels and tooltip against the API, 500-tensor picker."""
-    code, log, figures = run_script(f"http://127.0.0.1:{stack.api_port}", artifacts_dir / "e2e-wide")
+    code, log, figures = run_script(
+        f"http://127.0.0.1:{stack.api_port}", artifacts_dir / "e2e-wide", store_dir=stack.data_dir / "store"
+    )
     print(log)
     assert code == 0, f"browser e2e failed (exit {code}); log in {artifacts_dir / 'e2e-wide'}\n{log[-12000:]}"
-    for k in ("cold", "diff_cached", "cached"):
+    for k in ("cold", "cold_compacted", "diff_cached", "cached"):
         assert figures[k]["bytes"] <= figures["limit_bytes"], figures

@@ -414,6 +414,7 @@ export function mount(root, { api, routeParams, params }) {
       syncUrl();
       draw();
       root.dataset.state = "ready";
+      performance.mark?.("netlapse:explorer-ready"); // the e2e splits open times by it (tests/e2e/explorer_wide)
     } catch (e) {
       if (token !== loadToken || destroyed || e.name === "AbortError") return;
       playing = false;
