@@ -481,6 +481,37 @@ __attribute__((target("avx2"))) static int64_t pass1_delta32_avx2(const uint32_t
     return i;
 }
 
+
+/* Decoding a 32-bit delta block, the part that does not depend on the bit streams, 8 lanes at a time: each
+ * lane's context into ctx[] and its prediction into out[] (the stream loop then adds the residual). */
+__attribute__((target("avx2"))) static void prepass_delta32_avx2(const uint32_t *m1, const uint32_t *m2, int64_t n,
+                                                                  int alpha, uint8_t *ctx, uint32_t *out) {
+    const __m256i va = _mm256_set1_epi32(alpha), zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(m1 + i));
+        __m256i p = m2 ? _mm256_sub_epi32(v1, _mm256_loadu_si256((const __m256i *)(m2 + i))) : zero;
+        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(p, va), 4);
+        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(p, 32), va), 4), 32);
+        __m256i q = _mm256_blend_epi32(pe, po, 0xAA);
+        _mm256_storeu_si256((__m256i *)(out + i), _mm256_add_epi32(v1, q));
+        __m256i pmask = _mm256_srai_epi32(p, 31);
+        __m256i pmag = _mm256_sub_epi32(_mm256_xor_si256(p, pmask), pmask);
+        __m256i c = _mm256_add_epi32(_mm256_slli_epi32(bitlen8(pmag), 1), _mm256_and_si256(pmask, one));
+        __m256i c16 = _mm256_packus_epi32(c, c);              /* lanes 0-3, 0-3, 4-7, 4-7 as u16 */
+        __m256i c8 = _mm256_packus_epi16(c16, c16);           /* as u8 */
+        uint32_t lo = (uint32_t)_mm256_extract_epi32(c8, 0), hi = (uint32_t)_mm256_extract_epi32(c8, 4);
+        memcpy(ctx + i, &lo, 4);
+        memcpy(ctx + i + 4, &hi, 4);
+    }
+    for (; i < n; i++) {
+        uint32_t pd = m2 ? m1[i] - m2[i] : 0;
+        out[i] = m1[i] + (uint32_t)(int32_t)(((int64_t)alpha * (int64_t)(int32_t)pd) >> 4);
+        uint32_t pmask = (uint32_t)((int32_t)pd >> 31);
+        ctx[i] = (uint8_t)(bitlen64((pd ^ pmask) - pmask) * 2 + (int)(pmask & 1));
+    }
+}
+
 static int have_avx2(void) {
 #ifdef NL_FORCE_SCALAR /* tests build this variant to check that both paths write the same bytes */
     return 0;
@@ -493,6 +524,10 @@ static int have_avx2(void) {
 #else
 #define NL_HAVE_AVX2_PATH 0
 static int have_avx2(void) { return 0; }
+static void prepass_delta32_avx2(const uint32_t *m1, const uint32_t *m2, int64_t n, int alpha, uint8_t *ctx,
+                                 uint32_t *out) {
+    (void)m1, (void)m2, (void)n, (void)alpha, (void)ctx, (void)out;
+}
 static int64_t pass1_delta32_avx2(const uint32_t *m, const uint32_t *m1, const uint32_t *m2, int64_t n, int alpha,
                                   uint32_t *rawv, uint16_t *key, uint64_t *rawbits, uint32_t *anynz) {
     (void)m, (void)m1, (void)m2, (void)n, (void)alpha, (void)rawv, (void)key, (void)rawbits, (void)anynz;
@@ -505,21 +540,40 @@ static int64_t pass1_delta32_avx2(const uint32_t *m, const uint32_t *m1, const u
 /* Worst-case chunk size for n lanes of wb bytes. */
 int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16; }
 
-/* One element of stream J in the encoder's interleaved loop (names from encode_W's body). */
-#define NL_PUT(J, W, UT)                                                                                       \
+/* One element (index IDX) of stream J in the encoder's interleaved loop (names from encode_W's body): its
+ * code and raw bits in one write (two for 64-bit lanes whose parts exceed 56 bits). */
+#define NL_PUT(J, IDX, W, UT)                                                                                  \
     do {                                                                                                       \
-        uint32_t e = enc[key[i + J]];                                                                          \
-        bw_put(&hw[J], e & 0xFFF, (e >> 12) & 15);                                                             \
-        int nr = (int)(e >> 16);                                                                               \
-        uint64_t rv = (uint64_t)(rawv[i + J] & (UT)(((UT)1 << nr) - 1));                                      \
-        if (W == 64)                                                                                           \
-            bw_put_long(&rw[J], rv, nr);                                                                       \
-        else                                                                                                   \
-            bw_put(&rw[J], rv, nr);                                                                            \
+        size_t ii = (size_t)(IDX);                                                                             \
+        uint32_t e = enc[key[ii]];                                                                             \
+        int l = (int)((e >> 12) & 15), nr = (int)(e >> 16);                                                    \
+        uint64_t rv = (uint64_t)(rawv[ii] & (UT)(((UT)1 << nr) - 1));                                         \
+        if (W == 64 && l + nr > 56) {                                                                          \
+            bw_put(&bw[J], e & 0xFFF, l);                                                                      \
+            bw_put_long(&bw[J], rv, nr);                                                                       \
+        } else {                                                                                               \
+            bw_put(&bw[J], (e & 0xFFF) | (rv << l), l + nr);                                                   \
+        }                                                                                                      \
     } while (0)
 
-/* One delta element (index IDX, stream J) of the decoder's interleaved loop (names from decode_W's body);
- * returns from it on an invalid code. */
+/* The next code of stream J in context index CI and the NR_FROM_E raw bits after it: sets e and raw; returns
+ * from the decoder on an invalid code. */
+#define NL_READ(J, CI, W, UT, NR_OF_E)                                                                         \
+    br_refill(&br[J]);                                                                                         \
+    uint32_t e = lookup(&dt, (CI), br[J].buf);                                                                 \
+    int l = (int)(e & 15);                                                                                     \
+    if (!l) return NL_E_CODE;                                                                                  \
+    int nr = (NR_OF_E);                                                                                        \
+    UT raw;                                                                                                    \
+    if (W == 64 && l + nr > 56) {                                                                              \
+        br_get(&br[J], l);                                                                                     \
+        raw = (UT)br_get_long(&br[J], nr);                                                                     \
+    } else {                                                                                                   \
+        raw = (UT)((br[J].buf >> l) & ((1ull << nr) - 1));                                                     \
+        br_get(&br[J], l + nr);                                                                                \
+    }
+
+/* One delta element (index IDX, stream J) of the decoder's interleaved loop (names from decode_W's body). */
 #define NL_GET(J, IDX, W, UT, ST)                                                                              \
     do {                                                                                                       \
         int64_t ii = (IDX);                                                                                    \
@@ -528,22 +582,23 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         UT pmag = (UT)((UT)(pd ^ pmask) - pmask);                                                              \
         int c = bitlen64(pmag) * 2 + (int)(pmask & 1);                                                         \
         if (ctab[c] < 0) return NL_E_CODE;                                                                     \
-        br_refill(&hr[J]);                                                                                     \
-        uint32_t e = lookup(&dt, ctab[c], hr[J].buf);                                                          \
-        int l = e & 15;                                                                                        \
-        if (!l) return NL_E_CODE;                                                                              \
-        br_get(&hr[J], l);                                                                                     \
-        int nr = (int)((e >> 4) & 127);                                                                        \
+        NL_READ(J, ctab[c], W, UT, (int)((e >> 4) & 127))                                                      \
         UT neg = (UT)((e >> 13) & 1);                                                                          \
-        UT mag = (UT)((UT)((e >> 11) & 3) << nr);                                                              \
-        if (nr > 48) {                                                                                         \
-            mag |= (UT)br_get_long(&rr[J], nr);                                                                \
-        } else {                                                                                               \
-            br_refill(&rr[J]);                                                                                 \
-            mag |= (UT)br_get(&rr[J], nr);                                                                     \
-        }                                                                                                      \
+        UT mag = (UT)((UT)((UT)((e >> 11) & 3) << nr) | raw);                                                  \
         UT r = (UT)((UT)(mag ^ (UT)(0 - neg)) + neg);                                                          \
         out[ii] = (UT)(pred_##W(m1[ii], pd, alpha) + r);                                                       \
+    } while (0)
+
+/* One delta element (index IDX, stream J) after the pre-pass: context from ctx[], prediction already in out[]. */
+#define NL_GET_PRE(J, IDX, W, UT)                                                                              \
+    do {                                                                                                       \
+        int64_t ii = (IDX);                                                                                    \
+        int ci = ctab[cx[ii]];                                                                                 \
+        if (ci < 0) return NL_E_CODE;                                                                          \
+        NL_READ(J, ci, W, UT, (int)((e >> 4) & 127))                                                           \
+        UT neg = (UT)((e >> 13) & 1);                                                                          \
+        UT mag = (UT)((UT)((UT)((e >> 11) & 3) << nr) | raw);                                                  \
+        out[ii] = (UT)(out[ii] + (UT)((UT)(mag ^ (UT)(0 - neg)) + neg));                                       \
     } while (0)
 
 #define DEFINE_CODEC(W, UT, ST, WT)                                                                          \
@@ -674,7 +729,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         /* NS interleaved streams (element i in stream i % NS), each a Huffman part and a raw part: NS        \
          * independent bit chains for the CPU to run side by side when encoding and decoding. */              \
         const int ns = n >= NS_MIN_LANES ? NS : 1;                                                            \
-        int64_t est = NL_HEAD + (int64_t)tsz + 8 * ns + (int64_t)((huffbits + rawbits) / 8) + 2 * ns;         \
+        int64_t est = NL_HEAD + (int64_t)tsz + 4 * ns + (int64_t)((huffbits + rawbits) / 8) + 2 * ns;         \
         int64_t rawsize = NL_HEAD + (int64_t)wb * n;                                                          \
         out[0] = NL_TAG;                                                                                      \
         out[1] = (uint8_t)wb;                                                                                 \
@@ -695,51 +750,38 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             return rawsize;                                                                                   \
         }                                                                                                     \
         size_t per = (size_t)(n / ns + 1);                                                                    \
-        size_t hcap = per * MAXLEN / 8 + 16, rcap = per * (W + 7) / 8 + 16;                                   \
-        uint8_t *sbuf = scratch2(ns * (hcap + rcap));                                                         \
+        size_t scap = per * (MAXLEN + W) / 8 + 16;                                                            \
+        uint8_t *sbuf = scratch2(ns * scap);                                                                  \
         if (!sbuf) return NL_E_MEM;                                                                           \
-        bw_t hw[NS], rw[NS];                                                                                  \
-        for (int j = 0; j < ns; j++) {                                                                        \
-            hw[j] = (bw_t){sbuf + (size_t)j * hcap, 0, 0};                                                    \
-            rw[j] = (bw_t){sbuf + ns * hcap + (size_t)j * rcap, 0, 0};                                        \
-        }                                                                                                     \
+        bw_t bw[NS];                                                                                          \
+        for (int j = 0; j < ns; j++) bw[j] = (bw_t){sbuf + (size_t)j * scap, 0, 0};                           \
         int64_t i = 0;                                                                                        \
         for (; ns == NS && i + NS <= n; i += NS) {                                                            \
-            NL_PUT(0, W, UT);                                                                                          \
-            NL_PUT(1, W, UT);                                                                                          \
-            NL_PUT(2, W, UT);                                                                                          \
-            NL_PUT(3, W, UT);                                                                                          \
+            NL_PUT(0, i, W, UT);                                                                              \
+            NL_PUT(1, i + 1, W, UT);                                                                          \
+            NL_PUT(2, i + 2, W, UT);                                                                          \
+            NL_PUT(3, i + 3, W, UT);                                                                          \
         }                                                                                                     \
         for (; i < n; i++) {                                                                                  \
             int j = (int)(i & (ns - 1));                                                                      \
-            uint32_t e = enc[key[i]];                                                                         \
-            bw_put(&hw[j], e & 0xFFF, (e >> 12) & 15);                                                        \
-            int nr = (int)(e >> 16);                                                                          \
-            bw_put_long(&rw[j], (uint64_t)(rawv[i] & (UT)(((UT)1 << nr) - 1)), nr);                           \
+            NL_PUT(j, i, W, UT);                                                                              \
         }                                                                                                     \
-        int64_t coded = NL_HEAD + (int64_t)tsz + 8 * ns;                                                      \
+        int64_t coded = NL_HEAD + (int64_t)tsz + 4 * ns;                                                      \
         for (int j = 0; j < ns; j++) {                                                                        \
-            bw_flush(&hw[j]);                                                                                 \
-            bw_flush(&rw[j]);                                                                                 \
-            coded += (hw[j].p - (sbuf + (size_t)j * hcap)) + (rw[j].p - (sbuf + ns * hcap + (size_t)j * rcap)); \
+            bw_flush(&bw[j]);                                                                                 \
+            coded += bw[j].p - (sbuf + (size_t)j * scap);                                                     \
         }                                                                                                     \
         if (coded > cap) return NL_E_ARG;                                                                     \
-        out[2] = (uint8_t)((values ? F_VALUES : F_DELTA) | (ns == NS ? F_STREAMS4 : 0));                        \
+        out[2] = (uint8_t)((values ? F_VALUES : F_DELTA) | (ns == NS ? F_STREAMS4 : 0));                      \
         uint8_t *p = out + NL_HEAD;                                                                           \
         p += write_tables(p, lens, nsym, nctx, present);                                                      \
         uint8_t *sizes = p;                                                                                   \
-        p += 8 * ns;                                                                                          \
+        p += 4 * ns;                                                                                          \
         for (int j = 0; j < ns; j++) {                                                                        \
-            size_t hb = (size_t)(hw[j].p - (sbuf + (size_t)j * hcap));                                        \
-            put_u32(sizes + 4 * j, (uint32_t)hb);                                                             \
-            memcpy(p, sbuf + (size_t)j * hcap, hb);                                                           \
-            p += hb;                                                                                          \
-        }                                                                                                     \
-        for (int j = 0; j < ns; j++) {                                                                        \
-            size_t rb = (size_t)(rw[j].p - (sbuf + ns * hcap + (size_t)j * rcap));                            \
-            put_u32(sizes + 4 * (ns + j), (uint32_t)rb);                                                      \
-            memcpy(p, sbuf + ns * hcap + (size_t)j * rcap, rb);                                               \
-            p += rb;                                                                                          \
+            size_t sb = (size_t)(bw[j].p - (sbuf + (size_t)j * scap));                                        \
+            put_u32(sizes + 4 * j, (uint32_t)sb);                                                             \
+            memcpy(p, sbuf + (size_t)j * scap, sb);                                                           \
+            p += sb;                                                                                          \
         }                                                                                                     \
         (void)huffbits;                                                                                       \
         return coded;                                                                                         \
@@ -783,16 +825,15 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         if (used < 0) return (int)used;                                                                        \
         p += used;                                                                                             \
         const int ns = (flags & F_STREAMS4) ? NS : 1;                                                         \
-        if (end - p < 8 * ns) return NL_E_SHORT;                                                              \
-        br_t hr[NS], rr[NS];                                                                                  \
+        if (end - p < 4 * ns) return NL_E_SHORT;                                                              \
+        br_t br[NS];                                                                                          \
         uint64_t total = 0;                                                                                   \
-        for (int j = 0; j < 2 * ns; j++) total += get_u32(p + 4 * j);                                         \
-        if ((uint64_t)(end - p - 8 * ns) != total) return (uint64_t)(end - p - 8 * ns) < total ? NL_E_SHORT : NL_E_TRAIL; \
-        const uint8_t *q = p + 8 * ns;                                                                        \
-        for (int j = 0; j < 2 * ns; j++) {                                                                    \
+        for (int j = 0; j < ns; j++) total += get_u32(p + 4 * j);                                             \
+        if ((uint64_t)(end - p - 4 * ns) != total) return (uint64_t)(end - p - 4 * ns) < total ? NL_E_SHORT : NL_E_TRAIL; \
+        const uint8_t *q = p + 4 * ns;                                                                        \
+        for (int j = 0; j < ns; j++) {                                                                        \
             uint32_t sz = get_u32(p + 4 * j);                                                                 \
-            br_t *r = j < ns ? &hr[j] : &rr[j - ns];                                                          \
-            *r = (br_t){q, q + sz, 0, 0, 0};                                                                  \
+            br[j] = (br_t){q, q + sz, 0, 0, 0};                                                               \
             q += sz;                                                                                          \
         }                                                                                                     \
         int64_t i = 0;                                                                                        \
@@ -801,30 +842,40 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             for (; i < n; i++) {                                                                              \
                 int j = (int)(i & (ns - 1));                                                                  \
                 if (ctab[c] < 0) return NL_E_CODE;                                                            \
-                br_refill(&hr[j]);                                                                            \
-                uint32_t e = lookup(&dt, ctab[c], hr[j].buf);                                                 \
-                int l = e & 15;                                                                               \
-                if (!l) return NL_E_CODE;                                                                     \
-                br_get(&hr[j], l);                                                                            \
+                NL_READ(j, ctab[c], W, UT, W - 8)                                                             \
                 int s = (int)(e >> 4);                                                                        \
-                UT v = (UT)(((UT)s << (W - 8)) | (UT)br_get_long(&rr[j], W - 8));                             \
+                UT v = (UT)(((UT)s << (W - 8)) | raw);                                                        \
                 out[i] = (UT)((v >> 1) ^ (UT)(0 - (v & 1)));                                                  \
                 c = s >> 5;                                                                                   \
             }                                                                                                 \
-        } else {                                                                                              \
+        } else if (W == 32 && NL_HAVE_AVX2_PATH && have_avx2()) {                                             \
+            uint8_t *cx = scratch2((size_t)n + 16);                                                           \
+            if (!cx) return NL_E_MEM;                                                                         \
+            prepass_delta32_avx2((const uint32_t *)m1, (const uint32_t *)m2, n, alpha, cx, (uint32_t *)out);  \
             for (; ns == NS && i + NS <= n; i += NS) {                                                        \
-                NL_GET(0, i + 0, W, UT, ST);                                                                         \
-                NL_GET(1, i + 1, W, UT, ST);                                                                         \
-                NL_GET(2, i + 2, W, UT, ST);                                                                         \
-                NL_GET(3, i + 3, W, UT, ST);                                                                         \
+                NL_GET_PRE(0, i, W, UT);                                                                      \
+                NL_GET_PRE(1, i + 1, W, UT);                                                                  \
+                NL_GET_PRE(2, i + 2, W, UT);                                                                  \
+                NL_GET_PRE(3, i + 3, W, UT);                                                                  \
             }                                                                                                 \
             for (; i < n; i++) {                                                                              \
                 int j = (int)(i & (ns - 1));                                                                  \
-                NL_GET(j, i, W, UT, ST);                                                                         \
+                NL_GET_PRE(j, i, W, UT);                                                                      \
+            }                                                                                                 \
+        } else {                                                                                              \
+            for (; ns == NS && i + NS <= n; i += NS) {                                                        \
+                NL_GET(0, i, W, UT, ST);                                                                      \
+                NL_GET(1, i + 1, W, UT, ST);                                                                  \
+                NL_GET(2, i + 2, W, UT, ST);                                                                  \
+                NL_GET(3, i + 3, W, UT, ST);                                                                  \
+            }                                                                                                 \
+            for (; i < n; i++) {                                                                              \
+                int j = (int)(i & (ns - 1));                                                                  \
+                NL_GET(j, i, W, UT, ST);                                                                      \
             }                                                                                                 \
         }                                                                                                     \
         for (int j = 0; j < ns; j++)                                                                          \
-            if (hr[j].over > hr[j].n || rr[j].over > rr[j].n) return NL_E_OVERRUN;                            \
+            if (br[j].over > br[j].n) return NL_E_OVERRUN;                                                    \
         return NL_OK;                                                                                          \
     }
 
@@ -864,6 +915,24 @@ int nl_decode(const uint8_t *chunk, int64_t len, int wb, int64_t n, const void *
         return decode_64(chunk, len, n, (const uint64_t *)m1, (const uint64_t *)m2, (uint64_t *)out);
     }
     return NL_E_HEAD;
+}
+
+/* The order-preserving ("monotone") map of float bit patterns to signed lanes, dst = src ^ ((src >> (W-1)) &
+ * MAX): one pass (numpy needs three). Its own inverse. */
+NL_CLONES void nl_mono(int wb, int64_t n, const void *src, void *dst) {
+    if (wb == 2) {
+        const int16_t *a = (const int16_t *)src;
+        int16_t *b = (int16_t *)dst;
+        for (int64_t i = 0; i < n; i++) b[i] = (int16_t)(a[i] ^ ((a[i] >> 15) & 0x7FFF));
+    } else if (wb == 4) {
+        const int32_t *a = (const int32_t *)src;
+        int32_t *b = (int32_t *)dst;
+        for (int64_t i = 0; i < n; i++) b[i] = a[i] ^ ((a[i] >> 31) & 0x7FFFFFFF);
+    } else if (wb == 8) {
+        const int64_t *a = (const int64_t *)src;
+        int64_t *b = (int64_t *)dst;
+        for (int64_t i = 0; i < n; i++) b[i] = a[i] ^ ((a[i] >> 63) & 0x7FFFFFFFFFFFFFFFll);
+    }
 }
 
 /* The chunk's kind: 0 values, 1 delta (bit 7: stored raw); alpha in *alpha. Negative when not a chunk. */

@@ -1152,7 +1152,7 @@ def _select_lanes(
     for b, (cur, prev) in blocks.items():
         mask = which == b
         local = lane_idx[mask] - b * block_lanes
-        assert m1 is not None and m2 is not None
+        assert m1 is not None
         m1[mask] = cur[local]
         if prev is None:
             m2 = None

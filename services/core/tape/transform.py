@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from netlapse.core.tape import native
 from netlapse.core.tape.lanes import (
     MODE_D1,
     MODE_D2,
@@ -48,6 +49,8 @@ class NumpyTransform:
         bits = np.ascontiguousarray(a).reshape(-1).view(np.uint8).view(lanes.signed)
         if not lanes.monotone:
             np.copyto(out, bits)
+            return out
+        if native.mono_into(bits, out):  # one pass instead of three
             return out
         np.right_shift(bits, lanes.bits - 1, out=tmp)
         np.bitwise_and(tmp, lanes.signed.type((1 << (lanes.bits - 1)) - 1), out=tmp)
