@@ -115,6 +115,8 @@ def ms(x: float) -> str:
 def table(res: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = []
     s = res.get("slowdown")
+    if s and "steps_per_run" not in s:  # an older bench's per-round figures: re-measure them
+        s = None
     if s:
         nl = s["netlapse"]
         rows.append(
@@ -149,7 +151,7 @@ def table(res: dict[str, Any]) -> str:
             rows.append(
                 (
                     f"1 netlapse, torch on {sc['torch_threads']} core(s), one spare: loop | whole",
-                    f"{fmt_pct(v['slowdown_loop'])} | {fmt_pct(v['slowdown_whole'])} "
+                    f"{fmt_pct(v.get('slowdown_loop', v['slowdown']))} | {fmt_pct(v['slowdown'])} "
                     f"({sc['none']['step_seconds'] * 1e3:.0f} ms/step)",
                     "",
                 )
@@ -292,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the slowdown runs (one epoch each)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the parts of an existing --out file that this run skips (re-measure some parts only); "
+        "env.parts_measured_at says when each part was measured",
+    )
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     data_dir = Path(os.environ.get("NETLAPSE_DATA_DIR", REPO / ".data")).resolve()
@@ -304,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
 
     q = args.quick
     t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
     res: dict[str, Any] = {}
+    previous: dict[str, Any] = {}
+    if args.merge and args.out.exists():
+        previous = json.loads(args.out.read_text())
     if "slowdown" not in skip:
         log("(1, 5) training slowdown, the same run per variant, interleaved ...")
         res["slowdown"] = bench_capture.bench_slowdown(
@@ -349,17 +361,30 @@ def main(argv: list[str] | None = None) -> int:
     if "wide" not in skip:
         log("(6) wide-cnn, one process per variant ...")
         res["wide"] = wide(steps=2 if q else 5, batch=16, rounds=2)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    measured = {k: now for k in res}
+    if previous:
+        old_env = previous.get("env", {})
+        old_when = old_env.get("parts_measured_at") or {
+            k: old_env.get("finished_at") for k in previous if k not in ("env", "targets", "table")
+        }
+        for k, v in previous.items():
+            if k not in res and k not in ("env", "targets", "table"):
+                res[k] = v
+                measured[k] = old_when.get(k)
     res["env"] = {
+        "parts_measured_at": measured,
         "python": platform.python_version(),
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "load_avg_1m_start": load_start,
         "load_avg_1m": os.getloadavg()[0],
         "quick": q,
         "wall_seconds": time.perf_counter() - t_start,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished_at": now,
     }
     res["targets"] = TARGETS
     text = table(res)
