@@ -271,12 +271,14 @@ def test_options_state_each_default_once_and_name_bad_fields() -> None:
             s.zstd_level,
             s.keyframe_interval,
         )
-        == (TapeOptions.segment_target_bytes, 256, 1, 16)
+        == (TapeOptions.segment_target_bytes, 256, 1, 32)
     )
     with pytest.raises(TypeError, match="segment_max_step.*valid: block_lanes"):
         TapeOptions().with_(segment_max_step=3)
     with pytest.raises(ValueError, match="encoder must be one of auto, numpy, torch"):
         TapeOptions(encoder="gpu")
+    with pytest.raises(ValueError, match="entropy must be one of auto, native, zstd"):
+        TapeOptions(entropy="rans")
 
 
 def test_a_segment_is_on_disk_before_the_index_part_that_lists_it(

@@ -8,6 +8,7 @@ GPU they are what crosses to the host for entropy coding.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,13 @@ class TorchTransform:
         self.torch = torch
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.ints = {8: torch.int8, 16: torch.int16, 32: torch.int32, 64: torch.int64}
+        # On CUDA every op of this transform goes to one side stream of its own (whatever thread calls it),
+        # so encoding never queues behind training's kernels; callers wait on ``stream`` before reusing the
+        # buffers they passed in. None on a CPU.
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    def _side(self) -> Any:
+        return self.torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     def _t(self, a: Any) -> Any:
         torch = self.torch
@@ -117,6 +125,10 @@ class TorchTransform:
         return torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
 
     def lanes_into(self, a: Any, lanes: _Lanes, out: Any, tmp: Any) -> Any:
+        with self._side():
+            return self._lanes_into(a, lanes, out, tmp)
+
+    def _lanes_into(self, a: Any, lanes: _Lanes, out: Any, tmp: Any) -> Any:
         torch = self.torch
         src = self._t(a).reshape(-1)
         bits = src.view(torch.uint8).view(self.ints[lanes.bits])
@@ -129,12 +141,18 @@ class TorchTransform:
         return out
 
     def new_lanes(self, n: int, lanes: _Lanes) -> Any:
-        return self.torch.empty(n, dtype=self.ints[lanes.bits], device=self.device)
+        with self._side():  # allocated on the stream that uses them (the caching allocator is per stream)
+            return self.torch.empty(n, dtype=self.ints[lanes.bits], device=self.device)
 
     def zeros(self, n: int, lanes: _Lanes) -> Any:
-        return self.torch.zeros(n, dtype=self.ints[lanes.bits], device=self.device)
+        with self._side():
+            return self.torch.zeros(n, dtype=self.ints[lanes.bits], device=self.device)
 
     def mode(self, m: Any, m1: Any, m2: Any | None) -> int:
+        with self._side():
+            return self._mode(m, m1, m2)
+
+    def _mode(self, m: Any, m1: Any, m2: Any | None) -> int:
         torch = self.torch
         if m2 is None or m.numel() == 0:
             return MODE_D1
@@ -150,6 +168,20 @@ class TorchTransform:
         return MODE_D2 if votes[0] > votes[1] else MODE_D1
 
     def planes(
+        self,
+        m: Any,
+        m1: Any | None,
+        m2: Any | None,
+        mode: int,
+        lanes: _Lanes,
+        res: Any,
+        tmp: Any,
+        out: np.ndarray,
+    ) -> BlockPlanes:
+        with self._side():
+            return self._planes(m, m1, m2, mode, lanes, res, tmp, out)
+
+    def _planes(
         self,
         m: Any,
         m1: Any | None,

@@ -512,6 +512,12 @@ class TapeWriter:
             self._pool.shutdown(wait=True)
 
     @property
+    def stream(self) -> Any:
+        """The CUDA stream the device path encodes on (wait on it before reusing appended buffers); None for
+        the numpy encoder and on a CPU."""
+        return getattr(self._transform, "stream", None)
+
+    @property
     def closed(self) -> bool:
         """Whether close() has finished."""
         return self._closed
