@@ -6,7 +6,9 @@ functions of arrays so they are testable alone.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -30,6 +32,8 @@ from netlapse.core.settings import Settings
 from netlapse.core.store import Store
 from netlapse.core.tape import TapeReader
 from netlapse.core.tensorview import MAX_WINDOW_ELEMENTS
+
+log = logging.getLogger(__name__)
 
 MAX_TRAJECTORY_INDICES = 1000
 MAX_SCATTER_POINTS = 200_000
@@ -184,7 +188,10 @@ def read_pair(tape: TapeReader, name: str, from_step: int, to_step: int) -> tupl
 
 
 def _diff(ctx: Context, r: DiffRequest) -> Result:
-    a, b = read_pair(ctx.tape(r.run_id), r.name, r.from_step, r.to_step)
+    t0 = time.perf_counter()
+    tape = ctx.tape(r.run_id)
+    a, b = read_pair(tape, r.name, r.from_step, r.to_step)
+    t1 = time.perf_counter()
     d = np.subtract(b, a, out=b)  # b is a fresh array of its own
     del a
     meta = {
@@ -195,6 +202,17 @@ def _diff(ctx: Context, r: DiffRequest) -> Result:
         "dtype": str(d.dtype),
         "stats": diff_stats(d),
     }
+    log.info(
+        "diff %s %s %d..%d: read both steps (%s) in %.2f s, subtracted and summarized %d elements in %.2f s",
+        r.run_id,
+        r.name,
+        r.from_step,
+        r.to_step,
+        "time-major" if tape.fully_compacted else "step-major or mixed",
+        t1 - t0,
+        d.size,
+        time.perf_counter() - t1,
+    )
     return Result(meta, {"": d})
 
 

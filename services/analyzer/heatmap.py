@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,9 +28,11 @@ from netlapse.analyzer.registry import (
     Result,
     Stored,
     artifact_key,
+    complete,
     invalid,
     require_captured,
     require_tensor,
+    write,
 )
 from netlapse.core.store import Store
 from netlapse.core.tape import TapeReader
@@ -42,6 +47,16 @@ from netlapse.core.tensorview import (
 )
 
 Window = tuple[int, int, int, int]
+log = logging.getLogger(__name__)
+_WRITER: ThreadPoolExecutor | None = None
+
+
+def _writer() -> ThreadPoolExecutor:
+    """One thread that stores a difference computed for tiles while they are pooled."""
+    global _WRITER
+    if _WRITER is None:
+        _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlapse-heatmap-write")
+    return _WRITER
 
 
 def checked_window(raw: str | None, view: TensorView, max_cells: int | None = None) -> Window:
@@ -158,21 +173,30 @@ def npy_rows(store: Store, key: str, r0: int, r1: int) -> np.ndarray:
 
 def _diff_window(
     ctx: Context, r: HeatmapRequest, view: TensorView, win: Window
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The window of value(to) − value(from) and the diff's stats, through the cached ``diff`` analysis."""
-    from netlapse.analyzer.analyses import DiffRequest  # one analysis module builds on another's result
+) -> tuple[np.ndarray, dict[str, Any], Future[None] | None]:
+    """The window of value(to) − value(from) and the diff's stats, through the cached ``diff`` analysis.
+
+    A difference not cached yet is computed here and stored by a second thread while the caller pools its
+    tiles (``.npy`` bytes and the write of a wide layer's 100 MB overlap the pooling); the caller waits for
+    that future before its own result is stored, so a zoom that follows finds the difference."""
+    from netlapse.analyzer.analyses import DIFF, DiffRequest  # one analysis builds on another's result
 
     dreq = DiffRequest(run_id=r.run_id, name=r.name, **{"from": r.from_step, "to": r.to_step})
-    stored = ctx.ensure("diff", dreq)
-    meta = stored.meta or ctx.store.get_json(stored.key + ".json")
     r0, c0, r1, c1 = win
+    key = DIFF.key(dreq)
+    if ctx.dispatch is None and not complete(ctx.store, key):  # on the worker: compute it here
+        res = DIFF.compute(ctx, dreq)
+        pending = _writer().submit(write, ctx.store, key, res)
+        return view.window(res.arrays[""], r0, c0, r1, c1), res.meta["stats"], pending
+    stored = ctx.ensure(DIFF, dreq)
+    meta = stored.meta or ctx.store.get_json(stored.key + ".json")
     if "" in stored.arrays:  # computed just now: already in memory
         d = stored.arrays[""]
     elif view.kind == "matrix" and not view.has_gaps and len(view.shape) >= 2:
-        return npy_rows(ctx.store, artifact_key(stored.key, ""), r0, r1)[:, c0:c1], meta["stats"]
+        return npy_rows(ctx.store, artifact_key(stored.key, ""), r0, r1)[:, c0:c1], meta["stats"], None
     else:
         d = stored.array("")
-    return view.window(d, r0, c0, r1, c1), meta["stats"]
+    return view.window(d, r0, c0, r1, c1), meta["stats"], None
 
 
 def _short_stats(stats: dict[str, Any]) -> dict[str, Any]:
@@ -190,14 +214,35 @@ def _heatmap(ctx: Context, r: HeatmapRequest) -> Result:
     tape = ctx.tape(r.run_id)
     info = tape.tensor(r.name)
     meta: dict[str, Any] = {"name": r.name, "mode": mode}
+    pending: Future[None] | None = None
+    t0 = time.perf_counter()
     if mode == "values":
         assert r.step is not None
         w = view.window(tape.read(r.name, r.step), r0, c0, r1, c1)
         meta["step"] = r.step
     else:
-        w, stats = _diff_window(ctx, r, view, win)
+        w, stats, pending = _diff_window(ctx, r, view, win)
         meta.update({"from": r.from_step, "to": r.to_step, "stats": _short_stats(stats)})
+    t1 = time.perf_counter()
     p = pool_maxabs(w, r.rows, r.cols, means=r.mean)
+    t2 = time.perf_counter()
+    if pending is not None:
+        pending.result()  # the difference is stored before these tiles are (a zoom reads it next)
+    log.info(
+        "heatmap %s %s %s: %s %.2f s, pooled %d x %d cells into %s x %s in %.2f s, then waited %.2f s for the "
+        "difference to be stored",
+        r.run_id,
+        r.name,
+        f"step {r.step}" if mode == "values" else f"{r.from_step}..{r.to_step}",
+        "read" if mode == "values" else ("computed" if pending is not None else "cached, read"),
+        t1 - t0,
+        w.shape[0],
+        w.shape[1],
+        r.rows,
+        r.cols,
+        t2 - t1,
+        time.perf_counter() - t2,
+    )
     meta.update(
         {
             "shape": list(info.shape),
