@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -49,6 +50,9 @@ def main() -> int:
             )
         finally:
             stack.stop()
+        # Where the tile requests' seconds went on the analyzer (its log lines for fc1, in order).
+        log_text = (data / "logs" / "analyzer.log").read_text(errors="replace")
+        server = [m.group(1) for m in re.finditer(r"((?:diff|heatmap) \w+ fc1\.weight .*)", log_text)]
     if code != 0 or not figures:
         print(log[-8000:])
         return 1
@@ -69,8 +73,11 @@ def main() -> int:
         if figures.get(k, {}).get("phases_ms"):
             print(f"  {k} phases (ms): {figures[k]['phases_ms']}")
     print(f"  cold open: tape compacted at its start: {figures.get('cold', {}).get('compacted_at_start')}")
+    for line in server:
+        print(f"  analyzer: {line}")
     out = {
         **figures,
+        "analyzer_log": server,
         "targets_s": TARGETS_S,
         "machine": {
             "platform": platform.platform(),
