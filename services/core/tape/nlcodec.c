@@ -99,74 +99,71 @@ static uint8_t *scratch2(size_t need) {
 
 /* ---- Huffman code lengths --------------------------------------------------------------------------- */
 
-typedef struct {
-    uint64_t w;
-    int id;
-} node_t;
-
-static int cmp_node(const void *a, const void *b) {
-    const node_t *x = (const node_t *)a, *y = (const node_t *)b;
-    if (x->w != y->w) return x->w < y->w ? -1 : 1;
-    return x->id - y->id;
-}
-
-/* Code lengths (<= MAXLEN) for counts[0..nsym); symbols with count 0 get length 0. */
+/* Code lengths (<= MAXLEN) for counts[0..nsym); symbols with count 0 get length 0. Huffman's lengths from a
+ * two-queue merge over the symbols sorted by count; lengths over MAXLEN are clamped and the Kraft excess paid
+ * back by lengthening the lightest codes that still have room. */
 static void huff_lengths(const uint32_t *counts, int nsym, uint8_t *len) {
-    uint64_t c[512];
-    int used = 0, last = 0;
+    uint64_t key[512]; /* count << 9 | symbol, sorted ascending */
+    int nl = 0;
     for (int i = 0; i < nsym; i++) {
-        c[i] = counts[i];
         len[i] = 0;
-        if (counts[i]) used++, last = i;
+        if (counts[i]) key[nl++] = ((uint64_t)counts[i] << 9) | (uint64_t)i;
     }
-    if (used == 0) return;
-    if (used == 1) {
-        len[last] = 1;
+    if (nl == 0) return;
+    if (nl == 1) {
+        len[key[0] & 511] = 1;
         return;
     }
-    for (;;) {
-        node_t leaves[512];
-        int nl = 0;
-        for (int i = 0; i < nsym; i++)
-            if (c[i]) leaves[nl].w = c[i], leaves[nl].id = i, nl++;
-        qsort(leaves, nl, sizeof(node_t), cmp_node);
-        /* two-queue Huffman: leaves sorted, internal nodes created in nondecreasing order */
-        uint64_t iw[512];
-        int parent[1024]; /* leaf k -> node index; internal nodes nl.. */
-        int qi_head = 0, qi_tail = 0, ql = 0, next = nl;
-        for (int k = 0; k < nl - 1; k++) {
-            int pick[2];
-            uint64_t w = 0;
-            for (int t = 0; t < 2; t++) {
-                if (ql < nl && (qi_head == qi_tail || leaves[ql].w <= iw[qi_head])) {
-                    w += leaves[ql].w;
-                    pick[t] = ql++;
-                } else {
-                    w += iw[qi_head];
-                    pick[t] = nl + qi_head++;
-                }
-            }
-            iw[qi_tail++] = w;
-            parent[pick[0]] = next;
-            parent[pick[1]] = next;
-            next++;
+    for (int a = 1; a < nl; a++) { /* insertion sort: a context has tens of symbols */
+        uint64_t x = key[a];
+        int b = a - 1;
+        while (b >= 0 && key[b] > x) {
+            key[b + 1] = key[b];
+            b--;
         }
-        /* depths: the root is the last internal node */
-        int depth[1024];
-        int root = next - 1, maxd = 0;
-        depth[root] = 0;
-        for (int x = root - 1; x >= nl; x--) depth[x] = depth[parent[x]] + 1;
-        for (int x = 0; x < nl; x++) {
-            depth[x] = depth[parent[x]] + 1;
-            if (depth[x] > maxd) maxd = depth[x];
-        }
-        if (maxd <= MAXLEN) {
-            for (int x = 0; x < nl; x++) len[leaves[x].id] = (uint8_t)depth[x];
-            return;
-        }
-        for (int i = 0; i < nsym; i++)
-            if (c[i]) c[i] = (c[i] + 1) >> 1; /* flatten and retry: stays >= 1 */
+        key[b + 1] = x;
     }
+    uint64_t iw[512];
+    int parent[1024];
+    int qi_head = 0, qi_tail = 0, ql = 0, next = nl;
+    for (int k = 0; k < nl - 1; k++) {
+        uint64_t w = 0;
+        for (int t = 0; t < 2; t++) {
+            int pick;
+            if (ql < nl && (qi_head == qi_tail || (key[ql] >> 9) <= iw[qi_head])) {
+                w += key[ql] >> 9;
+                pick = ql++;
+            } else {
+                w += iw[qi_head];
+                pick = nl + qi_head++;
+            }
+            parent[pick] = next;
+        }
+        iw[qi_tail++] = w;
+        next++;
+    }
+    int depth[1024];
+    int root = next - 1, maxd = 0;
+    depth[root] = 0;
+    for (int x = root - 1; x >= nl; x--) depth[x] = depth[parent[x]] + 1;
+    for (int x = 0; x < nl; x++) {
+        depth[x] = depth[parent[x]] + 1;
+        if (depth[x] > maxd) maxd = depth[x];
+    }
+    if (maxd > MAXLEN) {
+        int64_t excess = -((int64_t)1 << MAXLEN);
+        for (int x = 0; x < nl; x++) {
+            if (depth[x] > MAXLEN) depth[x] = MAXLEN;
+            excess += (int64_t)1 << (MAXLEN - depth[x]);
+        }
+        while (excess > 0) {
+            int x = 0;
+            while (depth[x] >= MAXLEN) x++; /* the lightest code with room (exists: nl < 2^MAXLEN) */
+            depth[x]++;
+            excess -= (int64_t)1 << (MAXLEN - depth[x]);
+        }
+    }
+    for (int x = 0; x < nl; x++) len[key[x] & 511] = (uint8_t)depth[x];
 }
 
 static inline uint32_t rev_bits(uint32_t v, int n) {
