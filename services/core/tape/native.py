@@ -89,6 +89,18 @@ def _load() -> Any:
                     ctypes.c_void_p,
                     ctypes.c_void_p,
                 ]
+                lib.nl_encode_bits.restype = ctypes.c_int64
+                lib.nl_encode_bits.argtypes = [
+                    ctypes.c_int,
+                    ctypes.c_int64,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_int,
+                    ctypes.c_void_p,
+                    ctypes.c_int64,
+                ]
                 lib.nl_mono.restype = None
                 lib.nl_mono.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
                 lib.nl_bound.restype = ctypes.c_int64
@@ -172,6 +184,33 @@ def encode(m: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, value
     cap = int(lib.nl_bound(wb, n))
     out = _out_buffer(cap)
     size = int(lib.nl_encode(wb, n, _ptr(m), _ptr(m1), _ptr(m2), 1 if values else 0, _ptr(out), cap))
+    if size < 0:
+        raise RuntimeError(f"native encoder failed: {_ERRORS.get(size, size)}")
+    return out[:size].tobytes()
+
+
+def encode_bits(
+    bits: np.ndarray, m_out: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool
+) -> bytes:
+    """encode() of the monotone lanes of float bit lanes ``bits``, which it also writes into ``m_out``."""
+    lib = _load()
+    if lib is None:
+        raise NativeCodecMissing("the native tape codec is not built")
+    wb, n = bits.dtype.itemsize, bits.size
+    if wb not in WIDTHS or m_out.size != n or m_out.dtype.itemsize != wb:
+        raise ValueError("native codec: bits and lanes must match in size and width")
+    for a in (m1, m2):
+        if a is not None and (a.size != n or a.dtype.itemsize != wb):
+            raise ValueError("native codec: previous steps must match the block's lanes")
+    if not values and m1 is None:
+        raise ValueError("native codec: a delta chunk needs the previous step")
+    cap = int(lib.nl_bound(wb, n))
+    out = _out_buffer(cap)
+    size = int(
+        lib.nl_encode_bits(
+            wb, n, _ptr(bits), _ptr(m_out), _ptr(m1), _ptr(m2), 1 if values else 0, _ptr(out), cap
+        )
+    )
     if size < 0:
         raise RuntimeError(f"native encoder failed: {_ERRORS.get(size, size)}")
     return out[:size].tobytes()

@@ -932,6 +932,15 @@ NL_CLONES void nl_mono(int wb, int64_t n, const void *src, void *dst) {
     }
 }
 
+/* nl_encode of the monotone map of float bit lanes ``bits``, which it also writes into m_out (the lanes the
+ * writer keeps for the next steps): one call per block instead of a separate pass over the whole tensor. */
+int64_t nl_encode_bits(int wb, int64_t n, const void *bits, void *m_out, const void *m1, const void *m2, int values,
+                       uint8_t *out, int64_t cap) {
+    if (n < 0) return NL_E_ARG;
+    nl_mono(wb, n, bits, m_out);
+    return nl_encode(wb, n, m_out, m1, m2, values, out, cap);
+}
+
 /* The chunk's kind: 0 values, 1 delta (bit 7: stored raw); alpha in *alpha. Negative when not a chunk. */
 int nl_info(const uint8_t *chunk, int64_t len, int *alpha) {
     if (len < NL_HEAD || chunk[0] != NL_TAG) return NL_E_HEAD;

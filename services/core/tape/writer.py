@@ -161,6 +161,8 @@ class TapeWriter:
         self._ring: list[list[Any]] = [[] for _ in self.tensors]
         self._scratch: list[tuple[Any, Any, np.ndarray] | None] = [None] * len(self.tensors)
         self._dense: list[np.ndarray | None] = [None] * len(self.tensors)
+        # Float bits of the step being appended, where the native codec maps them to lanes itself.
+        self._bits: list[np.ndarray | None] = [None] * len(self.tensors)
         self._modes: dict[
             tuple[int, int], tuple[int, int]
         ] = {}  # (tensor, block) -> (mode, steps since vote)
@@ -273,7 +275,10 @@ class TapeWriter:
             i, b = jobs[j]
             return self._encode_block(i, b, plans[i])
 
-        results = _parallel(run, len(jobs), self._pool)
+        try:
+            results = _parallel(run, len(jobs), self._pool)
+        finally:
+            self._bits = [None] * len(self.tensors)
         for i in range(len(self.tensors)):
             self._open_chunks[i].append([])
             self._open_rows[i].append(np.zeros((len(self._slices[i]), _ROW), dtype=np.int64))
@@ -303,6 +308,11 @@ class TapeWriter:
         lanes = self._lanes[i]
         if self.lossy_rel_error is not None and lanes.lossy_ok:
             return self._plan_lossy(i, a, key_step)
+        if self._native and lanes.monotone and lanes.signed.itemsize in native.WIDTHS:
+            # The native codec maps float bits to lanes block by block while it encodes (native.encode_bits).
+            m = self._slot(i)
+            self._bits[i] = np.ascontiguousarray(a).reshape(-1).view(np.uint8).view(lanes.signed)
+            return key_step, m, (m if key_step else None)
         _, tmp, _ = self._bufs(i)
         m = self._transform.lanes_into(a, lanes, self._slot(i), tmp)
         return key_step, m, (m if key_step else None)
@@ -395,12 +405,19 @@ class TapeWriter:
 
     def _encode_native(self, i: int, sl: slice, is_key: bool, m: Any, key_lanes: Any) -> tuple[bytes, int]:
         """One block through the native codec: (chunk, mode). The codec picks the predictor itself."""
+        bits = self._bits[i]
         if is_key:
+            if bits is not None:
+                return native.encode_bits(bits[sl], m[sl], None, None, values=True), MODE_KEY
             return native.encode(key_lanes[sl], None, None, values=True), MODE_KEY
         st = self._state[i]
         assert st.m1 is not None
         cur = m[sl]
-        chunk = native.encode(cur, st.m1[sl], st.m2[sl] if st.m2 is not None else None, values=False)
+        m2 = st.m2[sl] if st.m2 is not None else None
+        if bits is not None:
+            chunk = native.encode_bits(bits[sl], cur, st.m1[sl], m2, values=False)
+        else:
+            chunk = native.encode(cur, st.m1[sl], m2, values=False)
         if len(chunk) > _DENSE_TRY * cur.nbytes:
             # The residual does not shrink (random weights, a huge step): the values themselves, whose
             # exponent byte still compresses, may be smaller.
