@@ -9,7 +9,10 @@ status instead of raising, so the api can pass the message on. Compaction has it
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -71,8 +74,33 @@ for _analysis in registry().values():
         app.task(name=_analysis.task_name)(_task(_analysis))
 
 
+@contextmanager
+def lowered_priority(nice: int) -> Iterator[None]:
+    """Run the block at niceness ``nice`` (Linux: this thread, and the threads it starts meanwhile), then back.
+
+    A run's compaction starts the moment the run ends, when its user opens the explorer: on a small machine the
+    two would share the cores evenly and the first open would wait seconds for the compactor."""
+    tid = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        if nice > before:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except (AttributeError, OSError):  # not Linux, or not permitted: normal priority
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+        except OSError:
+            # Raising it again needs CAP_SYS_NICE: it stays lower (compaction has a worker of its own).
+            log.debug("compaction: cannot restore niceness %d", before)
+
+
 @app.task(name=TASK_COMPACT)
 def compact(payload: dict) -> dict:
     """Rewrite a run's closed tape segments time-major, verified bit-exact before the step-major copy goes."""
     t = CompactTask.model_validate(payload)
-    return compact_run(store(), settings, t.run_id, connect(settings.redis_url))
+    with lowered_priority(settings.compact_nice):
+        return compact_run(store(), settings, t.run_id, connect(settings.redis_url))

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     )
     compact_group_steps: int = Field(default=16, ge=2, le=256, description="time-major steps per frame")
     compact_unit_steps: int = Field(default=64, ge=2, description="steps per compaction unit (live runs)")
+    compact_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU niceness of a compaction task, so explorer reads and training go first",
+    )
 
     max_epochs: int = Field(default=100, ge=1)
     # Per-user bounds (docs/security.md): active runs, raw capture per run, storage per user (0 = no bound).

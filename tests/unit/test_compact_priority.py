@@ -1,0 +1,58 @@
+"""A compaction task runs at a lower CPU priority (Linux niceness of its thread and the threads it starts), so the
+explorer's first open of a run that has just ended is not slowed by the compactor, and goes back afterwards."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+from netlapse.analyzer.worker import lowered_priority
+from netlapse.core.settings import Settings
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_lowered_priority_applies_to_the_block_and_its_threads_then_goes_back() -> None:
+    seen: dict[str, int] = {}
+
+    def body() -> None:
+        base = _nice()
+        seen["before"] = base
+        with lowered_priority(base + 7):
+            seen["inside"] = _nice()
+            child = threading.Thread(target=lambda: seen.setdefault("child", _nice()))
+            child.start()
+            child.join()
+        seen["after"] = _nice()
+
+    t = threading.Thread(target=body)  # a thread of its own: the test runner's niceness is left alone
+    t.start()
+    t.join()
+    assert seen["inside"] == seen["before"] + 7 and seen["child"] == seen["before"] + 7
+    if os.geteuid() == 0:  # raising the priority back needs CAP_SYS_NICE
+        assert seen["after"] == seen["before"]
+
+
+def test_a_lower_setting_never_raises_the_priority() -> None:
+    out: dict[str, int] = {}
+
+    def body() -> None:
+        with lowered_priority(0):
+            out["inside"] = _nice()
+        out["base"] = _nice()
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert out["inside"] == out["base"]
+
+
+def test_compaction_is_niced_by_default() -> None:
+    assert Settings().compact_nice == 10
