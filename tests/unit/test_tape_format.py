@@ -17,12 +17,12 @@ from netlapse.core.store import LocalStore
 from netlapse.core.tape import (
     FORMAT,
     MANIFEST_NAME,
-    native,
     TapeCorrupt,
     TapeOptions,
     TapeReader,
     TapeWriter,
     TensorInfo,
+    native,
 )
 from netlapse.core.tape import writer as tape_writer
 from tests.unit.test_tape import TENSORS, bits, snapshots
