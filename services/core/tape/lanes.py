@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from netlapse.core.tape import native
+
 # Chunk modes (index table column 3).
 MODE_KEY, MODE_D1, MODE_D2 = 0, 1, 2
 
@@ -92,6 +94,8 @@ def _mono(
         out = np.empty_like(bits)
     if not lanes.monotone:
         np.copyto(out, bits)
+        return out
+    if native.mono_into(bits, out):  # one native pass where the codec is built
         return out
     tmp = np.right_shift(bits, lanes.bits - 1, out=tmp)
     np.bitwise_and(tmp, lanes.signed.type((1 << (lanes.bits - 1)) - 1), out=tmp)
