@@ -183,6 +183,14 @@ async function phases(page, ms) {
   const t0 = Math.min(...tiles.map((e) => e.start));
   const t1 = Math.max(...tiles.map((e) => e.end));
   const r = (v) => Math.round(v);
+  // The bootstrap request the tile request waited for (the one that ended last before it started).
+  const waitedFor = api
+    .filter((e) => e.start < t0 && !e.name.includes("/heatmap/"))
+    .reduce((a, b) => (b.end > a.end ? b : a), { end: -1, start: 0, name: "" });
+  const last = {
+    path: waitedFor.name.replace(/^.*\/api\//, "/api/"),
+    ms: r(waitedFor.end - waitedFor.start),
+  };
   if (ready === null)
     return { page: r(first), bootstrap: r(t0 - first), tiles: r(t1 - t0), draw: r(ms - t1) };
   return {
@@ -191,6 +199,7 @@ async function phases(page, ms) {
     tiles: r(t1 - t0),
     draw: r(ready - t1),
     harness: r(ms - ready),
+    bootstrap_last: last,
   };
 }
 
