@@ -539,39 +539,39 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
 
 /* One element (index IDX) of stream J in the encoder's interleaved loop (names from encode_W's body): its
  * code and raw bits in one write (two for 64-bit lanes whose parts exceed 56 bits). */
-#define NL_PUT(J, IDX, W, UT)                                                                                  \
+#define NL_PUT(S, IDX, W, UT)                                                                                  \
     do {                                                                                                       \
         size_t ii = (size_t)(IDX);                                                                             \
         uint32_t e = enc[key[ii]];                                                                             \
         int l = (int)((e >> 12) & 15), nr = (int)(e >> 16);                                                    \
         uint64_t rv = (uint64_t)(rawv[ii] & (UT)(((UT)1 << nr) - 1));                                         \
         if (W == 64 && l + nr > 56) {                                                                          \
-            bw_put(&bw[J], e & 0xFFF, l);                                                                      \
-            bw_put_long(&bw[J], rv, nr);                                                                       \
+            bw_put(&(S), e & 0xFFF, l);                                                                      \
+            bw_put_long(&(S), rv, nr);                                                                       \
         } else {                                                                                               \
-            bw_put(&bw[J], (e & 0xFFF) | (rv << l), l + nr);                                                   \
+            bw_put(&(S), (e & 0xFFF) | (rv << l), l + nr);                                                   \
         }                                                                                                      \
     } while (0)
 
 /* The next code of stream J in context index CI and the NR_FROM_E raw bits after it: sets e and raw; returns
  * from the decoder on an invalid code. */
-#define NL_READ(J, CI, W, UT, NR_OF_E)                                                                         \
-    br_refill(&br[J]);                                                                                         \
-    uint32_t e = lookup(&dt, (CI), br[J].buf);                                                                 \
+#define NL_READ(S, CI, W, UT, NR_OF_E)                                                                         \
+    br_refill(&(S));                                                                                         \
+    uint32_t e = lookup(&dt, (CI), (S).buf);                                                                 \
     int l = (int)(e & 15);                                                                                     \
     if (!l) return NL_E_CODE;                                                                                  \
     int nr = (NR_OF_E);                                                                                        \
     UT raw;                                                                                                    \
     if (W == 64 && l + nr > 56) {                                                                              \
-        br_get(&br[J], l);                                                                                     \
-        raw = (UT)br_get_long(&br[J], nr);                                                                     \
+        br_get(&(S), l);                                                                                     \
+        raw = (UT)br_get_long(&(S), nr);                                                                     \
     } else {                                                                                                   \
-        raw = (UT)((br[J].buf >> l) & ((1ull << nr) - 1));                                                     \
-        br_get(&br[J], l + nr);                                                                                \
+        raw = (UT)(((S).buf >> l) & ((1ull << nr) - 1));                                                     \
+        br_get(&(S), l + nr);                                                                                \
     }
 
 /* One delta element (index IDX, stream J) of the decoder's interleaved loop (names from decode_W's body). */
-#define NL_GET(J, IDX, W, UT, ST)                                                                              \
+#define NL_GET(S, IDX, W, UT, ST)                                                                              \
     do {                                                                                                       \
         int64_t ii = (IDX);                                                                                    \
         UT pd = m2 ? (UT)(m1[ii] - m2[ii]) : 0;                                                                \
@@ -579,7 +579,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         UT pmag = (UT)((UT)(pd ^ pmask) - pmask);                                                              \
         int c = bitlen64(pmag) * 2 + (int)(pmask & 1);                                                         \
         if (ctab[c] < 0) return NL_E_CODE;                                                                     \
-        NL_READ(J, ctab[c], W, UT, (int)((e >> 4) & 127))                                                      \
+        NL_READ(S, ctab[c], W, UT, (int)((e >> 4) & 127))                                                      \
         UT neg = (UT)((e >> 13) & 1);                                                                          \
         UT mag = (UT)((UT)((UT)((e >> 11) & 3) << nr) | raw);                                                  \
         UT r = (UT)((UT)(mag ^ (UT)(0 - neg)) + neg);                                                          \
@@ -587,12 +587,12 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
     } while (0)
 
 /* One delta element (index IDX, stream J) after the pre-pass: context from ctx[], prediction already in out[]. */
-#define NL_GET_PRE(J, IDX, W, UT)                                                                              \
+#define NL_GET_PRE(S, IDX, W, UT)                                                                              \
     do {                                                                                                       \
         int64_t ii = (IDX);                                                                                    \
         int ci = ctab[cx[ii]];                                                                                 \
         if (ci < 0) return NL_E_CODE;                                                                          \
-        NL_READ(J, ci, W, UT, (int)((e >> 4) & 127))                                                           \
+        NL_READ(S, ci, W, UT, (int)((e >> 4) & 127))                                                           \
         UT neg = (UT)((e >> 13) & 1);                                                                          \
         UT mag = (UT)((UT)((UT)((e >> 11) & 3) << nr) | raw);                                                  \
         out[ii] = (UT)(out[ii] + (UT)((UT)(mag ^ (UT)(0 - neg)) + neg));                                       \
@@ -753,15 +753,19 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         bw_t bw[NS];                                                                                          \
         for (int j = 0; j < ns; j++) bw[j] = (bw_t){sbuf + (size_t)j * scap, 0, 0};                           \
         int64_t i = 0;                                                                                        \
-        for (; ns == NS && i + NS <= n; i += NS) {                                                            \
-            NL_PUT(0, i, W, UT);                                                                              \
-            NL_PUT(1, i + 1, W, UT);                                                                          \
-            NL_PUT(2, i + 2, W, UT);                                                                          \
-            NL_PUT(3, i + 3, W, UT);                                                                          \
+        if (ns == NS) { /* the four streams in locals: registers, not memory */                               \
+            bw_t s0 = bw[0], s1 = bw[1], s2 = bw[2], s3 = bw[3];                                              \
+            for (; ns == NS && i + NS <= n; i += NS) {                                                            \
+                NL_PUT(s0, i, W, UT);                                                                              \
+                NL_PUT(s1, i + 1, W, UT);                                                                          \
+                NL_PUT(s2, i + 2, W, UT);                                                                          \
+                NL_PUT(s3, i + 3, W, UT);                                                                          \
+            }                                                                                                     \
+            bw[0] = s0, bw[1] = s1, bw[2] = s2, bw[3] = s3;                                                   \
         }                                                                                                     \
         for (; i < n; i++) {                                                                                  \
             int j = (int)(i & (ns - 1));                                                                      \
-            NL_PUT(j, i, W, UT);                                                                              \
+            NL_PUT(bw[j], i, W, UT);                                                                              \
         }                                                                                                     \
         int64_t coded = NL_HEAD + (int64_t)tsz + 4 * ns;                                                      \
         for (int j = 0; j < ns; j++) {                                                                        \
@@ -839,7 +843,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             for (; i < n; i++) {                                                                              \
                 int j = (int)(i & (ns - 1));                                                                  \
                 if (ctab[c] < 0) return NL_E_CODE;                                                            \
-                NL_READ(j, ctab[c], W, UT, W - 8)                                                             \
+                NL_READ(br[j], ctab[c], W, UT, W - 8)                                                             \
                 int s = (int)(e >> 4);                                                                        \
                 UT v = (UT)(((UT)s << (W - 8)) | raw);                                                        \
                 out[i] = (UT)((v >> 1) ^ (UT)(0 - (v & 1)));                                                  \
@@ -849,26 +853,34 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             uint8_t *cx = scratch2((size_t)n + 16);                                                           \
             if (!cx) return NL_E_MEM;                                                                         \
             prepass_delta32_avx2((const uint32_t *)m1, (const uint32_t *)m2, n, alpha, cx, (uint32_t *)out);  \
-            for (; ns == NS && i + NS <= n; i += NS) {                                                        \
-                NL_GET_PRE(0, i, W, UT);                                                                      \
-                NL_GET_PRE(1, i + 1, W, UT);                                                                  \
-                NL_GET_PRE(2, i + 2, W, UT);                                                                  \
-                NL_GET_PRE(3, i + 3, W, UT);                                                                  \
+            if (ns == NS) { /* the four streams in locals: registers, not memory */                           \
+                br_t s0 = br[0], s1 = br[1], s2 = br[2], s3 = br[3];                                          \
+                for (; ns == NS && i + NS <= n; i += NS) {                                                        \
+                    NL_GET_PRE(s0, i, W, UT);                                                                      \
+                    NL_GET_PRE(s1, i + 1, W, UT);                                                                  \
+                    NL_GET_PRE(s2, i + 2, W, UT);                                                                  \
+                    NL_GET_PRE(s3, i + 3, W, UT);                                                                  \
+                }                                                                                                 \
+                br[0] = s0, br[1] = s1, br[2] = s2, br[3] = s3;                                               \
             }                                                                                                 \
             for (; i < n; i++) {                                                                              \
                 int j = (int)(i & (ns - 1));                                                                  \
-                NL_GET_PRE(j, i, W, UT);                                                                      \
+                NL_GET_PRE(br[j], i, W, UT);                                                                      \
             }                                                                                                 \
         } else {                                                                                              \
-            for (; ns == NS && i + NS <= n; i += NS) {                                                        \
-                NL_GET(0, i, W, UT, ST);                                                                      \
-                NL_GET(1, i + 1, W, UT, ST);                                                                  \
-                NL_GET(2, i + 2, W, UT, ST);                                                                  \
-                NL_GET(3, i + 3, W, UT, ST);                                                                  \
+            if (ns == NS) { /* the four streams in locals: registers, not memory */                           \
+                br_t s0 = br[0], s1 = br[1], s2 = br[2], s3 = br[3];                                          \
+                for (; ns == NS && i + NS <= n; i += NS) {                                                        \
+                    NL_GET(s0, i, W, UT, ST);                                                                      \
+                    NL_GET(s1, i + 1, W, UT, ST);                                                                  \
+                    NL_GET(s2, i + 2, W, UT, ST);                                                                  \
+                    NL_GET(s3, i + 3, W, UT, ST);                                                                  \
+                }                                                                                                 \
+                br[0] = s0, br[1] = s1, br[2] = s2, br[3] = s3;                                               \
             }                                                                                                 \
             for (; i < n; i++) {                                                                              \
                 int j = (int)(i & (ns - 1));                                                                  \
-                NL_GET(j, i, W, UT, ST);                                                                      \
+                NL_GET(br[j], i, W, UT, ST);                                                                      \
             }                                                                                                 \
         }                                                                                                     \
         for (int j = 0; j < ns; j++)                                                                          \
