@@ -570,6 +570,18 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         br_get(&(S), l + nr);                                                                                \
     }
 
+/* One values element (index IDX) from stream S in context chain C (names from decode_W's body). */
+#define NL_VAL(S, C, IDX, W, UT)                                                                               \
+    do {                                                                                                       \
+        int ci_ = ctab[C];                                                                                     \
+        if (ci_ < 0) return NL_E_CODE;                                                                         \
+        NL_READ(S, ci_, W, UT, W - 8)                                                                          \
+        int sy = (int)(e >> 4);                                                                                \
+        UT v = (UT)(((UT)sy << (W - 8)) | raw);                                                                \
+        out[IDX] = (UT)((v >> 1) ^ (UT)(0 - (v & 1)));                                                         \
+        C = sy >> 5;                                                                                           \
+    } while (0)
+
 /* One delta element (index IDX, stream J) of the decoder's interleaved loop (names from decode_W's body). */
 #define NL_GET(S, IDX, W, UT, ST)                                                                              \
     do {                                                                                                       \
@@ -645,13 +657,13 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         uint64_t rawbits = 0;                                                                                 \
         UT anynz = 0;                                                                                          \
         if (values) {                                                                                         \
-            int c = 0;                                                                                        \
+            int cv[NS] = {0, 0, 0, 0}; /* context: the top bits of lane i - 4 (four independent chains) */    \
             for (int64_t i = 0; i < n; i++) {                                                                 \
                 UT v = (UT)((m[i] << 1) ^ (UT)((ST)m[i] >> (W - 1)));                                         \
                 int y = (int)(v >> (W - 8));                                                                  \
                 rawv[i] = v;                                                                                  \
-                key[i] = (uint16_t)(c * 256 + y);                                                             \
-                c = y >> 5;                                                                                   \
+                key[i] = (uint16_t)(cv[i & 3] * 256 + y);                                                     \
+                cv[i & 3] = y >> 5;                                                                           \
             }                                                                                                 \
             rawbits = (uint64_t)n * (W - 8);                                                                  \
         } else {                                                                                              \
@@ -839,15 +851,22 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         }                                                                                                     \
         int64_t i = 0;                                                                                        \
         if (values) {                                                                                         \
-            int c = 0;                                                                                        \
+            int cv[NS] = {0, 0, 0, 0};                                                                        \
+            if (ns == NS) { /* four streams and four context chains side by side */                           \
+                br_t s0 = br[0], s1 = br[1], s2 = br[2], s3 = br[3];                                          \
+                int c0 = 0, c1 = 0, c2 = 0, c3 = 0;                                                           \
+                for (; i + NS <= n; i += NS) {                                                                \
+                    NL_VAL(s0, c0, i, W, UT);                                                                 \
+                    NL_VAL(s1, c1, i + 1, W, UT);                                                             \
+                    NL_VAL(s2, c2, i + 2, W, UT);                                                             \
+                    NL_VAL(s3, c3, i + 3, W, UT);                                                             \
+                }                                                                                             \
+                br[0] = s0, br[1] = s1, br[2] = s2, br[3] = s3;                                               \
+                cv[0] = c0, cv[1] = c1, cv[2] = c2, cv[3] = c3;                                               \
+            }                                                                                                 \
             for (; i < n; i++) {                                                                              \
                 int j = (int)(i & (ns - 1));                                                                  \
-                if (ctab[c] < 0) return NL_E_CODE;                                                            \
-                NL_READ(br[j], ctab[c], W, UT, W - 8)                                                             \
-                int s = (int)(e >> 4);                                                                        \
-                UT v = (UT)(((UT)s << (W - 8)) | raw);                                                        \
-                out[i] = (UT)((v >> 1) ^ (UT)(0 - (v & 1)));                                                  \
-                c = s >> 5;                                                                                   \
+                NL_VAL(br[j], cv[i & 3], i, W, UT);                                                           \
             }                                                                                                 \
         } else if (W == 32 && NL_HAVE_AVX2_PATH && have_avx2()) {                                             \
             uint8_t *cx = scratch2((size_t)n + 16);                                                           \
