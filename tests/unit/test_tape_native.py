@@ -258,3 +258,32 @@ def test_a_trajectory_across_blocks_and_keyframes_reads_the_written_values(tmp_p
     steps, vals = TapeReader(store, "t/").trajectory("w", idx)
     assert steps == list(range(23))
     assert np.array_equal(bits(vals), bits(np.stack([a[idx] for a in snaps])))
+
+
+def test_read_many_decodes_a_wide_time_major_group_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A diff of a tensor too wide to cache its time-major group reads both steps from one decode of the group
+    (read_many), with the same values as two reads."""
+    from netlapse.analyzer.compaction import compact_tape
+
+    store = LocalStore(tmp_path / "s")
+    snaps = snapshots(list(range(12)), seed=3)
+    w = TapeWriter(store, "t/", TENSORS, segment_max_steps=3, block_lanes=1024)
+    for s, snap in snaps.items():
+        w.append(s, snap)
+    w.close()
+    compact_tape(store, "t/", group_steps=8, block_lanes=1024, part_bytes=2_000, unit_steps=10)
+    r = TapeReader(store, "t/", cache_bytes=1024)  # every group counts as too wide to cache
+    assert r.fully_compacted
+    calls: list[object] = []
+    real = r._tm_group
+    monkeypatch.setattr(r, "_tm_group", lambda *a, **k: calls.append(k.get("rows")) or real(*a, **k))
+    a, b, c = r.read_many("fc.weight", [1, 6, 1])
+    assert calls == [[1, 6]]
+    for got, s in ((a, 1), (b, 6), (c, 1)):
+        assert np.array_equal(bits(got), bits(snaps[s]["fc.weight"]))
+    # Steps in different groups, or a single step: plain reads, same values.
+    x, y = r.read_many("conv.weight", [2, 10])
+    assert np.array_equal(bits(x), bits(snaps[2]["conv.weight"]))
+    assert np.array_equal(bits(y), bits(snaps[10]["conv.weight"]))

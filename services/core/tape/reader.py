@@ -583,17 +583,28 @@ class TapeReader:
         return bits.view(np.dtype(self._tensors[t].dtype)).astype(np.float64)
 
     def _tm_group(
-        self, t: int, unit: _Unit, g: int, upto: int | None = None, last_two: bool = False
+        self,
+        t: int,
+        unit: _Unit,
+        g: int,
+        upto: int | None = None,
+        last_two: bool = False,
+        rows: Sequence[int] | None = None,
     ) -> np.ndarray:
         """Lanes of tensor t over group g of a time-major unit: [steps in group (or upto+1), lanes], cached.
 
         ``last_two``: only rows upto-1 and upto ([2, lanes], not cached), for tensors too wide to hold a
-        group of; one part's chunks are in memory at a time either way."""
+        group of; ``rows``: only those rows ([len(rows), lanes], not cached; upto = their largest): a group
+        is decoded once for several steps of a wide tensor. One part's chunks are in memory at a time."""
+        if rows is not None:
+            upto = max(rows)
         g0 = g * unit.group_steps
         gl = min(unit.group_steps, len(unit.steps) - g0)
         need = gl - 1 if upto is None else min(upto, gl - 1)
         ckey = ("tm", unit.parts[0].id, t, g)
-        if not last_two:
+        if last_two:
+            rows = [max(0, need - 1), need]
+        if rows is None:
             with self._lock:
                 hit = self._blocks.get(ckey)
             if hit is not None and hit.shape[0] > need:
@@ -602,7 +613,7 @@ class TapeReader:
         n = self._n_lanes(t)
         b0, nbt = self._tm_block0(t, unit.block_lanes), _n_blocks(n, unit.block_lanes)
         slices = _block_slices(n, unit.block_lanes)
-        out = np.empty((2 if last_two else need + 1, n), dtype=lanes.signed)
+        out = np.empty((len(rows) if rows is not None else need + 1, n), dtype=lanes.signed)
         name = self._tensors[t].name
         pool = _read_pool()
         batch: list[tuple[_Object, np.ndarray, memoryview, int, slice]] = []  # per block
@@ -617,7 +628,7 @@ class TapeReader:
                 steps=gl,
                 need=need,
                 out=out,
-                last_two=last_two,
+                rows=rows,
                 name=name,
             )
             per = max(1, -(-len(batch) // (2 * (os.cpu_count() or 2))))  # a few blocks per job
@@ -633,11 +644,11 @@ class TapeReader:
             lo_block, hi_block = int(part.entry["block_lo"]), int(part.entry["block_hi"])
             take = min(nbt - b, hi_block - gb)
             r0 = g * (hi_block - lo_block) + (gb - lo_block)
-            rows = table[r0 : r0 + take]
-            lo = int(rows[0, 0])
-            hi = int(rows[-1, 0] + rows[-1, 1])
+            trows = table[r0 : r0 + take]
+            lo = int(trows[0, 0])
+            hi = int(trows[-1, 0] + trows[-1, 1])
             data = memoryview(self._get_range(part, lo, hi - lo))
-            batch.extend((part, rows[j], data, lo, slices[b + j]) for j in range(take))
+            batch.extend((part, trows[j], data, lo, slices[b + j]) for j in range(take))
             batch_bytes += hi - lo
             if batch_bytes >= _FETCH_BYTES:
                 flush()
@@ -645,7 +656,7 @@ class TapeReader:
         if batch:
             flush()
         out.setflags(write=False)
-        if not last_two:
+        if rows is None:
             with self._lock:
                 self._blocks.put(ckey, out, out.nbytes)
         return out
@@ -660,21 +671,21 @@ class TapeReader:
         steps: int,
         need: int,
         out: np.ndarray,
-        last_two: bool,
+        rows: Sequence[int] | None,
         name: str,
     ) -> None:
-        """Decode blocks i*per .. of a batch into ``out`` (all rows up to ``need``, or the last two)."""
+        """Decode blocks i*per .. of a batch into ``out`` (all rows up to ``need``, or just ``rows``)."""
         for part, row, data, base, sl in batch[i * per : (i + 1) * per]:
             c = data[int(row[0]) - base : int(row[0]) - base + int(row[1])]
             if zlib.crc32(c) != int(row[2]):
                 raise TapeCorrupt(f"segment {part.key}: chunk of tensor {name!r} fails its crc32")
             try:
-                if last_two:
+                if rows is not None:
                     m = decode_time_major_chunk(
                         c, lanes.signed, steps, sl.stop - sl.start, int(row[3]), upto=need
                     )
-                    out[0, sl] = m[max(0, need - 1)]
-                    out[1, sl] = m[need]
+                    for k, r in enumerate(rows):
+                        out[k, sl] = m[r]
                 else:
                     decode_time_major_chunk(
                         c, lanes.signed, steps, sl.stop - sl.start, int(row[3]), upto=need, out=out[:, sl]
@@ -753,6 +764,36 @@ class TapeReader:
             np.add(v, st.key64, out=v)
             return v.astype(dt).reshape(info.shape)
         return _unmono(st.m, lanes).view(dt).reshape(info.shape)
+
+    def read_many(self, name: str, steps: Sequence[int]) -> list[np.ndarray]:
+        """read() of several steps of one tensor, in the order given (each a fresh array). Steps in one
+        time-major group of a tensor too wide to cache its group are decoded from that group once; the others
+        are read one by one in the order given (a step-major chain goes on from the state before)."""
+        info = self.tensor(name)
+        t = self._tensor_index[name]
+        positions = [self._locate(s) for s in steps]
+        self._maybe_refresh()
+        out: list[np.ndarray | None] = [None] * len(positions)
+        shared: dict[tuple[int, int], list[int]] = {}
+        for k, pos in enumerate(positions):
+            unit = self._covered.get(pos)
+            if unit is None:
+                continue
+            g = (pos - unit.first_pos) // unit.group_steps
+            gl = min(unit.group_steps, len(unit.steps) - g * unit.group_steps)
+            if gl * self._n_lanes(t) * self._lanes[t].signed.itemsize > self._blocks.max_bytes // 2:
+                shared.setdefault((id(unit), g), []).append(k)
+        for ks in shared.values():
+            if len({positions[k] for k in ks}) < 2:
+                continue
+            unit = self._covered[positions[ks[0]]]
+            g = (positions[ks[0]] - unit.first_pos) // unit.group_steps
+            rows = sorted({positions[k] - unit.first_pos - g * unit.group_steps for k in ks})
+            grp: np.ndarray = self._with_retry(functools.partial(self._tm_group, t, unit, g, rows=rows))
+            for k in ks:
+                j = positions[k] - unit.first_pos - g * unit.group_steps
+                out[k] = self._values(t, info, _State(grp[rows.index(j)], None))
+        return [o if o is not None else self.read(name, steps[k]) for k, o in enumerate(out)]
 
     def trajectory(self, name: str, flat_indices: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """Values of the chosen elements (indices into the flattened tensor) at every committed step:
