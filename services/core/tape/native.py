@@ -68,43 +68,17 @@ def _load() -> Any:
             path = os.environ.get("NETLAPSE_NATIVE_LIB") or (spec.origin if spec is not None else None)
             if path:
                 lib = ctypes.CDLL(path)
-                lib.nl_encode.restype = ctypes.c_int64
-                lib.nl_encode.argtypes = [
-                    ctypes.c_int,
-                    ctypes.c_int64,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_int,
-                    ctypes.c_void_p,
-                    ctypes.c_int64,
-                ]
-                lib.nl_decode.restype = ctypes.c_int
-                lib.nl_decode.argtypes = [
-                    ctypes.c_char_p,
-                    ctypes.c_int64,
-                    ctypes.c_int,
-                    ctypes.c_int64,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                ]
-                lib.nl_encode_bits.restype = ctypes.c_int64
-                lib.nl_encode_bits.argtypes = [
-                    ctypes.c_int,
-                    ctypes.c_int64,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_int,
-                    ctypes.c_void_p,
-                    ctypes.c_int64,
-                ]
-                lib.nl_mono.restype = None
-                lib.nl_mono.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
-                lib.nl_bound.restype = ctypes.c_int64
-                lib.nl_bound.argtypes = [ctypes.c_int, ctypes.c_int64]
+                i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
+                signatures = {
+                    "nl_encode": (i64, [i32, i64, ptr, ptr, ptr, i32, ptr, i64]),
+                    "nl_encode_bits": (i64, [i32, i64, ptr, ptr, ptr, ptr, i32, ptr, i64]),
+                    "nl_decode": (i32, [ctypes.c_char_p, i64, i32, i64, ptr, ptr, ptr]),
+                    "nl_mono": (None, [i32, i64, ptr, ptr]),
+                    "nl_bound": (i64, [i32, i64]),
+                }
+                for fn, (res, args) in signatures.items():
+                    getattr(lib, fn).restype = res
+                    getattr(lib, fn).argtypes = args
                 _lib = lib
         except OSError:
             log.warning("the native tape codec is built but does not load", exc_info=True)
@@ -166,54 +140,47 @@ def mono_into(bits: np.ndarray, out: np.ndarray) -> bool:
     return True
 
 
-def encode(m: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool) -> bytes:
-    """A chunk of lanes ``m`` (1-d, 2/4/8-byte ints): a values chunk, or a delta chunk against ``m1`` (and
-    ``m2``, which makes the predictor extrapolate). The lanes are read, never written."""
-    lib = _load()
-    if lib is None:
-        raise NativeCodecMissing("the native tape codec is not built")
-    wb = m.dtype.itemsize
-    n = m.size
-    if wb not in WIDTHS:
-        raise ValueError(f"native codec: lanes of {wb} bytes are not supported")
+def _check_prev(m1: np.ndarray | None, m2: np.ndarray | None, n: int, wb: int) -> None:
     for a in (m1, m2):
         if a is not None and (a.size != n or a.dtype.itemsize != wb):
             raise ValueError("native codec: previous steps must match the block's lanes")
+
+
+def _encode(
+    fn: str, lanes: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, values: bool, *pre: int | None
+) -> bytes:
+    """One block through ``fn`` (nl_encode or nl_encode_bits, whose pointer arguments ``pre`` come before
+    m1 and m2): the chunk's bytes."""
+    lib = _load()
+    if lib is None:
+        raise NativeCodecMissing("the native tape codec is not built")
+    wb, n = lanes.dtype.itemsize, lanes.size
+    if wb not in WIDTHS:
+        raise ValueError(f"native codec: lanes of {wb} bytes are not supported")
+    _check_prev(m1, m2, n, wb)
     if not values and m1 is None:
         raise ValueError("native codec: a delta chunk needs the previous step")
     cap = int(lib.nl_bound(wb, n))
     out = _out_buffer(cap)
-    size = int(lib.nl_encode(wb, n, _ptr(m), _ptr(m1), _ptr(m2), 1 if values else 0, _ptr(out), cap))
+    size = int(getattr(lib, fn)(wb, n, *pre, _ptr(m1), _ptr(m2), 1 if values else 0, _ptr(out), cap))
     if size < 0:
         raise RuntimeError(f"native encoder failed: {_ERRORS.get(size, size)}")
     return out[:size].tobytes()
+
+
+def encode(m: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool) -> bytes:
+    """A chunk of lanes ``m`` (1-d, 2/4/8-byte ints): a values chunk, or a delta chunk against ``m1`` (and
+    ``m2``, which makes the predictor extrapolate). The lanes are read, never written."""
+    return _encode("nl_encode", m, m1, m2, values, _ptr(m))
 
 
 def encode_bits(
     bits: np.ndarray, m_out: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool
 ) -> bytes:
     """encode() of the monotone lanes of float bit lanes ``bits``, which it also writes into ``m_out``."""
-    lib = _load()
-    if lib is None:
-        raise NativeCodecMissing("the native tape codec is not built")
-    wb, n = bits.dtype.itemsize, bits.size
-    if wb not in WIDTHS or m_out.size != n or m_out.dtype.itemsize != wb:
+    if m_out.size != bits.size or m_out.dtype.itemsize != bits.dtype.itemsize:
         raise ValueError("native codec: bits and lanes must match in size and width")
-    for a in (m1, m2):
-        if a is not None and (a.size != n or a.dtype.itemsize != wb):
-            raise ValueError("native codec: previous steps must match the block's lanes")
-    if not values and m1 is None:
-        raise ValueError("native codec: a delta chunk needs the previous step")
-    cap = int(lib.nl_bound(wb, n))
-    out = _out_buffer(cap)
-    size = int(
-        lib.nl_encode_bits(
-            wb, n, _ptr(bits), _ptr(m_out), _ptr(m1), _ptr(m2), 1 if values else 0, _ptr(out), cap
-        )
-    )
-    if size < 0:
-        raise RuntimeError(f"native encoder failed: {_ERRORS.get(size, size)}")
-    return out[:size].tobytes()
+    return _encode("nl_encode_bits", bits, m1, m2, values, _ptr(bits), _ptr(m_out))
 
 
 def decode_into(
@@ -229,9 +196,7 @@ def decode_into(
         )
     wb = out.dtype.itemsize
     n = out.size
-    for a in (m1, m2):
-        if a is not None and (a.size != n or a.dtype.itemsize != wb):
-            raise ValueError("native codec: previous steps must match the block's lanes")
+    _check_prev(m1, m2, n, wb)
     data = bytes(chunk) if not isinstance(chunk, bytes) else chunk
     rc = int(lib.nl_decode(data, len(data), wb, n, _ptr(m1), _ptr(m2), _ptr(out)))
     if rc != 0:

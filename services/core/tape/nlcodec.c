@@ -65,37 +65,26 @@ enum {
 
 /* ---- thread-local scratch (no fresh pages per block) ------------------------------------------------ */
 
-static __thread uint8_t *tl_buf = NULL;
-static __thread size_t tl_cap = 0;
+typedef struct {
+    uint8_t *buf;
+    size_t cap;
+} scratch_t;
 
-static uint8_t *scratch(size_t need) {
-    if (need > tl_cap) {
-        free(tl_buf);
-        tl_cap = need + need / 4 + 4096;
-        tl_buf = (uint8_t *)malloc(tl_cap);
-        if (!tl_buf) {
-            tl_cap = 0;
-            return NULL;
-        }
+/* Two per thread: tables and symbols (scratch), streams and contexts (scratch2). */
+static __thread scratch_t tl_a = {NULL, 0}, tl_b = {NULL, 0};
+
+static uint8_t *grow(scratch_t *s, size_t need) {
+    if (need > s->cap) {
+        free(s->buf);
+        s->cap = need + need / 4 + 4096;
+        s->buf = (uint8_t *)malloc(s->cap);
+        if (!s->buf) s->cap = 0;
     }
-    return tl_buf;
+    return s->buf;
 }
 
-static __thread uint8_t *tl_buf2 = NULL;
-static __thread size_t tl_cap2 = 0;
-
-static uint8_t *scratch2(size_t need) {
-    if (need > tl_cap2) {
-        free(tl_buf2);
-        tl_cap2 = need + need / 4 + 4096;
-        tl_buf2 = (uint8_t *)malloc(tl_cap2);
-        if (!tl_buf2) {
-            tl_cap2 = 0;
-            return NULL;
-        }
-    }
-    return tl_buf2;
-}
+static uint8_t *scratch(size_t need) { return grow(&tl_a, need); }
+static uint8_t *scratch2(size_t need) { return grow(&tl_b, need); }
 
 /* ---- Huffman code lengths --------------------------------------------------------------------------- */
 
