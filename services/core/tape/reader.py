@@ -858,6 +858,16 @@ class TapeReader:
         values = np.stack([r.reshape(-1) for r in rows]) if rows else np.empty((0, idx.size), dtype=dt)
         return steps, values.reshape(len(steps), idx.size)
 
+    def _seg_tensor_rows(self, seg: _Segment, t: int) -> tuple[np.ndarray, int, int, int, memoryview]:
+        """(index table, first row of tensor t, blocks per step, byte offset, the tensor's bytes) of a
+        step-major segment: all of one tensor's chunks there are one range read."""
+        table = self._seg_table(seg)
+        base, nb = self._seg_rows(seg, t)
+        lo = int(table[base, 0])
+        last = base + len(seg.steps) * nb - 1
+        hi = int(table[last, 0] + table[last, 1])
+        return table, base, nb, lo, memoryview(self._get_range(seg, lo, hi - lo))
+
     def _sm_trajectory_blocks(
         self,
         seg: _Segment,
@@ -874,13 +884,8 @@ class TapeReader:
         dt = np.dtype(info.dtype)
         lanes = self._lanes[t]
         n = self._n_lanes(t)
-        table = self._seg_table(seg)
-        base, nb = self._seg_rows(seg, t)
+        table, base, nb, lo, data = self._seg_tensor_rows(seg, t)
         ks = len(seg.steps)
-        lo = int(table[base, 0])
-        last = base + ks * nb - 1
-        hi = int(table[last, 0] + table[last, 1])
-        data = memoryview(self._get_range(seg, lo, hi - lo))
         slices = _block_slices(n, seg.block_lanes)
         which = lane_idx // seg.block_lanes
         ub = [int(b) for b in np.unique(which)]
@@ -971,13 +976,8 @@ class TapeReader:
         lanes = self._lanes[t]
         w = lanes.signed.itemsize
         n = self._n_lanes(t)
-        table = self._seg_table(seg)
-        base, nb = self._seg_rows(seg, t)
+        table, base, nb, lo, data = self._seg_tensor_rows(seg, t)
         ks = len(seg.steps)
-        lo = int(table[base, 0])
-        last = base + ks * nb - 1
-        hi = int(table[last, 0] + table[last, 1])
-        data = memoryview(self._get_range(seg, lo, hi - lo))
         blocks = lane_idx // seg.block_lanes
         ub = np.unique(blocks)
         slices = _block_slices(n, seg.block_lanes)
