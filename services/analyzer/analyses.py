@@ -181,10 +181,11 @@ class DiffRequest(AnalysisRequest):
 
 
 def read_pair(tape: TapeReader, name: str, from_step: int, to_step: int) -> tuple[np.ndarray, np.ndarray]:
-    """value(from), value(to), ``from`` read first: on a step-major tape the delta chain to ``to`` then goes on
-    from the state just decoded (a wide tensor's keyframe is not decoded twice)."""
-    a = tape.read(name, from_step)
-    return a, tape.read(name, to_step)
+    """value(from), value(to) (fresh arrays) from one ``read_many``: on a step-major tape the delta chain to
+    ``to`` goes on from the ``from`` state (a wide tensor's keyframe is not decoded twice); in one time-major
+    group of a wide tensor both rows come from one pass over the group."""
+    a, b = tape.read_many(name, [from_step, to_step])
+    return a, b
 
 
 def _diff(ctx: Context, r: DiffRequest) -> Result:
