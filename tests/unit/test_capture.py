@@ -403,3 +403,32 @@ def test_capture_device_names_the_gpu_only_for_a_model_on_one_gpu() -> None:
     assert capture_device(small_model()) is None
     if torch.cuda.is_available():
         assert capture_device(small_model().cuda()) == f"cuda:{torch.cuda.current_device()}"
+
+
+def test_non_contiguous_parameters_are_copied_by_value(store: LocalStore) -> None:
+    """The host copy is a memcpy per tensor: a channels_last conv weight (strided) and a transposed parameter
+    still land in the buffer in logical order, bit for bit."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+    model = model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        model[2].weight = nn.Parameter(model[2].weight.detach().t().contiguous().t())  # a transposed view
+    assert not model[0].weight.is_contiguous() and not model[2].weight.is_contiguous()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(7)
+    writer = TapeWriter(store, "t/", capturable_tensors(model))
+    expected = {}
+    with CapturePipeline(model, writer, buffers=2) as pipe:
+        for step in range(5):
+            if step:
+                x = torch.randn(4, 3, 8, 8, generator=gen).to(memory_format=torch.channels_last)
+                loss = model(x).square().mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            expected[step] = float_state(model)
+            pipe.capture(step)
+    r = TapeReader(store, "t/")
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), np.ascontiguousarray(want))
