@@ -162,7 +162,10 @@ class CapturePipeline:
                 "the writer's tensors differ from the model's; build it with "
                 f"capturable_tensors(model, include_buffers={include_buffers})"
             )
+        self._shapes = [torch.Size(t.shape) for t in self.infos]
+        self._dtypes = [next(k for k, v in _TORCH_TO_NUMPY.items() if v == t.dtype) for t in self.infos]
         sources = self._sources()
+        self._direct = self._direct_map()
         self.cuda = any(s.is_cuda for s in sources)
         # Parameters may sit on several GPUs: each device gets its own copy stream.
         self.devices = sorted({s.device for s in sources if s.is_cuda}, key=lambda d: d.index or 0)
@@ -202,8 +205,48 @@ class CapturePipeline:
 
     # -- setup helpers
 
+    def _direct_map(self) -> list[tuple[dict[str, Any], str]] | None:
+        """Where each captured tensor lives — its module's ``_parameters`` or ``_buffers`` dict and key — when
+        ``state_dict()`` is exactly those (no state-dict hooks, no module overriding how it saves itself).
+        Then a capture reads them directly: ``state_dict()`` walks every module and builds a dict each time
+        (0.05-0.35 ms for paper-cnn, more for deep models: a real share of a ~2 ms GPU step). None otherwise."""
+        base = torch.nn.Module
+        mods = dict(self.model.named_modules(remove_duplicate=False))
+        for m in mods.values():
+            t = type(m)
+            if (
+                getattr(m, "_state_dict_hooks", None)
+                or getattr(m, "_state_dict_pre_hooks", None)
+                or t.state_dict is not base.state_dict
+                or t._save_to_state_dict is not base._save_to_state_dict
+            ):
+                return None
+        out: list[tuple[dict[str, Any], str]] = []
+        for info in self.infos:
+            prefix, _, attr = info.name.rpartition(".")
+            m = mods.get(prefix)
+            if m is None:
+                return None
+            if m._parameters.get(attr) is not None:
+                out.append((m._parameters, attr))
+            elif m._buffers.get(attr) is not None and attr not in m._non_persistent_buffers_set:
+                out.append((m._buffers, attr))
+            else:
+                return None
+        return out
+
     def _sources(self) -> list[torch.Tensor]:
         """The live capturable tensors, checked against the layout fixed at construction."""
+        direct = getattr(self, "_direct", None)
+        if direct is not None:
+            fast: list[torch.Tensor] = []
+            for (d, key), shape, dt in zip(direct, self._shapes, self._dtypes, strict=True):
+                t = d.get(key)
+                if t is None or t.shape != shape or t.dtype != dt:
+                    break  # gone or reshaped: state_dict() below says how
+                fast.append(t)
+            else:
+                return fast
         sd = self.model.state_dict()
         out: list[torch.Tensor] = []
         for info in self.infos:

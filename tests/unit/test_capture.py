@@ -432,3 +432,39 @@ def test_non_contiguous_parameters_are_copied_by_value(store: LocalStore) -> Non
     for step, snap in expected.items():
         for name, want in snap.items():
             assert_same_bits(r.read(name, step), np.ascontiguousarray(want))
+
+
+def test_captures_follow_replaced_parameters_and_hooks(store: LocalStore) -> None:
+    """A capture reads parameters and buffers straight from their modules (no state_dict() per step), so it
+    must see what state_dict() would: a parameter replaced by a new one (or its .data swapped) is captured
+    with its new values, a reshaped one is an error, and a model with a state-dict hook keeps state_dict()."""
+    model = small_model()
+    writer = TapeWriter(store, "t/", capturable_tensors(model))
+    pipe = CapturePipeline(model, writer, buffers=2)
+    assert pipe._direct is not None
+    expected = {0: float_state(model)}
+    pipe.capture(0)
+    model[0].weight = nn.Parameter(torch.full_like(model[0].weight, 0.5))
+    expected[1] = float_state(model)
+    pipe.capture(1)
+    model[3].bias.data = torch.full_like(model[3].bias, -2.0)
+    model[1].running_mean.fill_(3.0)
+    expected[2] = float_state(model)
+    pipe.capture(2)
+    model[3].bias = nn.Parameter(torch.zeros(5))
+    with pytest.raises(RuntimeError, match="changed since capture started"):
+        pipe.capture(3)
+    pipe.close()
+    r = TapeReader(store, "t/")
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), want)
+    assert np.all(r.read("0.weight", 1) == 0.5) and np.all(r.read("3.bias", 2) == -2.0)
+
+    hooked = small_model()
+    hooked.register_state_dict_pre_hook(lambda module, prefix, keep_vars: None)
+    w2 = TapeWriter(store, "h/", capturable_tensors(hooked))
+    with CapturePipeline(hooked, w2) as p2:
+        assert p2._direct is None
+        p2.capture(0)
+    assert_same_bits(TapeReader(store, "h/").read("0.weight", 0), float_state(hooked)["0.weight"])
