@@ -17,7 +17,12 @@ from netlapse.trainer.training import execute_run
 
 def main(store_dir: str, run_id: str) -> int:
     settings = Settings(
-        data_dir=Path(store_dir).parent, resume_interval_s=0, segment_max_steps=4, torch_threads=1
+        # Checkpoints a quarter second apart: segments (every 4 steps) get committed past each one, the moment
+        # the from-checkpoint test kills at (with 0, a new checkpoint followed every commit).
+        data_dir=Path(store_dir).parent,
+        resume_interval_s=0.25,
+        segment_max_steps=4,
+        torch_threads=1,
     )
     store = LocalStore(store_dir)
     repo = RunRepository(store)
