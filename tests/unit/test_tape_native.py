@@ -287,3 +287,32 @@ def test_read_many_decodes_a_wide_time_major_group_once(
     x, y = r.read_many("conv.weight", [2, 10])
     assert np.array_equal(bits(x), bits(snaps[2]["conv.weight"]))
     assert np.array_equal(bits(y), bits(snaps[10]["conv.weight"]))
+
+
+def test_long_chains_through_a_small_cache_read_every_step_exactly(tmp_path: Path) -> None:
+    """A chain longer than the cache holds reuses the lanes of positions nobody keeps; cached states (and the
+    values handed out) are never overwritten by that."""
+    store = LocalStore(tmp_path / "s")
+    rng = np.random.default_rng(21)
+    info = [TensorInfo("w", (5000,), "float32")]
+    cur = rng.standard_normal(5000).astype(np.float32)
+    snaps = []
+    for _ in range(14):
+        cur = (cur + rng.standard_normal(5000).astype(np.float32) * 1e-3).astype(np.float32)
+        snaps.append(cur.copy())
+    w = TapeWriter(store, "t/", info, block_lanes=2048, keyframe_interval=100, segment_max_steps=5)
+    for s, a in enumerate(snaps):
+        w.append(s, {"w": a})
+    w.close()
+    r = TapeReader(store, "t/", cache_bytes=60_000)  # a quarter holds fewer than 13 states of 20 kB
+    first = r.read("w", 13)
+    got = {s: r.read("w", s) for s in (12, 3, 7, 13, 0, 11)}
+    assert np.array_equal(bits(first), bits(snaps[13]))
+    for s, a in got.items():
+        assert np.array_equal(bits(a), bits(snaps[s])), s
+    assert np.array_equal(bits(r.read("w", 12)), bits(snaps[12]))
+    # A chain that fits the cache keeps every state it decodes: none of them may be reused.
+    big = TapeReader(store, "t/")
+    assert np.array_equal(bits(big.read("w", 13)), bits(snaps[13]))
+    for s in range(14):
+        assert np.array_equal(bits(big.read("w", s)), bits(snaps[s])), s

@@ -471,6 +471,9 @@ class TapeReader:
         key64 = start.key64 if start is not None else None
         q = start.q if start is not None else 0.0
         state: _State | None = None
+        spare: np.ndarray | None = None
+        # Lanes decoded here and not cached, by id (held, so an id is never reused): overwritten two steps on.
+        uncached: dict[int, np.ndarray] = {}
         pool = _read_pool()
         p = first
         while p <= last:
@@ -497,7 +500,9 @@ class TapeReader:
                     what = f"tensor {name!r} at step {seg.steps[kk]}"
                     is_key = int(rows[0, 3]) == MODE_KEY
                     qk = float(np.int64(rows[0, 4]).view(np.float64))
-                    out = np.empty(n, dtype=lanes.signed)
+                    # A state two positions back that nobody holds is overwritten (no fresh pages per step).
+                    out = spare if spare is not None else np.empty(n, dtype=lanes.signed)
+                    spare = None
                     kb = np.empty(n, dtype=lanes.signed) if is_key else None
                     if not is_key and m1 is None:
                         raise TapeCorrupt(
@@ -533,6 +538,11 @@ class TapeReader:
                             self._states.put(
                                 (t, pos), state, out.nbytes + (kb.nbytes if kb is not None else 0)
                             )
+                    if m2 is not None and id(m2) in uncached:
+                        spare = uncached.pop(id(m2))
+                        spare.setflags(write=True)
+                    if not (keep_all or pos >= last - 1):
+                        uncached[id(out)] = out
                     m1, m2 = out, prev
                 k = ke + 1
             p = seg.first_pos + k1 + 1
