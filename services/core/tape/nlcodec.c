@@ -599,6 +599,23 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         out[ii] = (UT)(out[ii] + (UT)((UT)(mag ^ (UT)(0 - neg)) + neg));                                       \
     } while (0)
 
+/* Elements i..n-1 through ONE(stream, index, ...): four streams interleaved with their bit state in locals
+ * (registers, not memory) while four elements remain, then element by element (stream i % ns). */
+#define NL_FOR_STREAMS(ARR, T, ONE, ...)                                                                       \
+    do {                                                                                                       \
+        if (ns == NS) {                                                                                        \
+            T s0 = ARR[0], s1 = ARR[1], s2 = ARR[2], s3 = ARR[3];                                              \
+            for (; i + NS <= n; i += NS) {                                                                     \
+                ONE(s0, i, __VA_ARGS__);                                                                       \
+                ONE(s1, i + 1, __VA_ARGS__);                                                                   \
+                ONE(s2, i + 2, __VA_ARGS__);                                                                   \
+                ONE(s3, i + 3, __VA_ARGS__);                                                                   \
+            }                                                                                                  \
+            ARR[0] = s0, ARR[1] = s1, ARR[2] = s2, ARR[3] = s3;                                                \
+        }                                                                                                      \
+        for (; i < n; i++) ONE(ARR[i & (ns - 1)], i, __VA_ARGS__);                                             \
+    } while (0)
+
 #define DEFINE_CODEC(W, UT, ST, WT)                                                                          \
     static inline UT pred_##W(UT m1, UT p, int alpha) {                                                      \
         return (UT)(m1 + (UT)(ST)(((WT)alpha * (WT)(ST)p) >> 4));                                             \
@@ -754,20 +771,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         bw_t bw[NS];                                                                                          \
         for (int j = 0; j < ns; j++) bw[j] = (bw_t){sbuf + (size_t)j * scap, 0, 0};                           \
         int64_t i = 0;                                                                                        \
-        if (ns == NS) { /* the four streams in locals: registers, not memory */                               \
-            bw_t s0 = bw[0], s1 = bw[1], s2 = bw[2], s3 = bw[3];                                              \
-            for (; ns == NS && i + NS <= n; i += NS) {                                                            \
-                NL_PUT(s0, i, W, UT);                                                                              \
-                NL_PUT(s1, i + 1, W, UT);                                                                          \
-                NL_PUT(s2, i + 2, W, UT);                                                                          \
-                NL_PUT(s3, i + 3, W, UT);                                                                          \
-            }                                                                                                     \
-            bw[0] = s0, bw[1] = s1, bw[2] = s2, bw[3] = s3;                                                   \
-        }                                                                                                     \
-        for (; i < n; i++) {                                                                                  \
-            int j = (int)(i & (ns - 1));                                                                      \
-            NL_PUT(bw[j], i, W, UT);                                                                              \
-        }                                                                                                     \
+        NL_FOR_STREAMS(bw, bw_t, NL_PUT, W, UT);                                                              \
         int64_t coded = NL_HEAD + (int64_t)tsz + 4 * ns;                                                      \
         for (int j = 0; j < ns; j++) {                                                                        \
             bw_flush(&bw[j]);                                                                                 \
@@ -861,35 +865,9 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             uint8_t *cx = scratch2((size_t)n + 16);                                                           \
             if (!cx) return NL_E_MEM;                                                                         \
             prepass_delta32_avx2((const uint32_t *)m1, (const uint32_t *)m2, n, alpha, cx, (uint32_t *)out);  \
-            if (ns == NS) { /* the four streams in locals: registers, not memory */                           \
-                br_t s0 = br[0], s1 = br[1], s2 = br[2], s3 = br[3];                                          \
-                for (; ns == NS && i + NS <= n; i += NS) {                                                        \
-                    NL_GET_PRE(s0, i, W, UT);                                                                      \
-                    NL_GET_PRE(s1, i + 1, W, UT);                                                                  \
-                    NL_GET_PRE(s2, i + 2, W, UT);                                                                  \
-                    NL_GET_PRE(s3, i + 3, W, UT);                                                                  \
-                }                                                                                                 \
-                br[0] = s0, br[1] = s1, br[2] = s2, br[3] = s3;                                               \
-            }                                                                                                 \
-            for (; i < n; i++) {                                                                              \
-                int j = (int)(i & (ns - 1));                                                                  \
-                NL_GET_PRE(br[j], i, W, UT);                                                                      \
-            }                                                                                                 \
+            NL_FOR_STREAMS(br, br_t, NL_GET_PRE, W, UT);                                                      \
         } else {                                                                                              \
-            if (ns == NS) { /* the four streams in locals: registers, not memory */                           \
-                br_t s0 = br[0], s1 = br[1], s2 = br[2], s3 = br[3];                                          \
-                for (; ns == NS && i + NS <= n; i += NS) {                                                        \
-                    NL_GET(s0, i, W, UT, ST);                                                                      \
-                    NL_GET(s1, i + 1, W, UT, ST);                                                                  \
-                    NL_GET(s2, i + 2, W, UT, ST);                                                                  \
-                    NL_GET(s3, i + 3, W, UT, ST);                                                                  \
-                }                                                                                                 \
-                br[0] = s0, br[1] = s1, br[2] = s2, br[3] = s3;                                               \
-            }                                                                                                 \
-            for (; i < n; i++) {                                                                              \
-                int j = (int)(i & (ns - 1));                                                                  \
-                NL_GET(br[j], i, W, UT, ST);                                                                      \
-            }                                                                                                 \
+            NL_FOR_STREAMS(br, br_t, NL_GET, W, UT, ST);                                                      \
         }                                                                                                     \
         for (int j = 0; j < ns; j++)                                                                          \
             if (br[j].over > br[j].n) return NL_E_OVERRUN;                                                    \
