@@ -616,7 +616,8 @@ def reap_lost_runs(store: Store, events: EventStream | None, settings: Settings)
         except (RunNotFound, ValueError):
             try:
                 young = time.time() - float(store.get_json(key).get("at", 0)) < 60
-            except Exception:
+            except Exception:  # an unreadable marker of a run with no record: nothing left to protect
+                log.warning("SDK run %s: its active marker is unreadable; removing it", run_id, exc_info=True)
                 young = False
             if not young:  # else its record may be being created right now
                 _deactivate(store, run_id)
