@@ -237,23 +237,26 @@ def test_the_scalar_build_writes_the_same_bytes_as_the_simd_one(tmp_path: Path) 
     assert digests[0] == digests[1] and len(digests[0]) == 64
 
 
+def _walk_tape(store: LocalStore, steps: int, seed: int, **kw: object) -> list[np.ndarray]:
+    """A 5000-element float32 random walk written to "t/" in blocks of 2048 lanes; returns the snapshots."""
+    rng = np.random.default_rng(seed)
+    cur = rng.standard_normal(5000).astype(np.float32)
+    snaps = []
+    for _ in range(steps):
+        cur = (cur + rng.standard_normal(5000).astype(np.float32) * 1e-3).astype(np.float32)
+        snaps.append(cur.copy())
+    w = TapeWriter(store, "t/", [TensorInfo("w", (5000,), "float32")], block_lanes=2048, **kw)  # type: ignore[arg-type]
+    for s, a in enumerate(snaps):
+        w.append(s, {"w": a})
+    w.close()
+    return snaps
+
+
 def test_a_trajectory_across_blocks_and_keyframes_reads_the_written_values(tmp_path: Path) -> None:
     """Elements in three blocks of a wide tensor, over keyframes and deltas: native chunks decode each
     touched block against that block's previous steps, carried from one segment to the next."""
     store = LocalStore(tmp_path / "s")
-    rng = np.random.default_rng(12)
-    info = [TensorInfo("w", (5000,), "float32")]
-    cur = rng.standard_normal(5000).astype(np.float32)
-    snaps = []
-    for _ in range(23):
-        cur = (cur + rng.standard_normal(5000).astype(np.float32) * 1e-3).astype(np.float32)
-        snaps.append(cur.copy())
-    w = TapeWriter(
-        store, "t/", info, block_lanes=2048, keyframe_interval=7, segment_max_steps=3, entropy="native"
-    )
-    for s, a in enumerate(snaps):
-        w.append(s, {"w": a})
-    w.close()
+    snaps = _walk_tape(store, 23, 12, keyframe_interval=7, segment_max_steps=3, entropy="native")
     idx = [0, 2047, 2048, 4999]
     steps, vals = TapeReader(store, "t/").trajectory("w", idx)
     assert steps == list(range(23))
@@ -293,17 +296,7 @@ def test_long_chains_through_a_small_cache_read_every_step_exactly(tmp_path: Pat
     """A chain longer than the cache holds reuses the lanes of positions nobody keeps; cached states (and the
     values handed out) are never overwritten by that."""
     store = LocalStore(tmp_path / "s")
-    rng = np.random.default_rng(21)
-    info = [TensorInfo("w", (5000,), "float32")]
-    cur = rng.standard_normal(5000).astype(np.float32)
-    snaps = []
-    for _ in range(14):
-        cur = (cur + rng.standard_normal(5000).astype(np.float32) * 1e-3).astype(np.float32)
-        snaps.append(cur.copy())
-    w = TapeWriter(store, "t/", info, block_lanes=2048, keyframe_interval=100, segment_max_steps=5)
-    for s, a in enumerate(snaps):
-        w.append(s, {"w": a})
-    w.close()
+    snaps = _walk_tape(store, 14, 21, keyframe_interval=100, segment_max_steps=5)
     r = TapeReader(store, "t/", cache_bytes=60_000)  # a quarter holds fewer than 13 states of 20 kB
     first = r.read("w", 13)
     got = {s: r.read("w", s) for s in (12, 3, 7, 13, 0, 11)}
