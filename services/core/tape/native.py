@@ -24,9 +24,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 NATIVE_TAG = 0xA3
-# Chunk kinds (byte 2): a values chunk (keyframes, dense blocks) or a delta chunk; bit 7: stored raw; bit 6: a
-# delta that is zero everywhere (nothing stored).
-KIND_VALUES, KIND_DELTA, KIND_RAW, KIND_ZERO = 0, 1, 0x80, 0x40
+# Chunk header (8 bytes): tag, lane bytes, kind, alpha (int8), u32 lanes. Kind (kind_of): 0 values (keyframes,
+# dense blocks) or 1 delta; bit 7 stored raw, bit 6 a delta zero everywhere (nothing stored), bit 4 four
+# interleaved streams. nlcodec.c is the one place that reads or writes them.
 WIDTHS = (2, 4, 8)  # lane bytes the native codec takes; 1-byte lanes stay on byte planes
 
 _ERRORS = {
