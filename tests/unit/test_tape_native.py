@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -227,14 +228,37 @@ def test_the_scalar_build_writes_the_same_bytes_as_the_simd_one(tmp_path: Path) 
         "    m[:3] = [-2**31, 2**31 - 1, 0]\n"
         "    for c in (native.encode(m, m1, m2, values=False), native.encode(m, m1, None, values=False)):\n"
         "        h.update(c)\n"
-        "print(h.hexdigest())\n"
+        "import zlib\n"
+        "ok = all(native.crc32(c[:k]) == zlib.crc32(c[:k]) for k in range(300))\n"
+        "c, crc = native.encode_crc(m, m1, m2, values=False)\n"
+        "print(h.hexdigest(), ok and crc == zlib.crc32(c))\n"
     )
     digests = []
     for env_lib in ("", str(lib)):
         env = {**os.environ, "NETLAPSE_NATIVE_LIB": env_lib}
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         digests.append(r.stdout.strip())
-    assert digests[0] == digests[1] and len(digests[0]) == 64
+    assert digests[0] == digests[1] and len(digests[0]) == 64 + 5 and digests[0].endswith(" True")
+
+
+def test_the_codec_crc_is_zlibs_for_every_length_and_every_chunk() -> None:
+    """The CRC-32 the codec computes (carry-less multiplication, a table for the tail) is zlib.crc32: at every
+    length around the 16- and 64-byte folding steps, on large buffers, and for each chunk it encodes."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 256, (1 << 20) + 77, dtype=np.uint8).tobytes()
+    for k in [*range(0, 300), 4095, 4096, 65_537, len(data)]:
+        assert native.crc32(data[:k]) == zlib.crc32(data[:k]), k
+    assert native.crc32(memoryview(data)[3:1000]) == zlib.crc32(data[3:1000])
+    m2 = rng.integers(-(2**31), 2**31, 70_001, dtype=np.int64).astype(np.int32)
+    m1 = (m2 + rng.integers(-900, 900, m2.size)).astype(np.int32)
+    m = (m1 + rng.integers(-700, 700, m2.size)).astype(np.int32)
+    for c, crc in (
+        native.encode_crc(m, m1, m2, values=False),
+        native.encode_crc(m, None, None, values=True),
+        native.encode_bits(m.view(np.uint32), np.empty_like(m), None, None, values=True),
+        native.encode_crc(m1, m1, m1, values=False),  # a frozen block: the 8-byte header alone
+    ):
+        assert crc == zlib.crc32(c)
 
 
 def _walk_tape(store: LocalStore, steps: int, seed: int, **kw: object) -> list[np.ndarray]:

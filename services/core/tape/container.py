@@ -131,12 +131,16 @@ def _check_tensor_infos(tensors: Sequence[TensorInfo]) -> list[TensorInfo]:
 
 
 def pack_object(
-    chunks: list[bytes], rows: np.ndarray, header: dict[str, Any]
+    chunks: list[bytes], rows: np.ndarray, header: dict[str, Any], crcs_known: bool = False
 ) -> tuple[bytes, dict[str, Any]]:
-    """Chunks + index + trailer; rows[:, 0:3] (offset, length, crc) are filled in here."""
+    """Chunks + index + trailer; rows[:, 0:2] (offset, length) are filled in here, and rows[:, 2] (crc32)
+    too, except, with ``crcs_known``, where the encoder already put it (>= 0: the native codec computes it
+    while the chunk is in cache)."""
     off = 0
     for i, c in enumerate(chunks):
-        rows[i, 0], rows[i, 1], rows[i, 2] = off, len(c), zlib.crc32(c)
+        rows[i, 0], rows[i, 1] = off, len(c)
+        if not crcs_known or rows[i, 2] < 0:
+            rows[i, 2] = zlib.crc32(c)
         off += len(c)
     hdr = json.dumps(header, separators=(",", ":")).encode()
     index = zstandard.ZstdCompressor(level=3).compress(

@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import os
 import threading
+import zlib
 from typing import Any
 
 import numpy as np
@@ -54,10 +55,11 @@ _lib: Any = None
 _load_lock = threading.Lock()
 _loaded = False
 _warned = False
+_bound_extra = 0
 
 
 def _load() -> Any:
-    global _lib, _loaded
+    global _lib, _loaded, _bound_extra
     if _loaded:
         return _lib
     with _load_lock:
@@ -70,8 +72,9 @@ def _load() -> Any:
                 lib = ctypes.CDLL(path)
                 i32, i64, ptr = ctypes.c_int, ctypes.c_int64, ctypes.c_void_p
                 signatures = {
-                    "nl_encode": (i64, [i32, i64, ptr, ptr, ptr, i32, ptr, i64]),
-                    "nl_encode_bits": (i64, [i32, i64, ptr, ptr, ptr, ptr, i32, ptr, i64]),
+                    "nl_encode": (i64, [i32, i64, ptr, ptr, ptr, i32, ptr, i64, ptr]),
+                    "nl_encode_bits": (i64, [i32, i64, ptr, ptr, ptr, ptr, i32, ptr, i64, ptr]),
+                    "nl_crc32": (ctypes.c_uint32, [ctypes.c_uint32, ctypes.c_char_p, i64]),
                     "nl_decode": (i32, [ctypes.c_char_p, i64, i32, i64, ptr, ptr, ptr]),
                     "nl_mono": (None, [i32, i64, ptr, ptr]),
                     "nl_bound": (i64, [i32, i64]),
@@ -79,6 +82,7 @@ def _load() -> Any:
                 for fn, (res, args) in signatures.items():
                     getattr(lib, fn).restype = res
                     getattr(lib, fn).argtypes = args
+                _bound_extra = int(lib.nl_bound(1, 0))  # nl_bound(wb, n) = wb * n + this
                 _lib = lib
         except OSError:
             log.warning("the native tape codec is built but does not load", exc_info=True)
@@ -111,12 +115,23 @@ def is_native(chunk: bytes | memoryview) -> bool:
 _tls = threading.local()
 
 
-def _out_buffer(size: int) -> np.ndarray:
+def _out_buffer(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's chunk buffer (at least ``size`` bytes) and its one-word CRC slot."""
     buf: np.ndarray | None = getattr(_tls, "out", None)
     if buf is None or buf.size < size:
         buf = np.empty(size + size // 4, dtype=np.uint8)
         _tls.out = buf
-    return buf
+        _tls.crc = np.zeros(1, dtype=np.uint32)
+    return buf, _tls.crc
+
+
+def crc32(data: bytes | memoryview) -> int:
+    """zlib.crc32 of ``data``, ~2-3x faster with the native codec (carry-less multiplication)."""
+    lib = _load()
+    if lib is None:
+        return zlib.crc32(data)
+    b = data if isinstance(data, bytes) else bytes(data)
+    return int(lib.nl_crc32(0, b, len(b)))
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
@@ -148,9 +163,9 @@ def _check_prev(m1: np.ndarray | None, m2: np.ndarray | None, n: int, wb: int) -
 
 def _encode(
     fn: str, lanes: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, values: bool, *pre: int | None
-) -> bytes:
+) -> tuple[bytes, int]:
     """One block through ``fn`` (nl_encode or nl_encode_bits, whose pointer arguments ``pre`` come before
-    m1 and m2): the chunk's bytes."""
+    m1 and m2): the chunk's bytes and their CRC-32 (computed by the codec while the chunk is in cache)."""
     lib = _load()
     if lib is None:
         raise NativeCodecMissing("the native tape codec is not built")
@@ -160,24 +175,33 @@ def _encode(
     _check_prev(m1, m2, n, wb)
     if not values and m1 is None:
         raise ValueError("native codec: a delta chunk needs the previous step")
-    cap = int(lib.nl_bound(wb, n))
-    out = _out_buffer(cap)
-    size = int(getattr(lib, fn)(wb, n, *pre, _ptr(m1), _ptr(m2), 1 if values else 0, _ptr(out), cap))
+    cap = wb * n + _bound_extra  # nl_bound(wb, n): the lanes stored raw plus header and slack
+    out, crc = _out_buffer(cap)
+    size = int(
+        getattr(lib, fn)(wb, n, *pre, _ptr(m1), _ptr(m2), 1 if values else 0, _ptr(out), cap, _ptr(crc))
+    )
     if size < 0:
         raise RuntimeError(f"native encoder failed: {_ERRORS.get(size, size)}")
-    return out[:size].tobytes()
+    return out[:size].tobytes(), int(crc[0])
 
 
 def encode(m: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool) -> bytes:
     """A chunk of lanes ``m`` (1-d, 2/4/8-byte ints): a values chunk, or a delta chunk against ``m1`` (and
     ``m2``, which makes the predictor extrapolate). The lanes are read, never written."""
+    return _encode("nl_encode", m, m1, m2, values, _ptr(m))[0]
+
+
+def encode_crc(
+    m: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool
+) -> tuple[bytes, int]:
+    """encode(), and the chunk's CRC-32 (zlib.crc32 of it)."""
     return _encode("nl_encode", m, m1, m2, values, _ptr(m))
 
 
 def encode_bits(
     bits: np.ndarray, m_out: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool
-) -> bytes:
-    """encode() of the monotone lanes of float bit lanes ``bits``, which it also writes into ``m_out``."""
+) -> tuple[bytes, int]:
+    """encode_crc() of the monotone lanes of float bit lanes ``bits``, which it also writes into ``m_out``."""
     if m_out.size != bits.size or m_out.dtype.itemsize != bits.dtype.itemsize:
         raise ValueError("native codec: bits and lanes must match in size and width")
     return _encode("nl_encode_bits", bits, m1, m2, values, _ptr(bits), _ptr(m_out))

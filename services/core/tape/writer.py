@@ -271,7 +271,7 @@ class TapeWriter:
             plans.append(self._plan(i, a, key_step))
             jobs.extend((i, b) for b in range(len(self._slices[i])))
 
-        def run(j: int) -> tuple[bytes, int, float]:
+        def run(j: int) -> tuple[bytes, int, float, int]:
             i, b = jobs[j]
             return self._encode_block(i, b, plans[i])
 
@@ -282,9 +282,10 @@ class TapeWriter:
         for i in range(len(self.tensors)):
             self._open_chunks[i].append([])
             self._open_rows[i].append(np.zeros((len(self._slices[i]), _ROW), dtype=np.int64))
-        for (i, b), (chunk, mode, param) in zip(jobs, results, strict=True):
+        for (i, b), (chunk, mode, param, crc) in zip(jobs, results, strict=True):
             self._open_chunks[i][-1].append(chunk)
             row = self._open_rows[i][-1][b]
+            row[2] = crc
             row[3] = mode
             row[4] = np.float64(param).view(np.int64)
             self._open_bytes += len(chunk)
@@ -363,20 +364,22 @@ class TapeWriter:
             )
         return b
 
-    def _encode_block(self, i: int, b: int, plan: tuple[bool, Any, Any]) -> tuple[bytes, int, float]:
+    def _encode_block(self, i: int, b: int, plan: tuple[bool, Any, Any]) -> tuple[bytes, int, float, int]:
+        """Block b of tensor i: (chunk, mode, param, the chunk's crc32 or -1 where pack_object computes it)."""
         is_key, m, key_lanes = plan
         sl = self._slices[i][b]
         lanes, st = self._lanes[i], self._state[i]
         lossy = self.lossy_rel_error is not None and lanes.lossy_ok
         q = st.q if lossy else 0.0
         if self._native and lanes.signed.itemsize in native.WIDTHS:
-            return (*self._encode_native(i, sl, is_key, m, key_lanes), q)
+            chunk, mode, crc = self._encode_native(i, sl, is_key, m, key_lanes)
+            return chunk, mode, q, crc
         tr = _NUMPY if lossy else self._transform
         res, tmp, out = self._bufs(i)
         rs, ts, os_ = res[sl], tmp[sl], out[:, sl]
         if is_key:
             bp = tr.planes(key_lanes[sl], None, None, MODE_KEY, lanes, rs, ts, os_)
-            return self._coder.encode(bp.planes, (i, b, 0), bp.nonzero), MODE_KEY, q
+            return self._coder.encode(bp.planes, (i, b, 0), bp.nonzero), MODE_KEY, q, -1
         assert st.m1 is not None
         m2 = st.m2[sl] if st.m2 is not None else None
         # The D1/D2 vote is repeated every _VOTE_EVERY delta steps of a block (the better predictor changes
@@ -400,31 +403,36 @@ class TapeWriter:
             bd = tr.planes(m[sl], None, None, MODE_DENSE, lanes, rs, ts, dense[:, sl])
             alt = self._coder.encode(bd.planes, (i, b, 2), bd.nonzero)
             if len(alt) < len(chunk):
-                return alt, MODE_DENSE, q
-        return chunk, mode, q
+                return alt, MODE_DENSE, q, -1
+        return chunk, mode, q, -1
 
-    def _encode_native(self, i: int, sl: slice, is_key: bool, m: Any, key_lanes: Any) -> tuple[bytes, int]:
-        """One block through the native codec: (chunk, mode). The codec picks the predictor itself."""
+    def _encode_native(
+        self, i: int, sl: slice, is_key: bool, m: Any, key_lanes: Any
+    ) -> tuple[bytes, int, int]:
+        """One block through the native codec: (chunk, mode, the chunk's crc32). The codec picks the
+        predictor itself and computes the crc while the chunk is in cache."""
         bits = self._bits[i]
         if is_key:
             if bits is not None:
-                return native.encode_bits(bits[sl], m[sl], None, None, values=True), MODE_KEY
-            return native.encode(key_lanes[sl], None, None, values=True), MODE_KEY
+                chunk, crc = native.encode_bits(bits[sl], m[sl], None, None, values=True)
+            else:
+                chunk, crc = native.encode_crc(key_lanes[sl], None, None, values=True)
+            return chunk, MODE_KEY, crc
         st = self._state[i]
         assert st.m1 is not None
         cur = m[sl]
         m2 = st.m2[sl] if st.m2 is not None else None
         if bits is not None:
-            chunk = native.encode_bits(bits[sl], cur, st.m1[sl], m2, values=False)
+            chunk, crc = native.encode_bits(bits[sl], cur, st.m1[sl], m2, values=False)
         else:
-            chunk = native.encode(cur, st.m1[sl], m2, values=False)
+            chunk, crc = native.encode_crc(cur, st.m1[sl], m2, values=False)
         if len(chunk) > _DENSE_TRY * cur.nbytes:
             # The residual does not shrink (random weights, a huge step): the values themselves, whose
             # exponent byte still compresses, may be smaller.
-            alt = native.encode(cur, None, None, values=True)
+            alt, alt_crc = native.encode_crc(cur, None, None, values=True)
             if len(alt) < len(chunk):
-                return alt, MODE_DENSE
-        return chunk, MODE_NATIVE
+                return alt, MODE_DENSE, alt_crc
+        return chunk, MODE_NATIVE, crc
 
     # -- committing
 
@@ -446,7 +454,7 @@ class TapeWriter:
             "tensors": [t.name for t in self.tensors],
             "block_lanes": self.block_lanes,
         }
-        data, info = pack_object(chunks, table, header)
+        data, info = pack_object(chunks, table, header, crcs_known=True)
         first, last = steps[0], steps[-1]
         entry = {
             "key": f"{SEGMENTS_DIR}{first:012d}-{last:012d}.seg",
