@@ -103,7 +103,13 @@ static void sort_u64(uint64_t *a, int n) {
         for (int lo = 0; lo < n; lo += 2 * w) {
             int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
             int i = lo, j = mid, k = lo;
-            while (i < mid && j < hi) dst[k++] = src[i] <= src[j] ? src[i++] : src[j++];
+            while (i < mid && j < hi) { /* branch-free: the comparison is a coin toss */
+                uint64_t x = src[i], y = src[j];
+                int t = x <= y;
+                dst[k++] = t ? x : y;
+                i += t;
+                j += 1 - t;
+            }
             while (i < mid) dst[k++] = src[i++];
             while (j < hi) dst[k++] = src[j++];
         }
@@ -208,7 +214,7 @@ typedef struct {
 } bw_t;
 
 /* Branch-free: always stores 8 bytes at p (the stream's buffer has 8 bytes of slack), keeps < 8 bits. */
-static inline void bw_put(bw_t *w, uint64_t v, int n) { /* n <= 32, v < 2^n */
+static inline void bw_put(bw_t *w, uint64_t v, int n) { /* n <= 56, v < 2^n */
     w->acc |= v << w->n;
     w->n += n;
     memcpy(w->p, &w->acc, 8);
@@ -639,6 +645,31 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         }                                                                                                      \
     } while (0)
 
+/* The code and raw bits of element IDX (names from encode_W's body) as one value V of L bits (L <= 12 + W - 2). */
+#define NL_BITS_OF(IDX, UT, V, L)                                                                              \
+    do {                                                                                                       \
+        size_t ii_ = (size_t)(IDX);                                                                            \
+        uint32_t e_ = enc[key[ii_]];                                                                           \
+        int l_ = (int)((e_ >> 12) & 15), nr_ = (int)(e_ >> 16);                                                \
+        V = (uint64_t)(e_ & 0xFFF) | ((uint64_t)(rawv[ii_] & (UT)(((UT)1 << nr_) - 1)) << l_);                \
+        L = l_ + nr_;                                                                                          \
+    } while (0)
+
+/* Elements IA then IB of stream S (lanes of <= 32 bits): one write when both fit in 56 bits, else two. */
+#define NL_PUT2(S, IA, IB, UT)                                                                                 \
+    do {                                                                                                       \
+        uint64_t va_, vb_;                                                                                     \
+        int la_, lb_;                                                                                          \
+        NL_BITS_OF(IA, UT, va_, la_);                                                                          \
+        NL_BITS_OF(IB, UT, vb_, lb_);                                                                          \
+        if (__builtin_expect(la_ + lb_ <= 56, 1)) {                                                            \
+            bw_put(&(S), va_ | (vb_ << la_), la_ + lb_);                                                       \
+        } else {                                                                                               \
+            bw_put(&(S), va_, la_);                                                                            \
+            bw_put(&(S), vb_, lb_);                                                                            \
+        }                                                                                                      \
+    } while (0)
+
 /* The next code of stream J in context index CI and the NR_FROM_E raw bits after it: sets e and raw; returns
  * from the decoder on an invalid code. */
 #define NL_READ(S, CI, W, UT, NR_OF_E)                                                                         \
@@ -870,6 +901,16 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         bw_t bw[NS];                                                                                          \
         for (int j = 0; j < ns; j++) bw[j] = (bw_t){sbuf + (size_t)j * scap, 0, 0};                           \
         int64_t i = 0;                                                                                        \
+        if (W <= 32 && ns == NS) { /* two elements of a stream per write where they fit (same bits) */        \
+            bw_t s0 = bw[0], s1 = bw[1], s2 = bw[2], s3 = bw[3];                                              \
+            for (; i + 2 * NS <= n; i += 2 * NS) {                                                            \
+                NL_PUT2(s0, i, i + 4, UT);                                                                    \
+                NL_PUT2(s1, i + 1, i + 5, UT);                                                                \
+                NL_PUT2(s2, i + 2, i + 6, UT);                                                                \
+                NL_PUT2(s3, i + 3, i + 7, UT);                                                                \
+            }                                                                                                 \
+            bw[0] = s0, bw[1] = s1, bw[2] = s2, bw[3] = s3;                                                   \
+        }                                                                                                     \
         NL_FOR_STREAMS(bw, bw_t, NL_PUT, W, UT);                                                              \
         int64_t coded = NL_HEAD + (int64_t)tsz + 4 * ns;                                                      \
         for (int j = 0; j < ns; j++) {                                                                        \
