@@ -343,7 +343,7 @@ static size_t tables_size(const uint8_t *lens, int nsym, int nctx, const uint8_t
  * primary table, and a TSIZE full table when the context has codes longer than PBITS (haslong). An entry is
  * 0 where no code is (len 0). Returns bytes consumed or a negative error. */
 typedef struct {
-    uint32_t *prim, *full;
+    uint16_t *prim, *full; /* entries fit 14 bits: half the cache a u32 table takes */
     uint8_t haslong[260];
 } dtab_t;
 
@@ -363,11 +363,11 @@ static int64_t read_tables(const uint8_t *p, const uint8_t *end, int nsym, int n
     p += nb;
     dt->prim = dt->full = NULL;
     if (npresent) {
-        uint8_t *mem = scratch((size_t)npresent * (PSIZE + TSIZE) * sizeof(uint32_t));
+        uint8_t *mem = scratch((size_t)npresent * (PSIZE + TSIZE) * sizeof(uint16_t));
         if (!mem) return NL_E_MEM;
-        dt->prim = (uint32_t *)mem;
+        dt->prim = (uint16_t *)mem;
         dt->full = dt->prim + (size_t)npresent * PSIZE;
-        memset(dt->prim, 0, (size_t)npresent * PSIZE * sizeof(uint32_t));
+        memset(dt->prim, 0, (size_t)npresent * PSIZE * sizeof(uint16_t));
     }
     uint8_t len[512];
     uint16_t code[512];
@@ -389,11 +389,11 @@ static int64_t read_tables(const uint8_t *p, const uint8_t *end, int nsym, int n
         }
         p += nbytes;
         if (canon_codes(len, nsym, code) < 0) return NL_E_TABLE;
-        uint32_t *tp = dt->prim + (size_t)ctab[c] * PSIZE;
-        uint32_t *tf = dt->full + (size_t)ctab[c] * TSIZE;
+        uint16_t *tp = dt->prim + (size_t)ctab[c] * PSIZE;
+        uint16_t *tf = dt->full + (size_t)ctab[c] * TSIZE;
         int haslong = maxl > PBITS;
         dt->haslong[ctab[c]] = (uint8_t)haslong;
-        if (haslong) memset(tf, 0, TSIZE * sizeof(uint32_t));
+        if (haslong) memset(tf, 0, TSIZE * sizeof(uint16_t));
         for (int k = lo; k < hi; k++) {
             int l = len[k];
             if (!l) continue;
@@ -409,9 +409,9 @@ static int64_t read_tables(const uint8_t *p, const uint8_t *end, int nsym, int n
                 e = (uint32_t)l | (nr << 4) | (top << 11) | ((uint32_t)neg << 13);
             }
             if (l <= PBITS)
-                for (uint32_t x = code[k]; x < PSIZE; x += 1u << l) tp[x] = e;
+                for (uint32_t x = code[k]; x < PSIZE; x += 1u << l) tp[x] = (uint16_t)e;
             if (haslong)
-                for (uint32_t x = code[k]; x < TSIZE; x += 1u << l) tf[x] = e;
+                for (uint32_t x = code[k]; x < TSIZE; x += 1u << l) tf[x] = (uint16_t)e;
         }
     }
     return p - s;
@@ -727,6 +727,59 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         out[ii] = (UT)(out[ii] + (UT)((UT)(mag ^ (UT)(0 - neg)) + neg));                                       \
     } while (0)
 
+/* NL_GET_PRE for a stream whose state is in locals Q (position), B (bits), K (bit count) and which has at
+ * least 16 bytes left: no end check, no overrun count (the caller bounds the elements; see below). */
+#define NL_FAST_PRE(Q, B, K, IDX, UT)                                                                          \
+    do {                                                                                                       \
+        uint64_t x_;                                                                                           \
+        memcpy(&x_, Q, 8);                                                                                     \
+        B |= x_ << K;                                                                                          \
+        Q += (63 - K) >> 3;                                                                                    \
+        K |= 56;                                                                                               \
+        int64_t ii = (IDX);                                                                                    \
+        int ci = ctab[cx[ii]];                                                                                 \
+        if (ci < 0) return NL_E_CODE;                                                                          \
+        uint32_t e = lookup(&dt, ci, B);                                                                       \
+        int l = (int)(e & 15);                                                                                 \
+        if (!l) return NL_E_CODE;                                                                              \
+        int nr = (int)((e >> 4) & 127), len_ = l + nr;                                                         \
+        UT raw = (UT)((B >> l) & ((1ull << nr) - 1));                                                          \
+        B >>= len_;                                                                                            \
+        K -= len_;                                                                                             \
+        UT neg = (UT)((e >> 13) & 1);                                                                          \
+        UT mag = (UT)((UT)((UT)((e >> 11) & 3) << nr) | raw);                                                  \
+        out[ii] = (UT)(out[ii] + (UT)((UT)(mag ^ (UT)(0 - neg)) + neg));                                       \
+    } while (0)
+
+/* The four streams' elements while every stream surely has 16 bytes left: an element takes <= 42 bits, so
+ * after k more elements a stream's refill position is <= 5.25 k + 8 bytes further on; k = (left - 16) / 6
+ * elements per stream cannot reach the end. The state lives in twelve scalars (the struct array spilled to
+ * memory); the careful loop (NL_GET_PRE) finishes the last bytes. */
+#define NL_FAST_STREAMS(UT)                                                                                    \
+    do {                                                                                                       \
+        for (;;) {                                                                                             \
+            int64_t k = (n - i) / NS;                                                                          \
+            for (int j = 0; j < NS; j++) {                                                                     \
+                int64_t r = (br[j].end - br[j].p - 16) / 6;                                                    \
+                if (r < k) k = r;                                                                              \
+            }                                                                                                  \
+            if (k <= 0) break;                                                                                 \
+            const uint8_t *q0 = br[0].p, *q1 = br[1].p, *q2 = br[2].p, *q3 = br[3].p;                          \
+            uint64_t b0 = br[0].buf, b1 = br[1].buf, b2 = br[2].buf, b3 = br[3].buf;                           \
+            int k0 = br[0].n, k1 = br[1].n, k2 = br[2].n, k3 = br[3].n;                                        \
+            for (int64_t t = 0; t < k; t++, i += NS) {                                                         \
+                NL_FAST_PRE(q0, b0, k0, i, UT);                                                                \
+                NL_FAST_PRE(q1, b1, k1, i + 1, UT);                                                            \
+                NL_FAST_PRE(q2, b2, k2, i + 2, UT);                                                            \
+                NL_FAST_PRE(q3, b3, k3, i + 3, UT);                                                            \
+            }                                                                                                  \
+            br[0].p = q0, br[1].p = q1, br[2].p = q2, br[3].p = q3;                                            \
+            br[0].buf = b0, br[1].buf = b1, br[2].buf = b2, br[3].buf = b3;                                    \
+            br[0].n = k0, br[1].n = k1, br[2].n = k2, br[3].n = k3;                                            \
+            if (k < 64) break;                                                                                 \
+        }                                                                                                      \
+    } while (0)
+
 /* Elements i..n-1 through ONE(stream, index, ...): four streams interleaved with their bit state in locals
  * (registers, not memory) while four elements remain, then element by element (stream i % ns). */
 #define NL_FOR_STREAMS(ARR, T, ONE, ...)                                                                       \
@@ -1005,6 +1058,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             uint8_t *cx = scratch2((size_t)n + 16);                                                           \
             if (!cx) return NL_E_MEM;                                                                         \
             prepass_delta32_avx2((const uint32_t *)m1, (const uint32_t *)m2, n, alpha, cx, (uint32_t *)out);  \
+            if (ns == NS) NL_FAST_STREAMS(UT);                                                                \
             NL_FOR_STREAMS(br, br_t, NL_GET_PRE, W, UT);                                                      \
         } else {                                                                                              \
             NL_FOR_STREAMS(br, br_t, NL_GET, W, UT, ST);                                                      \
