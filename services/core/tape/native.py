@@ -75,7 +75,7 @@ def _load() -> Any:
                     "nl_encode": (i64, [i32, i64, ptr, ptr, ptr, i32, ptr, i64, ptr]),
                     "nl_encode_bits": (i64, [i32, i64, ptr, ptr, ptr, ptr, i32, ptr, i64, ptr]),
                     "nl_crc32": (ctypes.c_uint32, [ctypes.c_uint32, ctypes.c_char_p, i64]),
-                    "nl_decode": (i32, [ctypes.c_char_p, i64, i32, i64, ptr, ptr, ptr]),
+                    "nl_decode": (i32, [ptr, i64, i32, i64, ptr, ptr, ptr]),
                     "nl_mono": (None, [i32, i64, ptr, ptr]),
                     "nl_bound": (i64, [i32, i64]),
                 }
@@ -221,8 +221,10 @@ def decode_into(
     wb = out.dtype.itemsize
     n = out.size
     _check_prev(m1, m2, n, wb)
-    data = bytes(chunk) if not isinstance(chunk, bytes) else chunk
-    rc = int(lib.nl_decode(data, len(data), wb, n, _ptr(m1), _ptr(m2), _ptr(out)))
+    data = np.frombuffer(chunk, dtype=np.uint8)  # no copy, also of a memoryview into a fetched range
+    rc = int(
+        lib.nl_decode(_ptr(data) if data.size else None, data.size, wb, n, _ptr(m1), _ptr(m2), _ptr(out))
+    )
     if rc != 0:
         raise NativeCodecError(f"native chunk does not decode: {_ERRORS.get(rc, rc)}")
 
