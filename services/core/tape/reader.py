@@ -7,6 +7,7 @@ import bisect
 import functools
 import hashlib
 import json
+import mmap
 import os
 import struct
 import threading
@@ -68,7 +69,41 @@ from netlapse.core.tape.util import (
 
 # A cold read fetches compressed chunks in batches of at most this many bytes.
 _FETCH_BYTES = 64 << 20
+# A step of one tensor with more compressed bytes than this (a wide layer) is read in pieces of at most this
+# many bytes by the threads that decode it: reads overlap decoding, and a piece's buffer is memory the
+# allocator hands out again for the next one instead of ~75 MB of fresh pages per step.
+_PIECE_BYTES = 8 << 20
 DEFAULT_BLOCK_LANES = TapeOptions.block_lanes
+
+# Buffers at least this big are mapped with huge pages declined (see _lane_buffer).
+_NO_HUGE_BYTES = 8 << 20
+
+
+def _lane_buffer(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A fresh writable array for decoded lanes or values; a big one in its own anonymous mapping whose
+    pages stay normal-sized.
+
+    numpy asks for transparent huge pages on every array of 4 MB or more. On a VM that hands freed memory
+    back to its host (virtio-balloon free page reporting, the usual cloud setup) a free 2 MB block is exactly
+    what went back, and the first write into each one is slow: a fresh 100 MB array (wide-cnn's fc1) took
+    0.35-0.45 s to fill on the 2-core dev VM against 0.05-0.09 s with normal pages, and a cold read of fc1 at
+    two steps spent 46 % of its CPU zeroing huge pages (perf: clear_page_erms). Decoding streams through
+    these buffers once per step, so huge pages buy nothing back. Freed with the array (munmap)."""
+    dt = np.dtype(dtype)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = 1
+    for d in dims:
+        count *= int(d)
+    nbytes = count * dt.itemsize
+    if nbytes < _NO_HUGE_BYTES:
+        return np.empty(dims, dtype=dt)
+    mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mm, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        try:
+            mm.madvise(mmap.MADV_NOHUGEPAGE)  # also where THP is "always"
+        except OSError:
+            pass
+    return np.frombuffer(mm, dtype=dt, count=count).reshape(dims)
 
 
 class _Object:
@@ -382,13 +417,15 @@ class TapeReader:
         m1: np.ndarray | None,
         m2: np.ndarray | None,
         out: np.ndarray,
+        bits: bool = True,
     ) -> np.ndarray | None:
-        """Decode one block into lanes ``out``; returns the stored bits on a keyframe block (else None)."""
+        """Decode one block into lanes ``out``; returns the stored bits on a keyframe block (else None; a
+        native keyframe block returns None too unless ``bits``: they are the inverse monotone map of ``out``)."""
         w = lanes.signed.itemsize
         if obj.version >= 2:
             raw = self._check_chunk(obj, row, data, base, what)
             if native.is_native(raw):
-                return _native_block(obj, int(row[3]), raw, lanes, m1, m2, out, what)
+                return _native_block(obj, int(row[3]), raw, lanes, m1, m2, out, what, bits=bits)
             try:
                 u = decode_interleaved(raw, w, width, _dctx()).reshape(-1).view(lanes.unsigned)
             except ValueError as e:
@@ -459,8 +496,9 @@ class TapeReader:
         """Decode positions first..last of step-major tensor t, continuing from ``start`` (at first-1).
 
         Position by position (blocks in parallel), so memory is a few states plus one batch of compressed
-        chunks (<= _FETCH_BYTES) however wide the tensor and however long the chain. Every decoded state is
-        cached when the whole chain fits a quarter of the cache; otherwise only the last two."""
+        chunks (<= _FETCH_BYTES; a wide position's pieces of <= _PIECE_BYTES, read by the decoding threads)
+        however wide the tensor and however long the chain. Every decoded state is cached when the whole
+        chain fits a quarter of the cache; otherwise only the last two."""
         lanes = self._lanes[t]
         n = self._n_lanes(t)
         w = lanes.signed.itemsize
@@ -491,9 +529,10 @@ class TapeReader:
             while k <= k1:
                 lo = int(table[base + k * nb, 0])
                 ke = k
-                while ke < k1 and end_of(ke + 1) - lo <= _FETCH_BYTES:
+                wide = end_of(k) - lo > _PIECE_BYTES
+                while not wide and ke < k1 and end_of(ke + 1) - lo <= _FETCH_BYTES:
                     ke += 1
-                data = memoryview(self._get_range(seg, lo, end_of(ke) - lo))
+                data = None if wide else memoryview(self._get_range(seg, lo, end_of(ke) - lo))
                 for kk in range(k, ke + 1):
                     pos = seg.first_pos + kk
                     rows = table[base + kk * nb : base + (kk + 1) * nb]
@@ -501,33 +540,41 @@ class TapeReader:
                     is_key = int(rows[0, 3]) == MODE_KEY
                     qk = float(np.int64(rows[0, 4]).view(np.float64))
                     # A state two positions back that nobody holds is overwritten (no fresh pages per step).
-                    out = spare if spare is not None else np.empty(n, dtype=lanes.signed)
+                    out = spare if spare is not None else _lane_buffer(n, lanes.signed)
                     spare = None
-                    kb = np.empty(n, dtype=lanes.signed) if is_key else None
+                    # A lossless keyframe's stored bits are the inverse monotone map of its lanes (_values
+                    # derives them), so its state is one array, not two: a wide tensor's keyframe fits the
+                    # cache and read_many's chain goes on from it. Lossy keyframes keep their bits (lanes 0).
+                    kb = _lane_buffer(n, lanes.signed) if is_key and qk > 0 else None
                     if not is_key and m1 is None:
                         raise TapeCorrupt(
                             f"segment {seg.key}: chunk of {what} needs earlier steps the chain lacks"
                         )
 
+                    # Jobs: runs of blocks (first block, end block, byte range, bytes if already read).
+                    jobs: list[tuple[int, int, int, int, memoryview | None]] = (
+                        [(b0, b1, plo, phi, None) for b0, b1, plo, phi in _pieces(rows, _PIECE_BYTES)]
+                        if data is None
+                        else [(b, b + 1, lo, -1, data) for b in range(len(slices))]
+                    )
                     run = functools.partial(
-                        self._decode_block_into,
+                        self._decode_job,
+                        jobs=jobs,
                         seg=seg,
                         rows=rows,
-                        data=data,
-                        base=lo,
                         slices=slices,
                         lanes=lanes,
                         what=what,
-                        lossy=qk > 0,
+                        is_key=is_key,
                         out=out,
                         key_bits=kb,
                         m1=m1,
                         m2=m2,
                     )
-                    _parallel(run, len(slices), pool if len(slices) > 1 else None)
-                    if kb is not None:
+                    _parallel(run, len(jobs), pool if len(jobs) > 1 else None)
+                    if is_key:
                         q = qk
-                        key64 = self._bits_to_f64(kb, t) if qk > 0 else None
+                        key64 = self._bits_to_f64(kb, t) if kb is not None else None
                         prev = None
                     else:
                         prev = m1
@@ -549,6 +596,16 @@ class TapeReader:
         assert state is not None
         return state
 
+    def _decode_job(
+        self, i: int, *, jobs: list[tuple[int, int, int, int, memoryview | None]], seg: _Segment, **kw: Any
+    ) -> None:
+        """Blocks b0..b1-1 of job i of one step-major position (reading their bytes first if not read)."""
+        b0, b1, lo, hi, data = jobs[i]
+        if data is None:
+            data = memoryview(self._get_range(seg, lo, hi - lo))
+        for b in range(b0, b1):
+            self._decode_block_into(b, seg=seg, data=data, base=lo, **kw)
+
     def _decode_block_into(
         self,
         b: int,
@@ -560,16 +617,17 @@ class TapeReader:
         slices: list[slice],
         lanes: _Lanes,
         what: str,
-        lossy: bool,
+        is_key: bool,
         out: np.ndarray,
         key_bits: np.ndarray | None,
         m1: np.ndarray | None,
         m2: np.ndarray | None,
     ) -> None:
-        """Decode block b of one step-major position into ``out`` (and ``key_bits`` on a keyframe)."""
+        """Decode block b of one step-major position into ``out`` (and, on a lossy keyframe, its stored bits
+        into ``key_bits``, its lanes 0)."""
         sl = slices[b]
         o = out[sl]
-        if int(rows[b, 3]) == MODE_KEY and key_bits is None:
+        if int(rows[b, 3]) == MODE_KEY and not is_key:
             raise TapeCorrupt(f"segment {seg.key}: chunk of {what} mixes keyframe and delta blocks")
         bits = self._chunk_lanes(
             seg,
@@ -582,12 +640,11 @@ class TapeReader:
             m1[sl] if m1 is not None else None,
             m2[sl] if m2 is not None else None,
             o,
+            bits=key_bits is not None,
         )
-        if bits is not None:
-            assert key_bits is not None
+        if bits is not None and key_bits is not None:
             key_bits[sl] = bits
-            if lossy:
-                o[...] = 0
+            o[...] = 0
 
     def _bits_to_f64(self, bits: np.ndarray, t: int) -> np.ndarray:
         return bits.view(np.dtype(self._tensors[t].dtype)).astype(np.float64)
@@ -623,7 +680,7 @@ class TapeReader:
         n = self._n_lanes(t)
         b0, nbt = self._tm_block0(t, unit.block_lanes), _n_blocks(n, unit.block_lanes)
         slices = _block_slices(n, unit.block_lanes)
-        out = np.empty((len(rows) if rows is not None else need + 1, n), dtype=lanes.signed)
+        out = _lane_buffer((len(rows) if rows is not None else need + 1, n), lanes.signed)
         name = self._tensors[t].name
         pool = _read_pool()
         batch: list[tuple[_Object, np.ndarray, memoryview, int, slice]] = []  # per block
@@ -766,14 +823,16 @@ class TapeReader:
         dt = np.dtype(info.dtype)
         lanes = self._lanes[t]
         if st.key_bits is not None:
-            return st.key_bits.copy().view(dt).reshape(info.shape)
+            v = _lane_buffer(st.key_bits.size, st.key_bits.dtype)
+            np.copyto(v, st.key_bits)
+            return v.view(dt).reshape(info.shape)
         if st.q > 0:
             assert st.key64 is not None
             v = st.m.astype(np.float64)
             np.multiply(v, st.q, out=v)
             np.add(v, st.key64, out=v)
             return v.astype(dt).reshape(info.shape)
-        return _unmono(st.m, lanes).view(dt).reshape(info.shape)
+        return _unmono(st.m, lanes, out=_lane_buffer(st.m.size, st.m.dtype)).view(dt).reshape(info.shape)
 
     def read_many(self, name: str, steps: Sequence[int]) -> list[np.ndarray]:
         """read() of several steps of one tensor, in the order given (each a fresh array). Steps in one
@@ -1212,6 +1271,23 @@ def _select_lanes(
     return m1, m2
 
 
+def _pieces(rows: np.ndarray, limit: int) -> list[tuple[int, int, int, int]]:
+    """Runs of consecutive chunks of one position's index ``rows``: (first block, end block, first byte, end
+    byte), each spanning at most ``limit`` bytes (one chunk at least)."""
+    offs = rows[:, 0].tolist()
+    ends = (rows[:, 0] + rows[:, 1]).tolist()
+    out: list[tuple[int, int, int, int]] = []
+    b0, n = 0, len(offs)
+    while b0 < n:
+        lo, hi, b1 = offs[b0], ends[b0], b0 + 1
+        while b1 < n and offs[b1] >= lo and ends[b1] - lo <= limit:
+            hi = max(hi, ends[b1])
+            b1 += 1
+        out.append((b0, b1, int(lo), int(hi)))
+        b0 = b1
+    return out
+
+
 def _native_block(
     obj: _Object,
     mode: int,
@@ -1221,8 +1297,10 @@ def _native_block(
     m2: np.ndarray | None,
     out: np.ndarray,
     what: str,
+    bits: bool = True,
 ) -> np.ndarray | None:
-    """Lanes of one native chunk into ``out`` (as _apply_block: a keyframe block returns its stored bits)."""
+    """Lanes of one native chunk into ``out`` (as _apply_block: a keyframe block returns its stored bits,
+    unless not ``bits``)."""
     if mode == MODE_NATIVE:
         if m1 is None:
             raise TapeCorrupt(f"segment {obj.key}: chunk of {what} needs earlier steps the chain lacks")
@@ -1234,7 +1312,7 @@ def _native_block(
         native.decode_into(raw, m1, m2, out)
     except native.NativeCodecError as e:
         raise TapeCorrupt(f"segment {obj.key}: chunk of {what} is unreadable: {e}") from e
-    return _unmono(out, lanes) if mode == MODE_KEY else None
+    return _unmono(out, lanes) if mode == MODE_KEY and bits else None
 
 
 def _apply_block(
