@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any
 
@@ -189,10 +190,10 @@ def read_pair(tape: TapeReader, name: str, from_step: int, to_step: int) -> tupl
 
 
 def _diff(ctx: Context, r: DiffRequest) -> Result:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tape = ctx.tape(r.run_id)
     a, b = read_pair(tape, r.name, r.from_step, r.to_step)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     d = np.subtract(b, a, out=b)  # b is a fresh array of its own
     del a
     meta = {
@@ -204,13 +205,16 @@ def _diff(ctx: Context, r: DiffRequest) -> Result:
         "stats": diff_stats(d),
     }
     log.info(
-        "diff %s %s %d..%d: read both steps (%s) in %.2f s, subtracted and summarized %d elements in %.2f s",
+        "diff %s %s %d..%d: read both steps (%s) in %.2f s (process CPU %.2f s, load %.1f), subtracted and "
+        "summarized %d elements in %.2f s",
         r.run_id,
         r.name,
         r.from_step,
         r.to_step,
         "time-major" if tape.fully_compacted else "step-major or mixed",
         t1 - t0,
+        c1 - c0,
+        os.getloadavg()[0] if hasattr(os, "getloadavg") else -1.0,
         d.size,
         time.perf_counter() - t1,
     )
