@@ -154,3 +154,35 @@ def test_lane_buffer_big_and_small(monkeypatch: pytest.MonkeyPatch) -> None:
         a.setflags(write=False)
         a.setflags(write=True)  # the reader recycles states it no longer holds
         assert int(a.reshape(-1)[-1]) == 7
+
+
+@pytest.mark.parametrize("piece", [8 << 20, 30_000])
+def test_time_major_reads_of_wide_tensors_exactly(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """Compacted: a wide tensor's group read in pieces by the decoding threads (or per part when small);
+    read_many's rows of one group become values in place, each its own array, also a step asked twice."""
+    from netlapse.analyzer.compaction import compact_tape
+
+    monkeypatch.setattr(tape_reader, "_PIECE_BYTES", piece)
+    monkeypatch.setattr(tape_reader, "_NO_HUGE_BYTES", 10_000)
+    snaps = snapshots(10, seed=11)
+    write(store, snaps, keyframe_interval=4)
+    compact_tape(store, PREFIX, group_steps=4, block_lanes=1024, part_bytes=50_000, unit_steps=10)
+    for cache in (384 << 20, 600_000):  # the small cache makes "wide" too wide to cache its groups
+        r = TapeReader(store, PREFIX, cache_bytes=cache)
+        assert r.fully_compacted
+        for s in range(len(snaps)):
+            for t in TENSORS:
+                assert np.array_equal(bits(r.read(t.name, s)), bits(snaps[s][t.name])), (t.name, s, cache)
+        r = TapeReader(store, PREFIX, cache_bytes=cache)
+        for steps in ([0, 3], [5, 6, 7], [7, 5, 7], [2, 9]):
+            got = r.read_many("wide", steps)
+            for s, a in zip(steps, got, strict=True):
+                assert a.flags.writeable and np.array_equal(bits(a), bits(snaps[s]["wide"])), (steps, s)
+            bases = {id(a) for a in got}
+            assert len(bases) == len(steps)
+            got[0][...] = 0  # each the caller's own: the others and later reads keep their values
+            for s, a in zip(steps[1:], got[1:], strict=True):
+                assert np.array_equal(bits(a), bits(snaps[s]["wide"])), (steps, s)
+        assert np.array_equal(bits(r.read("wide", 7)), bits(snaps[7]["wide"]))

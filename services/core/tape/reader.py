@@ -379,11 +379,16 @@ class TapeReader:
             base += _n_blocks(self._n_lanes(u), seg.block_lanes) * len(seg.steps)
         return base, _n_blocks(self._n_lanes(t), seg.block_lanes)
 
-    def _check_chunk(self, obj: _Object, row: np.ndarray, data: memoryview, base: int, what: str) -> bytes:
+    def _checked(self, obj: _Object, row: np.ndarray, data: memoryview, base: int, what: str) -> memoryview:
+        """The chunk of index row ``row`` in ``data`` (fetched from offset ``base``), its crc32 verified."""
         off, length, crc = int(row[0]), int(row[1]), int(row[2])
         c = data[off - base : off - base + length]
         if zlib.crc32(c) != crc:
             raise TapeCorrupt(f"segment {obj.key}: chunk of {what} fails its crc32")
+        return c
+
+    def _check_chunk(self, obj: _Object, row: np.ndarray, data: memoryview, base: int, what: str) -> bytes:
+        c = self._checked(obj, row, data, base, what)
         if obj.version >= 2:
             return bytes(c)
         try:
@@ -423,9 +428,10 @@ class TapeReader:
         native keyframe block returns None too unless ``bits``: they are the inverse monotone map of ``out``)."""
         w = lanes.signed.itemsize
         if obj.version >= 2:
-            raw = self._check_chunk(obj, row, data, base, what)
-            if native.is_native(raw):
-                return _native_block(obj, int(row[3]), raw, lanes, m1, m2, out, what, bits=bits)
+            c = self._checked(obj, row, data, base, what)
+            if native.is_native(c):  # decoded where it lies in the fetched range
+                return _native_block(obj, int(row[3]), c, lanes, m1, m2, out, what, bits=bits)
+            raw = bytes(c)
             try:
                 u = decode_interleaved(raw, w, width, _dctx()).reshape(-1).view(lanes.unsigned)
             except ValueError as e:
@@ -662,7 +668,8 @@ class TapeReader:
 
         ``last_two``: only rows upto-1 and upto ([2, lanes], not cached), for tensors too wide to hold a
         group of; ``rows``: only those rows ([len(rows), lanes], not cached; upto = their largest): a group
-        is decoded once for several steps of a wide tensor. One part's chunks are in memory at a time."""
+        is decoded once for several steps of a wide tensor. A wide tensor's chunks are read in pieces
+        (<= _PIECE_BYTES) by the threads that decode them."""
         if rows is not None:
             upto = max(rows)
         g0 = g * unit.group_steps
@@ -682,58 +689,54 @@ class TapeReader:
         slices = _block_slices(n, unit.block_lanes)
         out = _lane_buffer((len(rows) if rows is not None else need + 1, n), lanes.signed)
         name = self._tensors[t].name
-        pool = _read_pool()
-        batch: list[tuple[_Object, np.ndarray, memoryview, int, slice]] = []  # per block
-        batch_bytes = 0
-
-        def flush() -> None:
-            nonlocal batch, batch_bytes
-            run = functools.partial(
-                self._tm_decode_blocks,
-                batch=batch,
-                lanes=lanes,
-                steps=gl,
-                need=need,
-                out=out,
-                rows=rows,
-                name=name,
-            )
-            per = max(1, -(-len(batch) // (2 * (os.cpu_count() or 2))))  # a few blocks per job
-            n_jobs = -(-len(batch) // per)
-            _parallel(functools.partial(run, per=per), n_jobs, pool if n_jobs > 1 else None)
-            batch, batch_bytes = [], 0
-
+        spans: list[tuple[_Object, np.ndarray, int]] = []  # (part, its rows for the tensor, first block)
         b = 0
-        while b < nbt:  # the tensor's blocks may span parts: one range read per part
+        while b < nbt:  # the tensor's blocks may span parts
             gb = b0 + b
             part = unit.parts[bisect.bisect_right(unit.part_lo, gb) - 1]
             table = self._tm_table(part)
             lo_block, hi_block = int(part.entry["block_lo"]), int(part.entry["block_hi"])
             take = min(nbt - b, hi_block - gb)
             r0 = g * (hi_block - lo_block) + (gb - lo_block)
-            trows = table[r0 : r0 + take]
-            lo = int(trows[0, 0])
-            hi = int(trows[-1, 0] + trows[-1, 1])
-            data = memoryview(self._get_range(part, lo, hi - lo))
-            batch.extend((part, trows[j], data, lo, slices[b + j]) for j in range(take))
-            batch_bytes += hi - lo
-            if batch_bytes >= _FETCH_BYTES:
-                flush()
+            spans.append((part, table[r0 : r0 + take], b))
             b += take
-        if batch:
-            flush()
+        jobs: list[tuple[_Object, np.ndarray, int, int, int, memoryview | None]] = []
+        if sum(int(r[-1, 0] + r[-1, 1] - r[0, 0]) for _, r, _ in spans) > _PIECE_BYTES:
+            # Wide: each job reads its own piece of a part (reads overlap decoding, small reused buffers).
+            for part, trows, first in spans:
+                for j0, j1, lo, hi in _pieces(trows, _PIECE_BYTES):
+                    jobs.append((part, trows[j0:j1], first + j0, lo, hi, None))
+        else:  # one range read per part, its blocks decoded a few per job
+            per = max(1, -(-nbt // (2 * (os.cpu_count() or 2))))
+            for part, trows, first in spans:
+                lo, hi = int(trows[0, 0]), int(trows[-1, 0] + trows[-1, 1])
+                data = memoryview(self._get_range(part, lo, hi - lo))
+                for j in range(0, len(trows), per):
+                    jobs.append((part, trows[j : j + per], first + j, lo, hi, data))
+        run = functools.partial(
+            self._tm_decode_job,
+            jobs=jobs,
+            slices=slices,
+            lanes=lanes,
+            steps=gl,
+            need=need,
+            out=out,
+            rows=rows,
+            name=name,
+        )
+        _parallel(run, len(jobs), _read_pool() if len(jobs) > 1 else None)
         out.setflags(write=False)
         if rows is None:
             with self._lock:
                 self._blocks.put(ckey, out, out.nbytes)
         return out
 
-    def _tm_decode_blocks(
+    def _tm_decode_job(
         self,
         i: int,
         *,
-        per: int,
-        batch: list[tuple[_Object, np.ndarray, memoryview, int, slice]],
+        jobs: list[tuple[_Object, np.ndarray, int, int, int, memoryview | None]],
+        slices: list[slice],
         lanes: _Lanes,
         steps: int,
         need: int,
@@ -741,8 +744,13 @@ class TapeReader:
         rows: Sequence[int] | None,
         name: str,
     ) -> None:
-        """Decode blocks i*per .. of a batch into ``out`` (all rows up to ``need``, or just ``rows``)."""
-        for part, row, data, base, sl in batch[i * per : (i + 1) * per]:
+        """Decode the blocks of job i into ``out`` (all rows up to ``need``, or just ``rows``), reading its
+        piece first when the job has no bytes yet."""
+        part, trows, first, base, hi, data = jobs[i]
+        if data is None:
+            data = memoryview(self._get_range(part, base, hi - base))
+        for j, row in enumerate(trows):
+            sl = slices[first + j]
             c = data[int(row[0]) - base : int(row[0]) - base + int(row[1])]
             if zlib.crc32(c) != int(row[2]):
                 raise TapeCorrupt(f"segment {part.key}: chunk of tensor {name!r} fails its crc32")
@@ -834,6 +842,17 @@ class TapeReader:
             return v.astype(dt).reshape(info.shape)
         return _unmono(st.m, lanes, out=_lane_buffer(st.m.size, st.m.dtype)).view(dt).reshape(info.shape)
 
+    def _values_in_place(self, t: int, info: TensorInfo, m: np.ndarray) -> np.ndarray:
+        """Values of lossless lanes ``m`` (a writable row nobody else holds), made in place: no fresh 100 MB
+        for each of a wide tensor's steps."""
+        lanes = self._lanes[t]
+        if lanes.monotone:
+            tmp = np.empty(min(m.size, 1 << 20), dtype=m.dtype)
+            for i in range(0, m.size, tmp.size):
+                part = m[i : i + tmp.size]
+                part[...] = _unmono(part, lanes, out=tmp[: part.size])
+        return m.view(np.dtype(info.dtype)).reshape(info.shape)
+
     def read_many(self, name: str, steps: Sequence[int]) -> list[np.ndarray]:
         """read() of several steps of one tensor, in the order given (each a fresh array). Steps in one
         time-major group of a tensor too wide to cache its group are decoded from that group once; the others
@@ -859,9 +878,15 @@ class TapeReader:
             g = (positions[ks[0]] - unit.first_pos) // unit.group_steps
             rows = sorted({positions[k] - unit.first_pos - g * unit.group_steps for k in ks})
             grp: np.ndarray = self._with_retry(functools.partial(self._tm_group, t, unit, g, rows=rows))
+            grp.setflags(write=True)  # this call's own rows: their values are made where they lie
+            made: dict[int, np.ndarray] = {}
             for k in ks:
                 j = positions[k] - unit.first_pos - g * unit.group_steps
-                out[k] = self._values(t, info, _State(grp[rows.index(j)], None))
+                i = rows.index(j)
+                if i in made:  # the same step asked for twice: a copy of its own
+                    out[k] = made[i].copy()
+                else:
+                    out[k] = made[i] = self._values_in_place(t, info, grp[i])
         return [o if o is not None else self.read(name, steps[k]) for k, o in enumerate(out)]
 
     def trajectory(self, name: str, flat_indices: Sequence[int]) -> tuple[list[int], np.ndarray]:
@@ -1291,7 +1316,7 @@ def _pieces(rows: np.ndarray, limit: int) -> list[tuple[int, int, int, int]]:
 def _native_block(
     obj: _Object,
     mode: int,
-    raw: bytes,
+    raw: bytes | memoryview,
     lanes: _Lanes,
     m1: np.ndarray | None,
     m2: np.ndarray | None,
