@@ -271,7 +271,7 @@ def test_options_state_each_default_once_and_name_bad_fields() -> None:
             s.zstd_level,
             s.keyframe_interval,
         )
-        == (TapeOptions.segment_target_bytes, 256, 1, 32)
+        == (TapeOptions.segment_target_bytes, 256, 1, 64)
     )
     with pytest.raises(TypeError, match="segment_max_step.*valid: block_lanes"):
         TapeOptions().with_(segment_max_step=3)

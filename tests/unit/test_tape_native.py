@@ -261,6 +261,49 @@ def test_the_codec_crc_is_zlibs_for_every_length_and_every_chunk() -> None:
         assert crc == zlib.crc32(c)
 
 
+def test_native_tapes_written_with_weights_in_16ths_still_read_bit_exact(tmp_path: Path) -> None:
+    """tests/fixtures/tape-native-a16 was written by the native codec before its predictor weight moved to
+    64ths (chunks without the 0x20 kind bit, weights 12, 14, 16 of 16): every step of every tensor (16-, 32-
+    and 64-bit floats, keyframes, deltas, raw-stored deltas) still reads back bit for bit."""
+    from tests.fixtures.make_tape_native_a16 import OUT, snapshots
+
+    shutil.copytree(OUT, tmp_path / "a16")
+    r = TapeReader(LocalStore(tmp_path / "a16"), "t/")
+    kinds: set[tuple[int, int]] = set()
+    decode = native.decode_into
+
+    def spy(chunk: bytes | memoryview, m1: np.ndarray | None, m2: np.ndarray | None, out: np.ndarray) -> None:
+        kinds.add(native.kind_of(chunk))
+        decode(chunk, m1, m2, out)
+
+    snaps = snapshots()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(native, "decode_into", spy)
+        for step in reversed(r.steps()):
+            for name, want in snaps[step].items():
+                got = r.read(name, step)
+                assert np.array_equal(got.view(np.uint8), want.view(np.uint8)), (name, step)
+    old_deltas = {a for k, a in kinds if k & 0x0F == 1 and not k & 0x20}
+    assert {12, 14, 16} <= old_deltas  # the old weights were exercised, not only keyframes
+    r.verify()
+
+
+def test_delta_chunks_pick_the_predictor_weight_in_64ths() -> None:
+    """A walk with momentum 0.9: the weight the encoder picks is ~0.9 (57-59 of 64), which 16ths cannot say."""
+    rng = np.random.default_rng(9)
+    n = 1 << 16
+    m2 = rng.integers(-(2**28), 2**28, n).astype(np.int32)
+    v = rng.integers(-4000, 4000, n)
+    m1 = (m2 + v).astype(np.int32)
+    m = (m1 + (v * 9) // 10 + rng.integers(-60, 60, n)).astype(np.int32)
+    chunk = native.encode(m, m1, m2, values=False)
+    kind, alpha = native.kind_of(chunk)
+    assert kind & 0x20 and 56 <= alpha <= 60
+    out = np.empty_like(m)
+    native.decode_into(chunk, m1, m2, out)
+    assert np.array_equal(out, m)
+
+
 def _walk_tape(store: LocalStore, steps: int, seed: int, **kw: object) -> list[np.ndarray]:
     """A 5000-element float32 random walk written to "t/" in blocks of 2048 lanes; returns the snapshots."""
     rng = np.random.default_rng(seed)

@@ -3,10 +3,11 @@
  * The design and the exact layout are in docs/performance.md ("The native codec"). In short, for a block of n
  * lanes of 16, 32 or 64 bits:
  *
- *   values chunk (keyframes, dense blocks):  v = zigzag(m); symbol = top byte of v (context: the previous
- *       lane's symbol >> 5); the W-8 low bits raw.
- *   delta chunk: p = m1 - m2 (0 without m2), prediction m1 + ((alpha * p) >> 4) with alpha in 1/16 chosen by
- *       the encoder on a sample; residual r = m - prediction (wrapping). symbol = (bit length s of |r|,
+ *   values chunk (keyframes, dense blocks):  v = zigzag(m); symbol = top byte of v (context: lane i-4's
+ *       symbol >> 5); the W-8 low bits raw.
+ *   delta chunk: p = m1 - m2 (0 without m2), prediction m1 + ((alpha * p) >> 6) with alpha in 1/64 (0..80)
+ *       chosen by the encoder on a sample (chunks without F_A64, from before 2026-12-02, hold it in 16ths: the
+ *       decoder multiplies by 4); residual r = m - prediction (wrapping). symbol = (bit length s of |r|,
  *       sign, the bit below the leading one), context = (bit length of |p|, sign of p); the s-2 bits below
  *       those raw.
  *
@@ -35,12 +36,12 @@
 #define F_DELTA 1
 #define F_RAW 0x80
 #define F_ZERO 0x40 /* a delta chunk whose residual is zero everywhere: nothing stored */
-#define NALPHA 6
-static const int ALPHAS[NALPHA] = {0, 16, 8, 12, 14, 20};
+#define ALPHA_MAX 80 /* the predictor weight, in 64ths: 0 .. 1.25 */
 #define SAMPLE 1024
 #define NS 4 /* interleaved bit streams per chunk (blocks of NS_MIN_LANES and more; smaller: 1) */
 #define NS_MIN_LANES 16384
 #define F_STREAMS4 0x10
+#define F_A64 0x20 /* a delta chunk whose weight (header byte 3) is in 64ths; without it, 16ths (older chunks) */
 
 /* x86-64: each block coder is compiled twice, for x86-64-v3 (AVX2, BMI2, LZCNT: one-cycle bit lengths) and
  * for any x86-64; the loader picks by CPU at run time (GCC ifunc). */
@@ -455,9 +456,9 @@ __attribute__((target("avx2"))) static int64_t pass1_delta32_avx2(const uint32_t
         __m256i vm = _mm256_loadu_si256((const __m256i *)(m + i));
         __m256i v1 = _mm256_loadu_si256((const __m256i *)(m1 + i));
         __m256i p = m2 ? _mm256_sub_epi32(v1, _mm256_loadu_si256((const __m256i *)(m2 + i))) : zero;
-        /* low 32 bits of (alpha * p) >> 4 with a 64-bit product (what the scalar code casts to int32) */
-        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(p, va), 4);
-        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(p, 32), va), 4), 32);
+        /* low 32 bits of (alpha * p) >> 6 with a 64-bit product (what the scalar code casts to int32) */
+        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(p, va), 6);
+        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(p, 32), va), 6), 32);
         __m256i q = _mm256_blend_epi32(pe, po, 0xAA);
         __m256i r = _mm256_sub_epi32(vm, _mm256_add_epi32(v1, q));
         __m256i nmask = _mm256_srai_epi32(r, 31);
@@ -503,8 +504,8 @@ __attribute__((target("avx2"))) static void prepass_delta32_avx2(const uint32_t 
     for (; i + 8 <= n; i += 8) {
         __m256i v1 = _mm256_loadu_si256((const __m256i *)(m1 + i));
         __m256i p = m2 ? _mm256_sub_epi32(v1, _mm256_loadu_si256((const __m256i *)(m2 + i))) : zero;
-        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(p, va), 4);
-        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(p, 32), va), 4), 32);
+        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(p, va), 6);
+        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(p, 32), va), 6), 32);
         __m256i q = _mm256_blend_epi32(pe, po, 0xAA);
         _mm256_storeu_si256((__m256i *)(out + i), _mm256_add_epi32(v1, q));
         __m256i pmask = _mm256_srai_epi32(p, 31);
@@ -518,7 +519,7 @@ __attribute__((target("avx2"))) static void prepass_delta32_avx2(const uint32_t 
     }
     for (; i < n; i++) {
         uint32_t pd = m2 ? m1[i] - m2[i] : 0;
-        out[i] = m1[i] + (uint32_t)(int32_t)(((int64_t)alpha * (int64_t)(int32_t)pd) >> 4);
+        out[i] = m1[i] + (uint32_t)(int32_t)(((int64_t)alpha * (int64_t)(int32_t)pd) >> 6);
         uint32_t pmask = (uint32_t)((int32_t)pd >> 31);
         ctx[i] = (uint8_t)(bitlen64((pd ^ pmask) - pmask) * 2 + (int)(pmask & 1));
     }
@@ -798,26 +799,47 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
     } while (0)
 
 #define DEFINE_CODEC(W, UT, ST, WT)                                                                          \
-    static inline UT pred_##W(UT m1, UT p, int alpha) {                                                      \
-        return (UT)(m1 + (UT)(ST)(((WT)alpha * (WT)(ST)p) >> 4));                                             \
+    static inline UT pred_##W(UT m1, UT p, int alpha) { /* alpha in 64ths */                                  \
+        return (UT)(m1 + (UT)(ST)(((WT)alpha * (WT)(ST)p) >> 6));                                             \
     }                                                                                                          \
                                                                                                                \
+    /* The sum of the residuals' bit lengths over the sample (d = m - m1, p = m1 - m2) with weight a. */        \
+    static int64_t alpha_cost_##W(const UT *d, const UT *p, int ns, int a) {                                  \
+        int64_t c = 0;                                                                                         \
+        for (int k = 0; k < ns; k++) {                                                                         \
+            UT r = (UT)(d[k] - (UT)(ST)(((WT)a * (WT)(ST)p[k]) >> 6));                                         \
+            c += bitlen64((ST)r < 0 ? (UT)(0 - r) : r);                                                        \
+        }                                                                                                      \
+        return c;                                                                                              \
+    }                                                                                                          \
+                                                                                                               \
+    /* The predictor weight (64ths, 0..ALPHA_MAX) with the least residual bits on SAMPLE lanes: every 8th     \
+     * weight, then halving steps around the best (ties: the first found). */                                 \
     static int choose_alpha_##W(const UT *m, const UT *m1, const UT *m2, int64_t n) {                        \
         if (!m2 || n == 0) return 0;                                                                           \
         int64_t stride = n / SAMPLE > 1 ? n / SAMPLE : 1;                                                      \
-        int64_t cost[NALPHA] = {0};                                                                            \
-        for (int64_t i = 0; i < n; i += stride) {                                                              \
-            UT p = (UT)(m1[i] - m2[i]);                                                                        \
-            for (int a = 0; a < NALPHA; a++) {                                                                 \
-                UT r = (UT)(m[i] - pred_##W(m1[i], p, ALPHAS[a]));                                             \
-                UT mag = (ST)r < 0 ? (UT)(0 - r) : r;                                                          \
-                cost[a] += bitlen64(mag);                                                                      \
-            }                                                                                                  \
+        UT d[SAMPLE + 1], p[SAMPLE + 1];                                                                       \
+        int ns = 0;                                                                                            \
+        for (int64_t i = 0; i < n && ns <= SAMPLE; i += stride, ns++) {                                        \
+            d[ns] = (UT)(m[i] - m1[i]);                                                                        \
+            p[ns] = (UT)(m1[i] - m2[i]);                                                                       \
         }                                                                                                      \
         int best = 0;                                                                                          \
-        for (int a = 1; a < NALPHA; a++)                                                                       \
-            if (cost[a] < cost[best]) best = a;                                                                \
-        return ALPHAS[best];                                                                                   \
+        int64_t bc = alpha_cost_##W(d, p, ns, 0);                                                              \
+        for (int a = 8; a <= ALPHA_MAX; a += 8) {                                                              \
+            int64_t c = alpha_cost_##W(d, p, ns, a);                                                           \
+            if (c < bc) bc = c, best = a;                                                                      \
+        }                                                                                                      \
+        for (int step = 4; step >= 1; step /= 2) {                                                             \
+            int center = best;                                                                                 \
+            for (int sgn = -1; sgn <= 1; sgn += 2) {                                                           \
+                int a = center + sgn * step;                                                                   \
+                if (a < 0 || a > ALPHA_MAX) continue;                                                          \
+                int64_t c = alpha_cost_##W(d, p, ns, a);                                                       \
+                if (c < bc) bc = c, best = a;                                                                  \
+            }                                                                                                  \
+        }                                                                                                      \
+        return best;                                                                                           \
     }                                                                                                          \
                                                                                                                \
     NL_CLONES static int64_t encode_##W(const UT *m, const UT *m1, const UT *m2, int64_t n, int values, uint8_t *out,   \
@@ -882,7 +904,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         if (!values && anynz == 0) {                                                                           \
             out[0] = NL_TAG;                                                                                   \
             out[1] = (uint8_t)wb;                                                                              \
-            out[2] = (uint8_t)(F_DELTA | F_ZERO);                                                              \
+            out[2] = (uint8_t)(F_DELTA | F_ZERO | F_A64);                                                      \
             out[3] = (uint8_t)(int8_t)alpha;                                                                   \
             put_u32(out + 4, (uint32_t)n);                                                                     \
             return NL_HEAD;                                                                                    \
@@ -935,7 +957,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         put_u32(out + 4, (uint32_t)n);                                                                        \
         if (est >= rawsize) {                                                                                 \
             if (rawsize > cap) return NL_E_ARG;                                                               \
-            out[2] = (uint8_t)((values ? F_VALUES : F_DELTA) | F_RAW);                                        \
+            out[2] = (uint8_t)((values ? F_VALUES : F_DELTA | F_A64) | F_RAW);                                \
             if (values) {                                                                                     \
                 memcpy(out + NL_HEAD, m, (size_t)n * sizeof(UT));                                             \
             } else {                                                                                          \
@@ -971,7 +993,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             coded += bw[j].p - (sbuf + (size_t)j * scap);                                                     \
         }                                                                                                     \
         if (coded > cap) return NL_E_ARG;                                                                     \
-        out[2] = (uint8_t)((values ? F_VALUES : F_DELTA) | (ns == NS ? F_STREAMS4 : 0));                      \
+        out[2] = (uint8_t)((values ? F_VALUES : F_DELTA | F_A64) | (ns == NS ? F_STREAMS4 : 0));              \
         uint8_t *p = out + NL_HEAD;                                                                           \
         p += write_tables(p, lens, nsym, nctx, present);                                                      \
         uint8_t *sizes = p;                                                                                   \
@@ -990,8 +1012,8 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
                           UT *out) {                                                                           \
         int flags = chunk[2];                                                                                  \
         int values = (flags & 0x0F) == F_VALUES;                                                               \
-        if ((flags & 0x2F) > F_DELTA) return NL_E_HEAD;                                                        \
-        int alpha = (int8_t)chunk[3];                                                                          \
+        if ((flags & 0x0F) > F_DELTA || (values && (flags & F_A64))) return NL_E_HEAD;                         \
+        int alpha = (int8_t)chunk[3] * ((flags & F_A64) ? 1 : 4); /* 16ths -> 64ths: the same prediction */    \
         if (!values && !m1) return NL_E_STATE;                                                                 \
         const uint8_t *p = chunk + NL_HEAD, *end = chunk + len;                                                \
         if (flags & F_ZERO) {                                                                                  \

@@ -39,8 +39,10 @@ class TapeOptions:
     segment_max_steps: int = 256
     zstd_level: int = 1
     zstd_threads: int = 0
-    # With native chunks 16 -> 32 takes stored/raw 0.483 -> 0.466 (SGD), 0.557 -> 0.541 (Adam) over 49 steps.
-    keyframe_interval: int = 32
+    # A keyframe costs ~0.82 of raw, a delta ~0.43 (SGD): over 49 steps at batch 128, 32 -> 64 takes stored/raw
+    # 0.4576 -> 0.4478 (SGD) and 0.5514 -> 0.5422 (Adam); a cold read walks at most 63 deltas, at the native
+    # decoder's ~0.9-1 GB/s per thread no longer than 31 did at 0.3-0.4 GB/s (docs/performance.md).
+    keyframe_interval: int = 64
     block_lanes: int = 1 << 18  # 1 MiB of float32 per chunk
     threads: int = 1
     thread_nice: int = 0
