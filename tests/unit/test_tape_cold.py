@@ -186,3 +186,26 @@ def test_time_major_reads_of_wide_tensors_exactly(
             for s, a in zip(steps[1:], got[1:], strict=True):
                 assert np.array_equal(bits(a), bits(snaps[s]["wide"])), (steps, s)
         assert np.array_equal(bits(r.read("wide", 7)), bits(snaps[7]["wide"]))
+
+
+def test_a_flipped_byte_in_a_piece_raises_tape_corrupt(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk read by a decoding thread (a wide position's piece) that fails its crc32 is TapeCorrupt naming
+    the segment, as on the main thread; the other tensors still read."""
+    import json
+
+    from netlapse.core.tape import TapeCorrupt
+
+    monkeypatch.setattr(tape_reader, "_PIECE_BYTES", 20_000)
+    snaps = snapshots(3, seed=2)
+    write(store, snaps)
+    seg = json.loads(store.get(PREFIX + "manifest.json"))["segments"][0]
+    key = PREFIX + seg["key"]
+    data = bytearray(store.get(key))
+    data[len(data) // 3] ^= 0xFF  # inside one of the wide tensor's chunks (it holds most of the bytes)
+    store.put(key, bytes(data))
+    r = TapeReader(store, PREFIX)
+    with pytest.raises(TapeCorrupt, match=seg["key"]):
+        r.read_many("wide", [0, len(snaps) - 1])
+    assert np.array_equal(bits(r.read("i", 0)), bits(snaps[0]["i"]))
