@@ -38,6 +38,7 @@
 #define F_ZERO 0x40 /* a delta chunk whose residual is zero everywhere: nothing stored */
 #define ALPHA_MAX 80 /* the predictor weight, in 64ths: 0 .. 1.25 */
 #define SAMPLE 1024
+#define SAMPLE_RUN 32 /* the predictor's sample: 32 runs of contiguous lanes (cache lines, not 1 Ki misses) */
 #define NS 4 /* interleaved bit streams per chunk (blocks of NS_MIN_LANES and more; smaller: 1) */
 #define NS_MIN_LANES 16384
 #define F_STREAMS4 0x10
@@ -442,6 +443,27 @@ __attribute__((target("avx2"))) static inline __m256i bitlen8(__m256i x) {
     return _mm256_blendv_epi8(e, x, _mm256_cmpeq_epi32(t, _mm256_setzero_si256()));
 }
 
+/* alpha_cost for 32-bit lanes, 8 at a time: adds the bit lengths of lanes [0, ns & ~7) to *cost, returns
+ * how many it did (the scalar loop does the rest; the same exact integers). */
+__attribute__((target("avx2"))) static int alpha_cost32_avx2(const uint32_t *d, const uint32_t *p, int ns, int a,
+                                                             int64_t *cost) {
+    const __m256i va = _mm256_set1_epi32(a);
+    __m256i acc = _mm256_setzero_si256();
+    int k = 0;
+    for (; k + 8 <= ns; k += 8) {
+        __m256i vp = _mm256_loadu_si256((const __m256i *)(p + k));
+        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(vp, va), 6);
+        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(vp, 32), va), 6), 32);
+        __m256i r = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(d + k)), _mm256_blend_epi32(pe, po, 0xAA));
+        __m256i nm = _mm256_srai_epi32(r, 31);
+        acc = _mm256_add_epi32(acc, bitlen8(_mm256_sub_epi32(_mm256_xor_si256(r, nm), nm)));
+    }
+    uint32_t b[8];
+    _mm256_storeu_si256((__m256i *)b, acc);
+    for (int j = 0; j < 8; j++) *cost += b[j];
+    return k;
+}
+
 /* Lanes [0, n & ~7) of a 32-bit delta block: raw parts, keys (context * 132 + symbol); adds the raw bit count
  * and ORs the magnitudes. The same arithmetic as the scalar loop, lane for lane. */
 __attribute__((target("avx2"))) static int64_t pass1_delta32_avx2(const uint32_t *m, const uint32_t *m1,
@@ -537,6 +559,10 @@ static int have_avx2(void) {
 #else
 #define NL_HAVE_AVX2_PATH 0
 static int have_avx2(void) { return 0; }
+static int alpha_cost32_avx2(const uint32_t *d, const uint32_t *p, int ns, int a, int64_t *cost) {
+    (void)d, (void)p, (void)ns, (void)a, (void)cost;
+    return 0;
+}
 static void prepass_delta32_avx2(const uint32_t *m1, const uint32_t *m2, int64_t n, int alpha, uint8_t *ctx,
                                  uint32_t *out) {
     (void)m1, (void)m2, (void)n, (void)alpha, (void)ctx, (void)out;
@@ -806,7 +832,10 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
     /* The sum of the residuals' bit lengths over the sample (d = m - m1, p = m1 - m2) with weight a. */        \
     static int64_t alpha_cost_##W(const UT *d, const UT *p, int ns, int a) {                                  \
         int64_t c = 0;                                                                                         \
-        for (int k = 0; k < ns; k++) {                                                                         \
+        int k = 0;                                                                                             \
+        if (W == 32 && NL_HAVE_AVX2_PATH && have_avx2())                                                       \
+            k = alpha_cost32_avx2((const uint32_t *)d, (const uint32_t *)p, ns, a, &c);                        \
+        for (; k < ns; k++) {                                                                                  \
             UT r = (UT)(d[k] - (UT)(ST)(((WT)a * (WT)(ST)p[k]) >> 6));                                         \
             c += bitlen64((ST)r < 0 ? (UT)(0 - r) : r);                                                        \
         }                                                                                                      \
@@ -817,12 +846,16 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
      * weight, then halving steps around the best (ties: the first found). */                                 \
     static int choose_alpha_##W(const UT *m, const UT *m1, const UT *m2, int64_t n) {                        \
         if (!m2 || n == 0) return 0;                                                                           \
-        int64_t stride = n / SAMPLE > 1 ? n / SAMPLE : 1;                                                      \
-        UT d[SAMPLE + 1], p[SAMPLE + 1];                                                                       \
+        /* SAMPLE lanes in runs of SAMPLE_RUN, spread evenly over the block (the whole block when smaller) */   \
+        UT d[SAMPLE], p[SAMPLE];                                                                               \
         int ns = 0;                                                                                            \
-        for (int64_t i = 0; i < n && ns <= SAMPLE; i += stride, ns++) {                                        \
-            d[ns] = (UT)(m[i] - m1[i]);                                                                        \
-            p[ns] = (UT)(m1[i] - m2[i]);                                                                       \
+        int64_t runs = n <= SAMPLE ? 1 : SAMPLE / SAMPLE_RUN, len = n <= SAMPLE ? n : SAMPLE_RUN;              \
+        for (int64_t r = 0; r < runs; r++) {                                                                   \
+            int64_t i0 = runs == 1 ? 0 : r * ((n - SAMPLE_RUN) / (runs - 1));                                  \
+            for (int64_t i = i0; i < i0 + len; i++, ns++) {                                                    \
+                d[ns] = (UT)(m[i] - m1[i]);                                                                    \
+                p[ns] = (UT)(m1[i] - m2[i]);                                                                   \
+            }                                                                                                  \
         }                                                                                                      \
         int best = 0;                                                                                          \
         int64_t bc = alpha_cost_##W(d, p, ns, 0);                                                              \
