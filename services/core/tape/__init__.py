@@ -1,8 +1,10 @@
 """The snapshot tape: every captured tensor at every captured step, lossless by default, with random access.
 
 Modules: ``lanes`` (integer lanes and their transforms), ``container`` (object layout, index, format),
-``options`` (TapeOptions), ``writer`` (step-major segments), ``timemajor`` (compaction frames), ``reader``,
-``legacy`` (format-1 tensor-major segments). Every public name is importable from this package.
+``options`` (TapeOptions), ``planes`` (format-2 chunks), ``transform`` (lane transforms in numpy and torch),
+``writer`` (step-major segments), ``timemajor`` (compaction frames), ``reader``, ``trajectories`` (one
+element's values over steps, for the reader), ``legacy`` (format-1 tensor-major segments), ``native`` (the
+ctypes binding of the C codec ``nlcodec.c``). Every public name is importable from this package.
 
 Layout under a tape prefix (a run's is ``runs/{id}/tape/``)::
 

@@ -74,7 +74,7 @@ def _load() -> Any:
                 signatures = {
                     "nl_encode": (i64, [i32, i64, ptr, ptr, ptr, i32, ptr, i64, ptr]),
                     "nl_encode_bits": (i64, [i32, i64, ptr, ptr, ptr, ptr, i32, ptr, i64, ptr]),
-                    "nl_crc32": (ctypes.c_uint32, [ctypes.c_uint32, ctypes.c_char_p, i64]),
+                    "nl_crc32": (ctypes.c_uint32, [ctypes.c_uint32, ptr, i64]),
                     "nl_decode": (i32, [ptr, i64, i32, i64, ptr, ptr, ptr]),
                     "nl_mono": (None, [i32, i64, ptr, ptr]),
                     "nl_bound": (i64, [i32, i64]),
@@ -130,8 +130,8 @@ def crc32(data: bytes | memoryview) -> int:
     lib = _load()
     if lib is None:
         return zlib.crc32(data)
-    b = data if isinstance(data, bytes) else bytes(data)
-    return int(lib.nl_crc32(0, b, len(b)))
+    a = np.frombuffer(data, dtype=np.uint8)  # no copy, also of a memoryview into a fetched range
+    return int(lib.nl_crc32(0, _ptr(a) if a.size else None, a.size))
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
