@@ -208,6 +208,27 @@ class LocalStore(JsonStoreMixin):
             with self._unsynced_lock:
                 self._unsynced.add(path)
 
+    def drop_cached(self, key: str) -> None:
+        """Ask the kernel to drop ``key``'s file from the page cache once it is on disk (the tape writer does
+        this for each segment it has committed). On VMs that return free memory to their host, every fresh
+        page-cache page costs a host fault: writing new files ran at ~0.4 GB/s of CPU there, ~2.4 GB/s when
+        the pages dropped here are reused for the next segment. A later read comes from the disk. Unsynced
+        or missing files and systems without posix_fadvise are left alone."""
+        path = self._path(key)
+        with self._unsynced_lock:
+            if path in self._unsynced:
+                return  # dirty pages would not be dropped, only written back early
+        if not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
     def _sync_pending(self) -> None:
         """fsync the objects (and their directories) written since the last commit object."""
         with self._unsynced_lock:

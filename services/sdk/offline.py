@@ -63,6 +63,9 @@ class RunsDirStore:
     def put_json(self, key: str, obj: Any) -> None:
         self.local.put_json(self._k(key), obj)
 
+    def drop_cached(self, key: str) -> None:
+        self.local.drop_cached(self._k(key))
+
     def get_json(self, key: str) -> Any:
         return self.local.get_json(self._k(key))
 

@@ -220,6 +220,11 @@ class FencedStore:
         self._fence()
         self.inner.put_json(key, obj)
 
+    def drop_cached(self, key: str) -> None:
+        drop = getattr(self.inner, "drop_cached", None)
+        if drop is not None:
+            drop(key)
+
     def put_if(self, key: str, data: bytes, etag: str | None) -> str:
         self._fence()
         return self.inner.put_if(key, data, etag)

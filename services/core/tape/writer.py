@@ -505,6 +505,11 @@ class TapeWriter:
             self.store.put(self.prefix + entry["key"], data)
             seq = len(self._segments)
             self.store.put_json(self.prefix + index_part_key(seq), index_part(seq, entry))
+            # The index part made the segment durable; its page-cache copy is not needed for capture (a
+            # LocalStore drops it so the next segment reuses those pages: see LocalStore.drop_cached).
+            drop = getattr(self.store, "drop_cached", None)
+            if drop is not None:
+                drop(self.prefix + entry["key"])
         finally:
             self.commit_seconds += time.perf_counter() - t0
         self._segments = [*self._segments, entry]
