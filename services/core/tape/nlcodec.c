@@ -302,6 +302,14 @@ static inline uint32_t get_u32(const uint8_t *p) {
     return v;
 }
 
+/* The symbols [lo, hi) of a context that have a code (the range its table section lists). */
+static inline void used_range(const uint8_t *l, int nsym, int *lo, int *hi) {
+    int a = 0, b = nsym;
+    while (a < b && !l[a]) a++;
+    while (b > a && !l[b - 1]) b--;
+    *lo = a, *hi = b;
+}
+
 /* Table section: u16 nsym, u16 nctx, presence bitmap, then per present context u16 lo, u16 hi and the
  * lengths of symbols lo..hi-1 as nibbles. Returns bytes written. */
 static size_t write_tables(uint8_t *o, const uint8_t *lens, int nsym, int nctx, const uint8_t *present) {
@@ -317,9 +325,8 @@ static size_t write_tables(uint8_t *o, const uint8_t *lens, int nsym, int nctx, 
     for (int c = 0; c < nctx; c++) {
         if (!present[c]) continue;
         const uint8_t *l = lens + (size_t)c * nsym;
-        int lo = 0, hi = nsym;
-        while (lo < hi && !l[lo]) lo++;
-        while (hi > lo && !l[hi - 1]) hi--;
+        int lo, hi;
+        used_range(l, nsym, &lo, &hi);
         put_u16(p, (uint16_t)lo);
         put_u16(p + 2, (uint16_t)hi);
         p += 4;
@@ -332,10 +339,8 @@ static size_t tables_size(const uint8_t *lens, int nsym, int nctx, const uint8_t
     size_t sz = 4 + (nctx + 7) / 8;
     for (int c = 0; c < nctx; c++) {
         if (!present[c]) continue;
-        const uint8_t *l = lens + (size_t)c * nsym;
-        int lo = 0, hi = nsym;
-        while (lo < hi && !l[lo]) lo++;
-        while (hi > lo && !l[hi - 1]) hi--;
+        int lo, hi;
+        used_range(lens + (size_t)c * nsym, nsym, &lo, &hi);
         sz += 4 + (size_t)(hi - lo + 1) / 2;
     }
     return sz;
