@@ -172,7 +172,8 @@ def _lanes_of_signed(signed: np.dtype[Any]) -> _Lanes:
 # ``(magnitude << 1) | sign``: the exponent sits whole in the top byte plane, as ZipNN groups it, which is
 # what still compresses when a step's residual does not (random weights, huge learning rates).
 MODE_DENSE = 3
-# Mode 4 (native chunks only): a delta whose predictor, m1 + alpha/16 * (m1 - m2), is named inside the chunk.
+# Mode 4 (native chunks only): a delta whose predictor, m1 + alpha/64 * (m1 - m2) (16ths in older chunks), is
+# named inside the chunk.
 MODE_NATIVE = 4
 # Mode choice looks at this many lanes of a block (strided), in exact integer arithmetic, so every
 # implementation of the encoder (numpy, torch) picks the same mode.
