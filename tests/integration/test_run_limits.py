@@ -114,27 +114,49 @@ def test_a_runs_event_stream_expires_after_it_ends(limited: httpx.Client, finish
 
 
 def test_one_user_cannot_pin_the_api_with_analyses(limited: httpx.Client, finished: dict[str, Any]) -> None:
+    """While a user's analyses are in flight, more of theirs get 429 at once. The requests are differences
+    the analyzer computes (not cached, not answered in the api), and the analyzer is paused (SIGSTOP) while
+    they arrive, so the admitted ones stay in flight however fast analyses are (trajectories, read in the api,
+    had become fast enough to answer before the next request arrived, and this test saw no 429)."""
+    import itertools
+    import os
+    import signal
     import threading
+    import time
 
     rid = finished["id"]
     cap = limited.get("/api/limits").json()["user_max_analyses"]
     n = cap + 7
+    steps = limited.get(f"/api/runs/{rid}/steps").json()["steps"]
+    names = [t["name"] for t in limited.get(f"/api/runs/{rid}/tensors").json()["tensors"]]
+    asks = list(itertools.product(names[::-1], itertools.combinations(steps, 2)))[:n]
+    assert len(asks) == n  # distinct requests: none is answered from the cache
     barrier = threading.Barrier(n)
     codes: list[int] = []
 
-    def ask(i: int) -> None:  # distinct requests: none is answered from the cache
+    def ask(i: int) -> None:
+        name, (a, b) = asks[i]
         barrier.wait()
-        r = limited.get(f"/api/runs/{rid}/trajectory/fc1.weight", params={"index": f"{i},{i + 100}"})
+        r = limited.get(f"/api/runs/{rid}/diff/{name}", params={"from": a, "to": b})
         codes.append(r.status_code)
         if r.status_code == 429:
             assert "NETLAPSE_USER_MAX_ANALYSES" in r.json()["detail"] and r.headers["retry-after"] == "2"
 
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
+    analyzer = limited.stack.procs["analyzer"]  # type: ignore[attr-defined]
+    os.kill(analyzer.pid, signal.SIGSTOP)
+    try:
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while codes.count(429) < n - cap and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert codes.count(429) == n - cap and 200 not in codes  # the admitted ones are still waiting
+    finally:
+        os.kill(analyzer.pid, signal.SIGCONT)
     for t in threads:
         t.join(120)
-    assert sorted(set(codes)) == [200, 429] and len(codes) == n
+    assert sorted(codes) == [200] * cap + [429] * (n - cap)
     r = limited.get(f"/api/runs/{rid}/trajectory/fc1.weight", params={"index": "999"})
     assert r.status_code == 200  # the slots were given back
 
