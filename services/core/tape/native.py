@@ -188,7 +188,7 @@ def _encode(
 def encode(m: np.ndarray, m1: np.ndarray | None, m2: np.ndarray | None, *, values: bool) -> bytes:
     """A chunk of lanes ``m`` (1-d, 2/4/8-byte ints): a values chunk, or a delta chunk against ``m1`` (and
     ``m2``, which makes the predictor extrapolate). The lanes are read, never written."""
-    return _encode("nl_encode", m, m1, m2, values, _ptr(m))[0]
+    return encode_crc(m, m1, m2, values=values)[0]
 
 
 def encode_crc(

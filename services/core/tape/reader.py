@@ -7,6 +7,7 @@ import bisect
 import functools
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -91,9 +92,7 @@ def _lane_buffer(shape: int | tuple[int, ...], dtype: Any) -> np.ndarray:
     these buffers once per step, so huge pages buy nothing back. Freed with the array (munmap)."""
     dt = np.dtype(dtype)
     dims = (shape,) if isinstance(shape, int) else tuple(shape)
-    count = 1
-    for d in dims:
-        count *= int(d)
+    count = math.prod(int(d) for d in dims)
     nbytes = count * dt.itemsize
     if nbytes < _NO_HUGE_BYTES:
         return np.empty(dims, dtype=dt)
