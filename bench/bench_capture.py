@@ -101,6 +101,7 @@ class Variant:
 
 class NetlapseVariant(Variant):
     name = "netlapse"
+    mode: str | None = None  # the capture mode; None = the settings' (auto)
 
     def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
         super().__init__(model, store, tmp)
@@ -108,7 +109,13 @@ class NetlapseVariant(Variant):
         self.writer = TapeWriter(
             store, "bench/tape/", capturable_tensors(model), TapeOptions.from_settings(s)
         )
-        self.pipe = CapturePipeline(model, self.writer, buffers=s.capture_buffers, nice=s.capture_nice)
+        self.pipe = CapturePipeline(
+            model,
+            self.writer,
+            buffers=s.capture_buffers,
+            nice=s.capture_nice,
+            mode=self.mode or s.capture_mode,
+        )
         self.pipe.capture(0)
         self.captured = 1
 
@@ -132,6 +139,13 @@ class NetlapseVariant(Variant):
             "raw_bytes": st.raw_bytes,
             "stored_bytes": st.stored_bytes,
         }
+
+
+class NetlapseThreadVariant(NetlapseVariant):
+    """netlapse with the encoding forced onto the writer thread (what "auto" picks when cores are spare)."""
+
+    name = "netlapse-thread"
+    mode = "thread"
 
 
 class TensorBoardVariant(Variant):
@@ -198,7 +212,14 @@ class HistcVariant(Variant):
         return {"stored_bytes": self.bytes}
 
 
-VARIANTS: list[type[Variant]] = [Variant, NetlapseVariant, TensorBoardVariant, HistcVariant, TorchSaveVariant]
+VARIANTS: list[type[Variant]] = [
+    Variant,
+    NetlapseVariant,
+    NetlapseThreadVariant,
+    TensorBoardVariant,
+    HistcVariant,
+    TorchSaveVariant,
+]
 
 
 def bench_slowdown(

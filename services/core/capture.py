@@ -1,7 +1,7 @@
-"""Capture every snapshot off the training thread: copy into a pooled buffer, encode and upload elsewhere.
+"""Capture every snapshot: encode it where it costs training least, upload it off the training thread.
 
-The training thread only copies the model's floating-point state into a free preallocated flat buffer
-and enqueues it. A background thread hands the buffer to ``TapeWriter.append`` (which may fan the encoding
+Two modes (``CAPTURE_MODES``). **thread**: the training thread only copies the model's floating-point state
+into a free preallocated flat buffer and enqueues it. A background thread hands the buffer to ``TapeWriter.append`` (which may fan the encoding
 out to its own threads) and returns it to the pool. When the pool is empty the training thread waits
 (backpressure) rather than dropping a step; the wait is measured in ``CaptureStats.wait_seconds``. The
 writer thread can run at a lower CPU priority (``nice``), so on a CPU-bound machine encoding uses the
@@ -12,6 +12,15 @@ the model is on CUDA, copied on a side stream) and the writer gets numpy views. 
 (``TapeOptions(encoder="torch", device=...)``: the device path) it is a flat buffer on that device — the
 model's GPU: a device-to-device copy on a side stream, no host round trip — and the writer gets torch views,
 whose lane transforms then run on the device, on a side stream of the writer thread's own.
+
+**inline**: the training thread encodes the live tensors itself, right after the optimizer step (no copy),
+and only sealed segments go to the background thread, which uploads them (storage waits never reach
+training; at most ``buffers`` sealed segments wait, then training does). This is cheaper where training
+already keeps every core busy, i.e. a model on the CPU with as many intra-op threads as the process has
+CPUs: there a writer thread can only take a core from one of torch's threads, and the other then waits for
+it at every parallel region's barrier, so each second of encoding on a thread costs training ~1.5 s
+(measured, docs/performance.md), against 1 s inline. **auto** (the default) picks inline exactly there and
+thread otherwise (a GPU model, or spare cores the writer can run on for free).
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ log = logging.getLogger(__name__)
 # Per-tensor views start on this boundary so any dtype view of the flat byte buffer is aligned.
 _ALIGN = 64
 _POLL_S = 0.05
+
+CAPTURE_MODES = ("auto", "thread", "inline")
 
 _TORCH_TO_NUMPY: dict[torch.dtype, str] = {
     torch.float16: "float16",
@@ -63,6 +74,30 @@ def _buffer_placement(writer: TapeWriter, sources: list[torch.Tensor]) -> tuple[
     if dev.type != "cpu":
         return torch.device("cpu"), False
     return dev, True
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_capture_mode(mode: str, sources: list[torch.Tensor], hand_torch: bool) -> str:
+    """ "thread" or "inline" for ``mode`` (see the module docstring): "auto" is inline when every captured
+    tensor is on the CPU, the numpy encoder takes them, and torch's intra-op threads cover every CPU this
+    process may use; "inline" elsewhere is a ValueError."""
+    if mode not in CAPTURE_MODES:
+        raise ValueError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, got {mode!r}")
+    on_cpu = all(s.device.type == "cpu" for s in sources) and not hand_torch
+    if mode == "inline" and not on_cpu:
+        raise ValueError(
+            "capture mode 'inline' needs the model on the CPU and the numpy encoder (the device path and "
+            "GPU models capture on a thread)"
+        )
+    if mode != "auto":
+        return mode
+    return "inline" if on_cpu and torch.get_num_threads() >= _usable_cpus() else "thread"
 
 
 class CaptureError(RuntimeError):
@@ -105,11 +140,12 @@ def capture_device(model: torch.nn.Module, include_buffers: bool = True) -> str 
 
 @dataclass
 class CaptureStats:
-    """What capturing cost so far. ``wait_seconds``: training blocked on a full pool; ``copy_seconds``:
-    training thread time spent issuing copies; bytes are the tape writer's raw and stored totals;
-    ``encode_seconds``/``commit_seconds``: the writer's own wall time encoding and uploading;
-    ``writer_cpu_seconds``: CPU time of the writer thread itself (encoding and uploading, not the encoder's
-    helper threads), which other load on the machine does not inflate."""
+    """What capturing cost so far. ``wait_seconds``: training blocked on a full pool (thread mode) or on
+    sealed segments still uploading (inline); ``copy_seconds``: training thread time spent issuing copies
+    (thread mode); bytes are the tape writer's raw and stored totals; ``encode_seconds``/``commit_seconds``:
+    the writer's own wall time encoding and sealing/uploading; ``writer_cpu_seconds``: CPU time the capture's
+    own threads spent in the writer (the writer thread, and in inline mode the training thread's encoding;
+    not the encoder's helper threads), which other load on the machine does not inflate."""
 
     steps: int = 0
     wait_seconds: float = 0.0
@@ -146,10 +182,12 @@ class CapturePipeline:
         buffers: int = 4,
         nice: int = 0,
         include_buffers: bool = True,
+        mode: str = "auto",
     ) -> None:
         """Allocate the buffer pool for ``model``'s capturable tensors and start the writer thread
-        (``nice`` > 0 lowers its CPU priority on Linux). ``buffers`` is the pool size (snapshots in flight);
-        ``include_buffers`` False captures parameters only, not module buffers (BatchNorm statistics)."""
+        (``nice`` > 0 lowers its CPU priority on Linux). ``buffers`` is the pool size (snapshots in flight;
+        inline: sealed segments waiting for upload); ``include_buffers`` False captures parameters only, not
+        module buffers (BatchNorm statistics); ``mode``: "auto", "thread" or "inline" (module docstring)."""
         if buffers < 1:
             raise ValueError(f"buffers must be >= 1, got {buffers}")
         self.model = model
@@ -172,6 +210,7 @@ class CapturePipeline:
         self.device = self.devices[0] if self.devices else torch.device("cpu")
         self.buffer_device, self.hand_torch = _buffer_placement(writer, sources)
         self.device_path = self.hand_torch and self.buffer_device.type == "cuda"
+        self.mode = resolve_capture_mode(mode, sources, self.hand_torch)
 
         offsets, off = [], 0
         for t in self.infos:
@@ -180,9 +219,13 @@ class CapturePipeline:
         self._offsets, self._total = offsets, max(off, _ALIGN)
 
         self._pool: queue.Queue[_Slot] = queue.Queue()
-        for _ in range(buffers):
-            self._pool.put(self._new_slot())
+        if self.mode == "thread":  # inline encodes the live tensors: no buffers
+            for _ in range(buffers):
+                self._pool.put(self._new_slot())
         self._queue: queue.Queue[tuple[int, _Slot, Any] | None] = queue.Queue()
+        # inline: one token per sealed segment for the thread to publish; full = training waits.
+        self._sealed: queue.Queue[bool | None] = queue.Queue(maxsize=buffers)
+        self._cpu_lock = threading.Lock()
         self._streams: dict[torch.device, Any] = {d: torch.cuda.Stream(device=d) for d in self.devices}
         # The device path: the writer's torch transform runs on a side stream, not training's stream. Only
         # when the writer encodes on its own thread: helper threads would issue work on their default stream.
@@ -200,7 +243,8 @@ class CapturePipeline:
         self._last_step: int | None = None
         self._closed = False
         self.nice = int(nice)
-        self._thread = threading.Thread(target=self._run, name="netlapse-capture-writer", daemon=True)
+        run = self._run if self.mode == "thread" else self._run_publisher
+        self._thread = threading.Thread(target=run, name="netlapse-capture-writer", daemon=True)
         self._thread.start()
 
     # -- setup helpers
@@ -314,6 +358,9 @@ class CapturePipeline:
         step = int(step)
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(f"capture steps must strictly increase: got {step} after {self._last_step}")
+        if self.mode == "inline":
+            self._capture_inline(step)
+            return
         slot = self._acquire()
         t0 = time.perf_counter()
         try:
@@ -326,6 +373,51 @@ class CapturePipeline:
         self.stats.copy_seconds += time.perf_counter() - t0
         self._last_step = step
         self._queue.put((step, slot, event))
+
+    def _capture_inline(self, step: int) -> None:
+        """Encode the live tensors on this thread; hand a full segment to the thread for upload."""
+        arrays = {
+            info.name: src.detach().numpy() for info, src in zip(self.infos, self._sources(), strict=True)
+        }
+        c0 = time.thread_time()
+        try:
+            try:
+                self.writer.append(step, arrays, commit=False)
+                self._last_step = step
+                self.stats.steps += 1
+                sealed = self.writer.seal() if self.writer.segment_full else None
+            except Exception as e:  # the same CaptureError, with its cause, as from the writer thread
+                self._error_step, self._error = step, e
+                log.error("capture writer failed at step %s: %s", step, e)
+                self._raise_if_failed()
+            if sealed is not None:
+                self._hand_sealed()
+        finally:
+            self._add_cpu(time.thread_time() - c0)
+            self._sync_writer_stats()
+
+    def _hand_sealed(self) -> None:
+        try:
+            self._sealed.put_nowait(True)
+            return
+        except queue.Full:
+            pass
+        t0 = time.perf_counter()
+        try:
+            while True:
+                try:
+                    self._sealed.put(True, timeout=_POLL_S)
+                    return
+                except queue.Full:
+                    self._raise_if_failed()
+                    if not self._thread.is_alive():
+                        raise CaptureError("capture writer thread is not running") from None
+        finally:
+            self.stats.wait_seconds += time.perf_counter() - t0
+
+    def _add_cpu(self, seconds: float) -> None:
+        with self._cpu_lock:
+            self.stats.writer_cpu_seconds += seconds
 
     def _copy(self, slot: _Slot, sources: list[torch.Tensor]) -> Any:
         """Copy sources into the slot (host or device buffer alike: a CUDA source is copied on its device's
@@ -360,12 +452,33 @@ class CapturePipeline:
 
     # -- writer thread
 
-    def _run(self) -> None:
+    def _lower_priority(self) -> None:
         if self.nice > 0 and hasattr(os, "setpriority"):
             try:  # Linux: a thread id names just this thread
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
             except OSError:
                 log.debug("could not lower the capture writer's priority")
+
+    def _run_publisher(self) -> None:
+        """inline mode: upload what the training thread sealed, in order."""
+        self._lower_priority()
+        while True:
+            token = self._sealed.get()
+            if token is None:
+                return
+            c0 = time.thread_time()
+            try:
+                if self._error is None:
+                    self.writer.publish()
+            except BaseException as e:  # kept and re-raised on the training thread
+                self._error_step = self.writer.last_committed_step
+                self._error = e
+                log.error("capture writer failed to upload a segment: %s", e)
+            finally:
+                self._add_cpu(time.thread_time() - c0)
+
+    def _run(self) -> None:
+        self._lower_priority()
         while True:
             item = self._queue.get()
             if item is None:
@@ -384,7 +497,7 @@ class CapturePipeline:
                 self._error = e
                 log.error("capture writer failed at step %s: %s", step, e)
             finally:
-                self.stats.writer_cpu_seconds += time.thread_time() - c0
+                self._add_cpu(time.thread_time() - c0)
                 # After a failure keep draining, so a training thread blocked on the pool wakes up.
                 self._pool.put(slot)
 
@@ -414,6 +527,7 @@ class CapturePipeline:
             return replace(self.stats)
         self._closed = True
         self._queue.put(None)
+        self._sealed.put(None)  # a full queue waits here for the uploads, which the thread keeps doing
         self._thread.join()
         if self._error is not None:
             try:

@@ -209,7 +209,10 @@ class Run:
                 "host": host_name(),
             }
         )
-        writer = TapeWriter(self.sink.tape_store(), tape_prefix(self.id), infos, options)
+        # Ingest checks every segment against the SHA-256 its index entry gives.
+        writer = TapeWriter(
+            self.sink.tape_store(), tape_prefix(self.id), infos, options.with_(segment_digest=True)
+        )
         self._pipe = CapturePipeline(model, writer, buffers=4, nice=10, include_buffers=buffers)
         self._every = every
         self._capture(0)

@@ -429,7 +429,11 @@ class Trainer:
                 captured_upto - step,
             )
         capture = CapturePipeline(
-            model, writer, buffers=self.settings.capture_buffers, nice=self.settings.capture_nice
+            model,
+            writer,
+            buffers=self.settings.capture_buffers,
+            nice=self.settings.capture_nice,
+            mode=self.settings.capture_mode,
         )
         compact_every = self.settings.compact_during_run_steps
         compacted_upto = captured_upto or 0

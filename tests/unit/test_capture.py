@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -48,9 +49,9 @@ class GatedWriter(TapeWriter):
 
     gate: threading.Event
 
-    def append(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+    def append(self, step: int, arrays: Mapping[str, np.ndarray], *, commit: bool = True) -> None:
         assert self.gate.wait(10), "gate never opened"
-        super().append(step, arrays)
+        super().append(step, arrays, commit=commit)
 
 
 class FailingWriter(TapeWriter):
@@ -58,10 +59,10 @@ class FailingWriter(TapeWriter):
 
     fail_at = 2
 
-    def append(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+    def append(self, step: int, arrays: Mapping[str, np.ndarray], *, commit: bool = True) -> None:
         if step == self.fail_at:
             raise OSError(f"disk full at step {step}")
-        super().append(step, arrays)
+        super().append(step, arrays, commit=commit)
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_slow_writer_makes_training_wait_and_drops_nothing(store: LocalStore) ->
     gen = torch.Generator().manual_seed(1)
     writer = GatedWriter(store, "t/", capturable_tensors(model), segment_max_steps=5)
     writer.gate = threading.Event()
-    pipe = CapturePipeline(model, writer, buffers=2)
+    pipe = CapturePipeline(model, writer, buffers=2, mode="thread")
     expected = {0: float_state(model)}
     pipe.capture(0)
     for step in range(1, 16):
@@ -107,14 +108,15 @@ def test_slow_writer_makes_training_wait_and_drops_nothing(store: LocalStore) ->
             assert_same_bits(r.read(name, step), want)
 
 
-def test_buffer_reuse_does_not_corrupt_snapshots(store: LocalStore) -> None:
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_buffer_reuse_does_not_corrupt_snapshots(store: LocalStore, mode: str) -> None:
     """A single buffer is reused for every step; each step must still read back what the model held."""
     model = small_model()
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(2)
     writer = TapeWriter(store, "t/", capturable_tensors(model), segment_max_steps=4)
     expected = {}
-    with CapturePipeline(model, writer, buffers=1) as pipe:
+    with CapturePipeline(model, writer, buffers=1, mode=mode) as pipe:
         for step in range(25):
             if step:
                 train_step(model, opt, gen)
@@ -136,7 +138,7 @@ def test_buffer_reuse_does_not_corrupt_snapshots(store: LocalStore) -> None:
 def test_writer_error_surfaces_in_capture_with_its_cause(store: LocalStore) -> None:
     model = small_model()
     writer = FailingWriter(store, "t/", capturable_tensors(model))
-    pipe = CapturePipeline(model, writer, buffers=1)
+    pipe = CapturePipeline(model, writer, buffers=1, mode="thread")
     pipe.capture(0)
     pipe.capture(1)
     pipe.capture(2)  # accepted; the writer fails on it in the background
@@ -156,7 +158,7 @@ def test_writer_error_surfaces_in_close(store: LocalStore) -> None:
     model = small_model()
     writer = FailingWriter(store, "t/", capturable_tensors(model))
     writer.fail_at = 4
-    pipe = CapturePipeline(model, writer, buffers=8)
+    pipe = CapturePipeline(model, writer, buffers=8, mode="thread")
     for step in range(5):
         pipe.capture(step)
     with pytest.raises(CaptureError, match="step 4") as exc:
@@ -164,19 +166,21 @@ def test_writer_error_surfaces_in_close(store: LocalStore) -> None:
     assert isinstance(exc.value.__cause__, OSError)
 
 
-def test_error_in_training_closes_the_tape_incomplete(store: LocalStore) -> None:
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_error_in_training_closes_the_tape_incomplete(store: LocalStore, mode: str) -> None:
     model = small_model()
     writer = TapeWriter(store, "t/", capturable_tensors(model))
-    with pytest.raises(RuntimeError, match="boom"), CapturePipeline(model, writer) as pipe:
+    with pytest.raises(RuntimeError, match="boom"), CapturePipeline(model, writer, mode=mode) as pipe:
         pipe.capture(0)
         raise RuntimeError("boom")
     r = TapeReader(store, "t/")
     assert r.steps() == [0] and not r.complete
 
 
-def test_capture_rejects_non_increasing_steps_and_use_after_close(store: LocalStore) -> None:
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_capture_rejects_non_increasing_steps_and_use_after_close(store: LocalStore, mode: str) -> None:
     model = small_model()
-    pipe = CapturePipeline(model, TapeWriter(store, "t/", capturable_tensors(model)))
+    pipe = CapturePipeline(model, TapeWriter(store, "t/", capturable_tensors(model)), mode=mode)
     pipe.capture(3)
     with pytest.raises(ValueError, match="strictly increase"):
         pipe.capture(3)
@@ -198,12 +202,14 @@ def test_capture_is_concurrent_with_the_writer(store: LocalStore) -> None:
     release = threading.Event()
 
     class BlockingWriter(TapeWriter):
-        def append(self, step: int, arrays: Mapping[str, np.ndarray]) -> None:
+        def append(self, step: int, arrays: Mapping[str, np.ndarray], *, commit: bool = True) -> None:
             started.set()
             release.wait(5)
-            super().append(step, arrays)
+            super().append(step, arrays, commit=commit)
 
-    pipe = CapturePipeline(model, BlockingWriter(store, "t/", capturable_tensors(model)), buffers=2)
+    pipe = CapturePipeline(
+        model, BlockingWriter(store, "t/", capturable_tensors(model)), buffers=2, mode="thread"
+    )
     pipe.capture(0)
     assert started.wait(5)
     t0 = time.perf_counter()
@@ -239,13 +245,16 @@ def test_cuda_capture_is_bit_exact(store: LocalStore) -> None:
             assert_same_bits(r.read(name, step), want)
 
 
-def test_low_priority_multithreaded_writer_is_exact_and_reports_its_own_cost(store: LocalStore) -> None:
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_low_priority_multithreaded_writer_is_exact_and_reports_its_own_cost(
+    store: LocalStore, mode: str
+) -> None:
     model = small_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     gen = torch.Generator().manual_seed(4)
     writer = TapeWriter(store, "t/", capturable_tensors(model), threads=2, thread_nice=5, keyframe_interval=4)
     expected = {}
-    with CapturePipeline(model, writer, buffers=2, nice=5) as pipe:
+    with CapturePipeline(model, writer, buffers=2, nice=5, mode=mode) as pipe:
         for step in range(12):
             if step:
                 train_step(model, opt, gen)
@@ -291,9 +300,9 @@ class RecordingWriter(TapeWriter):
 
     kinds: list[str]
 
-    def append(self, step: int, arrays: Mapping[str, object]) -> None:
+    def append(self, step: int, arrays: Mapping[str, object], *, commit: bool = True) -> None:
         self.kinds.extend(sorted({type(a).__name__ for a in arrays.values()}))
-        super().append(step, arrays)
+        super().append(step, arrays, commit=commit)
 
 
 @pytest.mark.parametrize("buffers", [1, 3])
@@ -339,11 +348,12 @@ def test_torch_encoder_gets_torch_views_of_the_buffer_and_the_tape_is_bit_exact(
         assert store.get(k) == store.get("np/" + k.removeprefix("dev/"))
 
 
-def test_numpy_encoder_gets_numpy_views_of_host_memory(store: LocalStore) -> None:
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_numpy_encoder_gets_numpy_views_of_host_memory(store: LocalStore, mode: str) -> None:
     model = small_model()
     writer = RecordingWriter(store, "t/", capturable_tensors(model), encoder="numpy")
     writer.kinds = []
-    with CapturePipeline(model, writer, buffers=2) as pipe:
+    with CapturePipeline(model, writer, buffers=2, mode=mode) as pipe:
         assert not pipe.hand_torch and not pipe.device_path
         pipe.capture(0)
     assert set(writer.kinds) == {"ndarray"}
@@ -405,7 +415,8 @@ def test_capture_device_names_the_gpu_only_for_a_model_on_one_gpu() -> None:
         assert capture_device(small_model().cuda()) == f"cuda:{torch.cuda.current_device()}"
 
 
-def test_non_contiguous_parameters_are_copied_by_value(store: LocalStore) -> None:
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_non_contiguous_parameters_are_copied_by_value(store: LocalStore, mode: str) -> None:
     """The host copy is a memcpy per tensor: a channels_last conv weight (strided) and a transposed parameter
     still land in the buffer in logical order, bit for bit."""
     torch.manual_seed(0)
@@ -418,7 +429,7 @@ def test_non_contiguous_parameters_are_copied_by_value(store: LocalStore) -> Non
     gen = torch.Generator().manual_seed(7)
     writer = TapeWriter(store, "t/", capturable_tensors(model))
     expected = {}
-    with CapturePipeline(model, writer, buffers=2) as pipe:
+    with CapturePipeline(model, writer, buffers=2, mode=mode) as pipe:
         for step in range(5):
             if step:
                 x = torch.randn(4, 3, 8, 8, generator=gen).to(memory_format=torch.channels_last)
@@ -434,13 +445,14 @@ def test_non_contiguous_parameters_are_copied_by_value(store: LocalStore) -> Non
             assert_same_bits(r.read(name, step), np.ascontiguousarray(want))
 
 
-def test_captures_follow_replaced_parameters_and_hooks(store: LocalStore) -> None:
+@pytest.mark.parametrize("mode", ["thread", "inline"])
+def test_captures_follow_replaced_parameters_and_hooks(store: LocalStore, mode: str) -> None:
     """A capture reads parameters and buffers straight from their modules (no state_dict() per step), so it
     must see what state_dict() would: a parameter replaced by a new one (or its .data swapped) is captured
     with its new values, a reshaped one is an error, and a model with a state-dict hook keeps state_dict()."""
     model = small_model()
     writer = TapeWriter(store, "t/", capturable_tensors(model))
-    pipe = CapturePipeline(model, writer, buffers=2)
+    pipe = CapturePipeline(model, writer, buffers=2, mode=mode)
     assert pipe._direct is not None
     expected = {0: float_state(model)}
     pipe.capture(0)
@@ -468,3 +480,101 @@ def test_captures_follow_replaced_parameters_and_hooks(store: LocalStore) -> Non
         assert p2._direct is None
         p2.capture(0)
     assert_same_bits(TapeReader(store, "h/").read("0.weight", 0), float_state(hooked)["0.weight"])
+
+
+class GatedStore(LocalStore):
+    """A store whose segment uploads wait for a gate (a slow disk or network), or fail from the n-th on."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_from: int | None = None
+        self.segment_puts = 0
+
+    def put(self, key: str, data: bytes) -> None:
+        if "/segments/" in key:
+            assert self.gate.wait(10), "gate never opened"
+            self.segment_puts += 1
+            if self.fail_from is not None and self.segment_puts >= self.fail_from:
+                raise OSError(f"no space left uploading {key}")
+        super().put(key, data)
+
+
+def test_inline_capture_encodes_on_the_caller_and_uploads_behind_it(tmp_path: Path) -> None:
+    """Inline: capture() has encoded the step when it returns (no copy, no buffer pool); a slow upload does
+    not stall training until ``buffers`` sealed segments wait for it; then training waits; nothing is lost."""
+    store = GatedStore(tmp_path / "s")
+    model = small_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    gen = torch.Generator().manual_seed(5)
+    writer = TapeWriter(store, "t/", capturable_tensors(model), segment_max_steps=2)
+    pipe = CapturePipeline(model, writer, buffers=2, mode="inline")
+    assert pipe.mode == "inline" and pipe._pool.empty()
+    store.gate.clear()
+    expected = {}
+    for step in range(5):  # seals segments [0,1] and [2,3]: both wait for the gate, training does not
+        if step:
+            train_step(model, opt, gen)
+        expected[step] = float_state(model)
+        pipe.capture(step)
+        assert pipe.stats.steps == step + 1 and writer.raw_bytes == (step + 1) * sum(
+            t.nbytes for t in writer.tensors
+        )
+    assert pipe.stats.wait_seconds == 0 and writer.last_committed_step is None
+    threading.Timer(0.3, store.gate.set).start()
+    for step in range(5, 12):  # [4,5] is the third sealed segment: this capture waits for an upload
+        train_step(model, opt, gen)
+        expected[step] = float_state(model)
+        pipe.capture(step)
+    stats = pipe.close()
+    assert stats.wait_seconds > 0.2 and stats.steps == 12 and stats.writer_cpu_seconds > 0
+    r = TapeReader(store, "t/")
+    assert r.complete and r.steps() == list(range(12))
+    for step, snap in expected.items():
+        for name, want in snap.items():
+            assert_same_bits(r.read(name, step), want)
+
+
+def test_inline_upload_failure_surfaces_in_the_next_capture(tmp_path: Path) -> None:
+    store = GatedStore(tmp_path / "s")
+    store.fail_from = 2
+    model = small_model()
+    writer = TapeWriter(store, "t/", capturable_tensors(model), segment_max_steps=2)
+    pipe = CapturePipeline(model, writer, buffers=4, mode="inline")
+    with pytest.raises(CaptureError, match="no space left") as exc:
+        for step in range(20):
+            pipe.capture(step)
+            time.sleep(0.01)  # let the upload thread run
+    assert isinstance(exc.value.__cause__, OSError)
+    with pytest.raises(CaptureError):
+        pipe.close()
+    r = TapeReader(store, "t/")
+    assert not r.complete and r.steps() == [0, 1], "the segment uploaded before the failure stays readable"
+
+
+def _mode_of(model: nn.Module, writer: TapeWriter) -> str:
+    pipe = CapturePipeline(model, writer)
+    pipe.close()
+    return pipe.mode
+
+
+def test_auto_mode_is_inline_only_for_a_cpu_model_that_uses_every_core(store: LocalStore) -> None:
+    model = small_model()
+    infos = capturable_tensors(model)
+    before = torch.get_num_threads()
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        torch.set_num_threads(cpus)
+        assert _mode_of(model, TapeWriter(store, "a/", infos)) == "inline"
+        if cpus > 1:  # a core left over: the writer thread runs there for free
+            torch.set_num_threads(cpus - 1)
+            assert _mode_of(model, TapeWriter(store, "b/", infos)) == "thread"
+    finally:
+        torch.set_num_threads(before)
+    torch_writer = TapeWriter(store, "c/", infos, encoder="torch", device="cpu")
+    assert _mode_of(model, torch_writer) == "thread"
+    with pytest.raises(ValueError, match="needs the model on the CPU and the numpy encoder"):
+        CapturePipeline(model, TapeWriter(store, "d/", infos, encoder="torch", device="cpu"), mode="inline")
+    with pytest.raises(ValueError, match="capture mode must be one of auto, thread, inline"):
+        CapturePipeline(model, TapeWriter(store, "e/", infos), mode="fast")

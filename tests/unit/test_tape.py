@@ -258,10 +258,16 @@ def _first_segment(store: Store) -> dict[str, Any]:
     return json.loads(store.get(PREFIX + MANIFEST_NAME))["segments"][0]
 
 
-def test_flipped_byte_in_a_chunk_raises_tape_corrupt_naming_the_object(store: LocalStore) -> None:
+@pytest.mark.parametrize("digest", [False, True])
+def test_flipped_byte_in_a_chunk_raises_tape_corrupt_naming_the_object(
+    store: LocalStore, digest: bool
+) -> None:
+    """With or without the segment's SHA-256 (segment_digest), a flipped byte is found: by the digest, or by
+    the chunk's CRC-32 (every read, and verify())."""
     snaps = snapshots(list(range(5)))
-    write_tape(store, snaps)
+    write_tape(store, snaps, segment_digest=digest)
     seg = _first_segment(store)
+    assert ("sha256" in seg) == digest
     key = PREFIX + seg["key"]
     data = bytearray(store.get(key))
     data[10] ^= 0xFF  # inside the first tensor's keyframe chunk
@@ -269,8 +275,11 @@ def test_flipped_byte_in_a_chunk_raises_tape_corrupt_naming_the_object(store: Lo
     r = TapeReader(store, PREFIX)
     with pytest.raises(TapeCorrupt, match=seg["key"]):
         r.read("conv.weight", 3)
-    with pytest.raises(TapeCorrupt, match="sha256"):
+    with pytest.raises(TapeCorrupt, match=f"{seg['key']}.*(fails its sha256|chunk .* fails its crc32)"):
         r.verify()
+    if not digest:
+        with pytest.raises(TapeCorrupt, match="crc32"):
+            r.verify()
 
 
 def test_truncated_or_missing_segment_raises_tape_corrupt(store: LocalStore) -> None:

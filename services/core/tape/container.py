@@ -131,11 +131,15 @@ def _check_tensor_infos(tensors: Sequence[TensorInfo]) -> list[TensorInfo]:
 
 
 def pack_object(
-    chunks: list[bytes], rows: np.ndarray, header: dict[str, Any], crcs_known: bool = False
+    chunks: list[bytes],
+    rows: np.ndarray,
+    header: dict[str, Any],
+    crcs_known: bool = False,
+    digest: bool = True,
 ) -> tuple[bytes, dict[str, Any]]:
     """Chunks + index + trailer; rows[:, 0:2] (offset, length) are filled in here, and rows[:, 2] (crc32)
     too, except, with ``crcs_known``, where the encoder already put it (>= 0: the native codec computes it
-    while the chunk is in cache)."""
+    while the chunk is in cache). ``digest``: the info holds the object's SHA-256 (else no "sha256")."""
     off = 0
     for i, c in enumerate(chunks):
         rows[i, 0], rows[i, 1] = off, len(c)
@@ -148,13 +152,10 @@ def pack_object(
     )
     index_crc = zlib.crc32(index)
     data = b"".join([*chunks, index, _TRAILER.pack(_TRAILER_MAGIC, off, len(index), index_crc, 0)])
-    info = {
-        "size": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "index_offset": off,
-        "index_length": len(index),
-        "index_crc32": index_crc,
-    }
+    info: dict[str, Any] = {"size": len(data)}
+    if digest:
+        info["sha256"] = hashlib.sha256(data).hexdigest()
+    info.update(index_offset=off, index_length=len(index), index_crc32=index_crc)
     return data, info
 
 

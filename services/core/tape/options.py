@@ -31,6 +31,10 @@ class TapeOptions:
     ``encoder``: where the lane transforms run: "numpy" (CPU), "torch" (on ``device``, e.g. "cuda:0": the
     device path) or "auto" (torch when ``device`` is a CUDA device that is present, else numpy, the faster
     one on a CPU). Every choice writes the same bytes; lossy tapes always use numpy.
+    ``segment_digest``: put each segment's SHA-256 in its manifest entry — what SDK ingest checks of a segment
+    that crossed a network (the SDK always sets it). Off, a tape relies on what is always there: every chunk's
+    CRC-32 and the index's (which lists every chunk's offset, length and CRC), checked by every read and by
+    verify(). The digest is 13-16 % of the writer's CPU (docs/performance.md).
     ``entropy``: how the numpy encoder codes blocks: "native" (the C codec, native.py: prediction, symbols and
     Huffman coding fused, format 3), "zstd" (byte planes, each a zstd frame, format 2) or "auto" (native when
     it is built, else zstd with one log line). The torch encoder always writes zstd byte planes."""
@@ -50,6 +54,7 @@ class TapeOptions:
     encoder: str = "auto"
     device: str | None = None
     entropy: str = "auto"
+    segment_digest: bool = False
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -111,4 +116,5 @@ class TapeOptions:
             "block_lanes": self.block_lanes,
             "segment_target_bytes": self.segment_target_bytes,
             "segment_max_steps": self.segment_max_steps,
+            "segment_digest": self.segment_digest,
         }

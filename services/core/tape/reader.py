@@ -186,7 +186,9 @@ class TapeReader:
     # -- indexes
 
     def _obj_id(self, e: Mapping[str, Any]) -> int:
-        ident = (str(e["key"]), str(e.get("sha256", "")))
+        # Same key and same content digest = same bytes; without a SHA-256 (segment_digest off) the index's
+        # CRC-32, which covers every chunk's offset, length and CRC, and the size stand in for it.
+        ident = (str(e["key"]), str(e.get("sha256") or f"{e.get('size')}:{e.get('index_crc32')}"))
         with self._lock:
             return self._obj_ids.setdefault(ident, len(self._obj_ids))
 
@@ -240,7 +242,7 @@ class TapeReader:
             for p in range(u.first_pos, u.first_pos + len(u.steps)):
                 covered[p] = u
         with self._lock:
-            # Objects already loaded keep their table: same key and sha256 means same bytes.
+            # Objects already loaded keep their table: same key and digest (_obj_id) means same bytes.
             old = {o.id: o for o in self._all_objects()}
             for o in [*segments, *(p for u in units for p in u.parts)]:
                 if o.id in old:
@@ -962,7 +964,8 @@ class TapeReader:
     # -- integrity
 
     def verify(self) -> None:
-        """Download every object serving the tape and check its size, sha256, index and every chunk's crc32.
+        """Download every object serving the tape and check its size, sha256 (where its entry has one),
+        index and every chunk's crc32.
 
         Raises TapeCorrupt naming the first bad object."""
         with self._lock:

@@ -16,6 +16,7 @@ keyframe, so a quantization error never accumulates. The ``K`` lanes then take t
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,14 @@ _VOTE_EVERY = 4
 _DENSE_TRY = 0.9
 
 
+@dataclass(frozen=True)
+class SealedSegment:
+    """A segment packed by TapeWriter.seal(), waiting for publish(): its bytes and its manifest entry."""
+
+    data: bytes
+    entry: dict[str, Any]
+
+
 @dataclass
 class _TensorState:
     """What the writer remembers of one tensor: lanes of the last two steps and, in lossy mode, the key."""
@@ -84,7 +93,8 @@ class TapeWriter:
 
     ``raw_bytes`` counts every appended snapshot; ``stored_bytes`` counts uploaded segments plus the
     compressed bytes of the open one. ``last_committed_step`` is the last step a reader can see.
-    ``encode_seconds`` is the wall time spent in append() (encoding), ``commit_seconds`` in uploads.
+    ``encode_seconds`` is the wall time spent in append() (encoding), ``commit_seconds`` in sealing
+    (packing a segment) and uploads.
     Not thread-safe: one thread appends (the capture pipeline's writer thread); ``threads`` > 1 encodes the
     blocks of each snapshot on that many helper threads."""
 
@@ -153,6 +163,11 @@ class TapeWriter:
         self.encode_seconds = 0.0
         self.commit_seconds = 0.0
         self.last_committed_step: int | None = None
+        # Segments sealed but not yet uploaded, oldest first (seal() on the appending thread, publish() on
+        # any one thread); _lock guards them and the committed totals.
+        self._sealed: list[SealedSegment] = []
+        self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
         self._last_step: int | None = None
         self._position = 0  # captured steps appended over the tape's life
         self._closed = False
@@ -257,10 +272,12 @@ class TapeWriter:
             checked.append(a)
         return checked
 
-    def append(self, step: int, arrays: Mapping[str, Any]) -> None:
+    def append(self, step: int, arrays: Mapping[str, Any], *, commit: bool = True) -> None:
         """Add the snapshot at ``step`` (strictly after the previous one). ``arrays`` maps every tensor name
         to an array of its shape and dtype (numpy; torch tensors too, on any device, with the torch
-        encoder); they may be views into a buffer reused after this returns."""
+        encoder); they may be views into a buffer reused after this returns. A full segment is committed
+        here, unless ``commit`` is False: then the caller seals it (``segment_full``, seal()) and publishes
+        it, e.g. on another thread, so this thread never waits for storage."""
         checked = self._check(step, arrays)
         t0 = time.perf_counter()
         step = int(step)
@@ -298,11 +315,31 @@ class TapeWriter:
         self._open_steps.append(step)
         self._last_step = step
         self._position += 1
-        self.raw_bytes = self._committed_raw + self._open_raw
-        self.stored_bytes = self._committed_stored + self._open_bytes
+        self._update_totals()
         self.encode_seconds += time.perf_counter() - t0
-        if self._open_bytes >= self.segment_target_bytes or len(self._open_steps) >= self.segment_max_steps:
+        if commit and self.segment_full:
             self.commit()
+
+    @property
+    def segment_full(self) -> bool:
+        """Whether the open segment has reached its size or step bound (append() then commits it, unless
+        told not to: then seal() and publish() it)."""
+        return (
+            self._open_bytes >= self.segment_target_bytes or len(self._open_steps) >= self.segment_max_steps
+        )
+
+    @property
+    def pending_segments(self) -> int:
+        """Segments sealed and not yet published."""
+        with self._lock:
+            return len(self._sealed)
+
+    def _update_totals(self) -> None:
+        with self._lock:
+            sealed_raw = sum(s.entry["raw_bytes"] for s in self._sealed)
+            sealed_stored = sum(len(s.data) for s in self._sealed)
+            self.raw_bytes = self._committed_raw + sealed_raw + self._open_raw
+            self.stored_bytes = self._committed_stored + sealed_stored + self._open_bytes
 
     def _plan(self, i: int, a: Any, key_step: bool) -> tuple[bool, Any, Any]:
         """Keyframe or delta for tensor i: (is_key, new lanes state, lanes whose zigzag a keyframe stores)."""
@@ -454,7 +491,7 @@ class TapeWriter:
             "tensors": [t.name for t in self.tensors],
             "block_lanes": self.block_lanes,
         }
-        data, info = pack_object(chunks, table, header, crcs_known=True)
+        data, info = pack_object(chunks, table, header, crcs_known=True, digest=self.options.segment_digest)
         first, last = steps[0], steps[-1]
         entry = {
             "key": f"{SEGMENTS_DIR}{first:012d}-{last:012d}.seg",
@@ -492,17 +529,38 @@ class TapeWriter:
     def _write_manifest(self, complete: bool) -> None:
         self.store.put_json(self.prefix + MANIFEST_NAME, self._manifest(complete, self._segments))
 
-    def commit(self) -> None:
-        """Upload the open segment (if any), then its index part; calls on_commit(last committed step).
-
-        The index part is written last: only then does the segment exist for readers. On an upload failure
-        the open segment is kept, so a later commit() retries it."""
+    def seal(self) -> SealedSegment | None:
+        """Close the open segment for appends and pack it (chunks, index, digest: CPU work, no I/O); None if
+        it is empty. It is then pending: publish() uploads it. Call on the appending thread."""
         if self._closed or not self._open_steps:
-            return
+            return None
         t0 = time.perf_counter()
+        data, entry = self._build_segment()
+        sealed = SealedSegment(data, entry)
+        self._reset_open_segment()
+        with self._lock:
+            self._sealed.append(sealed)
+            self.commit_seconds += time.perf_counter() - t0
+        return sealed
+
+    def publish(self) -> None:
+        """Upload every sealed segment, oldest first, each followed by its index part (only then does it
+        exist for readers); calls on_commit(last committed step) after each. On a failure the segment stays
+        pending and a later publish() (or commit()) retries it. One thread at a time; it may differ from the
+        appending one."""
+        with self._publish_lock:
+            while True:
+                with self._lock:
+                    if not self._sealed:
+                        return
+                    sealed = self._sealed[0]
+                self._upload(sealed)
+
+    def _upload(self, sealed: SealedSegment) -> None:
+        t0 = time.perf_counter()
+        entry = sealed.entry
         try:
-            data, entry = self._build_segment()
-            self.store.put(self.prefix + entry["key"], data)
+            self.store.put(self.prefix + entry["key"], sealed.data)
             seq = len(self._segments)
             self.store.put_json(self.prefix + index_part_key(seq), index_part(seq, entry))
             # The index part made the segment durable; its page-cache copy is not needed for capture (a
@@ -511,18 +569,30 @@ class TapeWriter:
             if drop is not None:
                 drop(self.prefix + entry["key"])
         finally:
-            self.commit_seconds += time.perf_counter() - t0
-        self._segments = [*self._segments, entry]
-        self._committed_raw += self._open_raw
-        self._committed_stored += len(data)
-        self.last_committed_step = entry["last_step"]
-        self._reset_open_segment()
-        self.raw_bytes, self.stored_bytes = self._committed_raw, self._committed_stored
+            with self._lock:
+                self.commit_seconds += time.perf_counter() - t0
+        with self._lock:
+            self._sealed.pop(0)
+            self._segments = [*self._segments, entry]
+            self._committed_raw += entry["raw_bytes"]
+            self._committed_stored += len(sealed.data)
+            self.last_committed_step = entry["last_step"]
+        self._update_totals()
         if self.on_commit is not None:
             try:
                 self.on_commit(entry["last_step"])
             except Exception:  # a notification failure must not lose or stall the tape itself
                 log.exception("on_commit callback failed for step %s", entry["last_step"])
+
+    def commit(self) -> None:
+        """Seal the open segment (if any) and publish it, with any still pending: upload, then index part.
+
+        The index part is written last: only then does the segment exist for readers. On an upload failure
+        the segment stays pending, so a later commit() retries it."""
+        if self._closed:
+            return
+        self.seal()
+        self.publish()
 
     def close(self, complete: bool = True) -> None:
         """Commit what is open, write the whole index into the manifest, marked complete (or not), and
