@@ -68,7 +68,10 @@ class ObjectNotFound(StoreError, KeyError):
 
 @runtime_checkable
 class Store(Protocol):
-    """What every backend offers. Implementations are safe to use from several threads."""
+    """What every backend offers. Implementations are safe to use from several threads.
+
+    ``put`` takes any bytes-like ``data`` (the tape writer passes views of buffers it reuses once ``put``
+    has returned): a backend that keeps the data beyond the call must copy it."""
 
     url: str
 

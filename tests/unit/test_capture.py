@@ -522,13 +522,28 @@ def test_inline_capture_encodes_on_the_caller_and_uploads_behind_it(tmp_path: Pa
             t.nbytes for t in writer.tensors
         )
     assert pipe.stats.wait_seconds == 0 and writer.last_committed_step is None
-    threading.Timer(0.3, store.gate.set).start()
-    for step in range(5, 12):  # [4,5] is the third sealed segment: this capture waits for an upload
-        train_step(model, opt, gen)
-        expected[step] = float_state(model)
-        pipe.capture(step)
+
+    def train_on() -> None:  # [4,5] and [6,7] are sealed too: with two waiting, the next capture blocks
+        for step in range(5, 12):
+            train_step(model, opt, gen)
+            expected[step] = float_state(model)
+            pipe.capture(step)
+
+    loop = threading.Thread(target=train_on)
+    loop.start()
+    deadline = time.monotonic() + 10
+    last = -1
+    while time.monotonic() < deadline:  # until training stops making progress
+        time.sleep(0.3)
+        if pipe.stats.steps == last:
+            break
+        last = pipe.stats.steps
+    # Blocked: one segment in the upload, `buffers` sealed ones waiting, the step that sealed the last held.
+    assert loop.is_alive() and writer.pending_segments == 4 and writer.last_committed_step is None
+    store.gate.set()
+    loop.join(10)
     stats = pipe.close()
-    assert stats.wait_seconds > 0.2 and stats.steps == 12 and stats.writer_cpu_seconds > 0
+    assert stats.wait_seconds > 0.25 and stats.steps == 12 and stats.writer_cpu_seconds > 0
     r = TapeReader(store, "t/")
     assert r.complete and r.steps() == list(range(12))
     for step, snap in expected.items():

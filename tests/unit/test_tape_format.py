@@ -360,3 +360,49 @@ def test_the_writer_drops_each_committed_segment_from_the_page_cache_only_once_i
     store.drop_cached("t/scratch.bin")
     store.drop_cached("t/missing.bin")
     assert advised == []
+
+
+def test_sealed_segments_wait_for_publish_in_their_own_buffers_and_a_failed_upload_is_retried(
+    tmp_path: Path,
+) -> None:
+    """seal() packs a segment into a reused buffer; publish() uploads oldest first. Segments sealed while
+    others wait never share a buffer, a failed upload stays pending and is published by the next call, and
+    every step reads back bit for bit."""
+
+    class FlakyStore(LocalStore):
+        fail_next = False
+
+        def put(self, key: str, data: bytes) -> None:
+            if self.fail_next and "/segments/" in key:
+                self.fail_next = False
+                raise OSError("connection reset")
+            super().put(key, data)
+
+    store = FlakyStore(tmp_path / "s")
+    steps = list(range(14))
+    snaps = snapshots(steps, seed=11)
+    w = TapeWriter(store, PREFIX, TENSORS, segment_max_steps=2)
+    sealed = []
+    for step in steps[:6]:
+        w.append(step, snaps[step], commit=False)
+        if w.segment_full:
+            sealed.append(w.seal())
+    assert w.pending_segments == 3 and w.last_committed_step is None
+    buffers = [s.buffer for s in sealed]
+    assert all(b is not None for b in buffers) and len({id(b) for b in buffers}) == 3
+    assert w.stored_bytes == sum(len(s.data) for s in sealed) and w.raw_bytes > 0
+    store.fail_next = True
+    with pytest.raises(OSError, match="connection reset"):
+        w.publish()
+    assert w.pending_segments == 3 and w.last_committed_step is None
+    w.publish()
+    assert w.pending_segments == 0 and w.last_committed_step == 5
+    for step in steps[6:]:  # later segments reuse the published ones' buffers
+        w.append(step, snaps[step])
+    w.close()
+    r = TapeReader(store, PREFIX)
+    assert r.steps() == steps and r.complete
+    r.verify()
+    for step in steps:
+        for name, want in snaps[step].items():
+            assert np.array_equal(bits(r.read(name, step)), bits(want)), (name, step)

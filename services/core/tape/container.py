@@ -136,10 +136,13 @@ def pack_object(
     header: dict[str, Any],
     crcs_known: bool = False,
     digest: bool = True,
-) -> tuple[bytes, dict[str, Any]]:
+    out: bytearray | None = None,
+) -> tuple[bytes | memoryview, dict[str, Any]]:
     """Chunks + index + trailer; rows[:, 0:2] (offset, length) are filled in here, and rows[:, 2] (crc32)
     too, except, with ``crcs_known``, where the encoder already put it (>= 0: the native codec computes it
-    while the chunk is in cache). ``digest``: the info holds the object's SHA-256 (else no "sha256")."""
+    while the chunk is in cache). ``digest``: the info holds the object's SHA-256 (else no "sha256").
+    ``out``: the object is assembled in this buffer when it is large enough (a view of it is returned), so a
+    writer that reuses its buffers writes into pages it already has instead of a fresh allocation's."""
     off = 0
     for i, c in enumerate(chunks):
         rows[i, 0], rows[i, 1] = off, len(c)
@@ -151,8 +154,18 @@ def pack_object(
         struct.pack("<I", len(hdr)) + hdr + rows.astype("<i8").tobytes()
     )
     index_crc = zlib.crc32(index)
-    data = b"".join([*chunks, index, _TRAILER.pack(_TRAILER_MAGIC, off, len(index), index_crc, 0)])
-    info: dict[str, Any] = {"size": len(data)}
+    parts = [*chunks, index, _TRAILER.pack(_TRAILER_MAGIC, off, len(index), index_crc, 0)]
+    size = off + len(index) + _TRAILER.size
+    data: bytes | memoryview
+    if out is not None and len(out) >= size:
+        view, pos = memoryview(out), 0
+        for c in parts:
+            view[pos : pos + len(c)] = c
+            pos += len(c)
+        data = view[:size]
+    else:
+        data = b"".join(parts)
+    info: dict[str, Any] = {"size": size}
     if digest:
         info["sha256"] = hashlib.sha256(data).hexdigest()
     info.update(index_offset=off, index_length=len(index), index_crc32=index_crc)

@@ -72,10 +72,12 @@ _DENSE_TRY = 0.9
 
 @dataclass(frozen=True)
 class SealedSegment:
-    """A segment packed by TapeWriter.seal(), waiting for publish(): its bytes and its manifest entry."""
+    """A segment packed by TapeWriter.seal(), waiting for publish(): its bytes (a view of ``buffer`` when
+    the writer assembled it in one of its reused buffers) and its manifest entry."""
 
-    data: bytes
+    data: bytes | memoryview
     entry: dict[str, Any]
+    buffer: bytearray | None = None
 
 
 @dataclass
@@ -166,6 +168,7 @@ class TapeWriter:
         # Segments sealed but not yet uploaded, oldest first (seal() on the appending thread, publish() on
         # any one thread); _lock guards them and the committed totals.
         self._sealed: list[SealedSegment] = []
+        self._free_buffers: list[bytearray] = []  # segment buffers whose segment was published
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._last_step: int | None = None
@@ -473,7 +476,7 @@ class TapeWriter:
 
     # -- committing
 
-    def _build_segment(self) -> tuple[bytes, dict[str, Any]]:
+    def _build_segment(self, out: bytearray | None = None) -> tuple[bytes | memoryview, dict[str, Any]]:
         steps = self._open_steps
         chunks: list[bytes] = []
         rows: list[np.ndarray] = []
@@ -491,7 +494,9 @@ class TapeWriter:
             "tensors": [t.name for t in self.tensors],
             "block_lanes": self.block_lanes,
         }
-        data, info = pack_object(chunks, table, header, crcs_known=True, digest=self.options.segment_digest)
+        data, info = pack_object(
+            chunks, table, header, crcs_known=True, digest=self.options.segment_digest, out=out
+        )
         first, last = steps[0], steps[-1]
         entry = {
             "key": f"{SEGMENTS_DIR}{first:012d}-{last:012d}.seg",
@@ -535,12 +540,20 @@ class TapeWriter:
         if self._closed or not self._open_steps:
             return None
         t0 = time.perf_counter()
-        data, entry = self._build_segment()
-        sealed = SealedSegment(data, entry)
+        # Segments are assembled in reused buffers (one per segment in flight): a fresh ~8 MB allocation
+        # per segment costs page faults and zeroing (~10 % of the writer's CPU, measured with perf).
+        need = self._open_bytes + (1 << 16)  # chunks, plus room for the index and trailer
+        with self._lock:
+            buf = self._free_buffers.pop() if self._free_buffers else None
+        if buf is None or len(buf) < need:
+            buf = bytearray(need + need // 4)
+        data, entry = self._build_segment(buf)
+        sealed = SealedSegment(data, entry, buf if isinstance(data, memoryview) else None)
         self._reset_open_segment()
         with self._lock:
             self._sealed.append(sealed)
             self.commit_seconds += time.perf_counter() - t0
+        self._update_totals()
         return sealed
 
     def publish(self) -> None:
@@ -573,6 +586,8 @@ class TapeWriter:
                 self.commit_seconds += time.perf_counter() - t0
         with self._lock:
             self._sealed.pop(0)
+            if sealed.buffer is not None and len(self._free_buffers) < 2:
+                self._free_buffers.append(sealed.buffer)
             self._segments = [*self._segments, entry]
             self._committed_raw += entry["raw_bytes"]
             self._committed_stored += len(sealed.data)
