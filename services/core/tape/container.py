@@ -136,7 +136,7 @@ def pack_object(
     header: dict[str, Any],
     crcs_known: bool = False,
     digest: bool = True,
-    out: bytearray | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[bytes | memoryview, dict[str, Any]]:
     """Chunks + index + trailer; rows[:, 0:2] (offset, length) are filled in here, and rows[:, 2] (crc32)
     too, except, with ``crcs_known``, where the encoder already put it (>= 0: the native codec computes it
@@ -157,8 +157,8 @@ def pack_object(
     parts = [*chunks, index, _TRAILER.pack(_TRAILER_MAGIC, off, len(index), index_crc, 0)]
     size = off + len(index) + _TRAILER.size
     data: bytes | memoryview
-    if out is not None and len(out) >= size:
-        view, pos = memoryview(out), 0
+    if out is not None and out.size >= size:
+        view, pos = out.data, 0
         for c in parts:
             view[pos : pos + len(c)] = c
             pos += len(c)

@@ -77,7 +77,7 @@ class SealedSegment:
 
     data: bytes | memoryview
     entry: dict[str, Any]
-    buffer: bytearray | None = None
+    buffer: np.ndarray | None = None
 
 
 @dataclass
@@ -132,6 +132,7 @@ class TapeWriter:
         self._dtypes = [np.dtype(t.dtype) for t in self.tensors]
         self._lanes = [_lanes_of(dt) for dt in self._dtypes]
         self._n_lanes = [t.numel * ln.per_elem for t, ln in zip(self.tensors, self._lanes, strict=True)]
+        self._nbytes = [t.nbytes for t in self.tensors]
         self._slices = [_block_slices(n, self.block_lanes) for n in self._n_lanes]
         self.zstd_threads = opts.zstd_threads
         mt: zstandard.ZstdCompressor | None = None
@@ -168,7 +169,7 @@ class TapeWriter:
         # Segments sealed but not yet uploaded, oldest first (seal() on the appending thread, publish() on
         # any one thread); _lock guards them and the committed totals.
         self._sealed: list[SealedSegment] = []
-        self._free_buffers: list[bytearray] = []  # segment buffers whose segment was published
+        self._free_buffers: list[np.ndarray] = []  # segment buffers whose segment was published
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._last_step: int | None = None
@@ -258,6 +259,9 @@ class TapeWriter:
             a = arrays[info.name]
             if isinstance(a, np.generic):  # numpy arithmetic on 0-d arrays returns scalars
                 a = np.asarray(a)
+            if isinstance(a, np.ndarray) and a.dtype == dt and a.shape == info.shape:
+                checked.append(a)  # the common case, without building dtype names
+                continue
             if torch_ok and _is_torch(a):
                 got_dt = str(a.dtype).removeprefix("torch.")
                 shape = tuple(a.shape)
@@ -312,7 +316,7 @@ class TapeWriter:
         for i, (is_key, m, _) in enumerate(plans):
             st = self._state[i]
             st.m2, st.m1 = (None, m) if is_key else (st.m1, m)
-            self._open_raw += self.tensors[i].nbytes
+            self._open_raw += self._nbytes[i]
         if all(p[0] for p in plans):
             self._open_keyframes.append(step)
         self._open_steps.append(step)
@@ -476,7 +480,7 @@ class TapeWriter:
 
     # -- committing
 
-    def _build_segment(self, out: bytearray | None = None) -> tuple[bytes | memoryview, dict[str, Any]]:
+    def _build_segment(self, out: np.ndarray | None = None) -> tuple[bytes | memoryview, dict[str, Any]]:
         steps = self._open_steps
         chunks: list[bytes] = []
         rows: list[np.ndarray] = []
@@ -546,7 +550,7 @@ class TapeWriter:
         with self._lock:
             buf = self._free_buffers.pop() if self._free_buffers else None
         if buf is None or len(buf) < need:
-            buf = bytearray(need + need // 4)
+            buf = np.empty(need + need // 4, dtype=np.uint8)  # not zeroed: every byte used is written
         data, entry = self._build_segment(buf)
         sealed = SealedSegment(data, entry, buf if isinstance(data, memoryview) else None)
         self._reset_open_segment()
