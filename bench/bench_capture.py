@@ -130,6 +130,7 @@ class NetlapseVariant(Variant):
     def close(self) -> dict[str, Any]:
         st = self.pipe.close()
         return {
+            "mode": self.pipe.mode,
             "steps": st.steps,
             "wait_seconds": st.wait_seconds,
             "copy_seconds": st.copy_seconds,
@@ -347,13 +348,17 @@ def _slowdown(
         for k in _SUMMED:
             if k in rs[0]:
                 row[k] = sum(r[k] for r in rs)
+        if "mode" in rs[0]:
+            row["mode"] = rs[0]["mode"]  # the capture mode the pipeline ran in ("auto" resolved)
         if "stored_bytes" in rs[0] and "steps" not in rs[0]:
             row["stored_bytes_per_step"] = row["stored_bytes"] / (rounds * steps)
         out[name] = row
-    nl = out.get("netlapse")
-    if nl is not None:
+    for name in ("netlapse", "netlapse-thread"):
+        nl = out.get(name)
+        if nl is None:
+            continue
         snaps = nl["steps"]
-        train_s = sum(r["loop_seconds"] for r in runs["netlapse"])
+        train_s = sum(r["loop_seconds"] for r in runs[name])
         nl["writer_seconds_per_snapshot"] = (nl["encode_seconds"] + nl["commit_seconds"]) / snaps
         nl["encode_seconds_per_snapshot"] = nl["encode_seconds"] / snaps
         nl["commit_seconds_per_snapshot"] = nl["commit_seconds"] / snaps

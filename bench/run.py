@@ -126,13 +126,14 @@ def table(res: dict[str, Any]) -> str:
                 "",
             )
         )
-        for k in ("netlapse", "tensorboard", "histc", "torch.save"):
+        for k in ("netlapse", "netlapse-thread", "tensorboard", "histc", "torch.save"):
             v = s.get(k)
             if v is None:  # results of an older bench without that variant
                 continue
+            label = f"{k} ({v['mode']})" if k == "netlapse" and "mode" in v else k
             rows.append(
                 (
-                    f"1 slowdown {k}: loop | whole run",
+                    f"1 slowdown {label}: loop | whole run",
                     f"{fmt_pct(v['slowdown_loop'])} | {fmt_pct(v['slowdown_whole'])} (median run "
                     f"{fmt_pct(v['slowdown_loop_median_round'])} | {fmt_pct(v['slowdown_whole_median_round'])})",
                     "<= +5 % both, < tensorboard and histc" if k == "netlapse" else "",
