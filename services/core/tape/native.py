@@ -122,6 +122,7 @@ def _out_buffer(size: int) -> tuple[np.ndarray, np.ndarray]:
         buf = np.empty(size + size // 4, dtype=np.uint8)
         _tls.out = buf
         _tls.crc = np.zeros(1, dtype=np.uint32)
+        _tls.ptrs = (_ptr(buf), _ptr(_tls.crc))  # numpy takes ~2 us to say where an array is: once
     return buf, _tls.crc
 
 
@@ -196,6 +197,34 @@ def encode_crc(
 ) -> tuple[bytes, int]:
     """encode(), and the chunk's CRC-32 (zlib.crc32 of it)."""
     return _encode("nl_encode", m, m1, m2, values, _ptr(m))
+
+
+def address(a: np.ndarray) -> int:
+    """Where a contiguous array's first element is (for encode_bits_at)."""
+    p = _ptr(a)
+    assert p is not None
+    return p
+
+
+def encode_bits_at(
+    wb: int, n: int, bits: int, m_out: int, m1: int | None, m2: int | None, *, values: bool
+) -> tuple[bytes, int]:
+    """encode_bits() of ``n`` lanes of ``wb`` bytes given by address (``address(array)`` plus the block's
+    byte offset). Nothing is checked here: the caller owns the arrays, keeps them alive and contiguous, and
+    gives lanes of the same count and width (the tape writer's per-block path: asking numpy where each slice
+    is costs more than the check). A delta block (``values`` False) needs ``m1``."""
+    lib = _load()
+    if lib is None:
+        raise NativeCodecMissing("the native tape codec is not built")
+    if wb not in WIDTHS or (not values and m1 is None):
+        raise ValueError("native codec: lanes of 2, 4 or 8 bytes, and a delta block needs the previous step")
+    cap = wb * n + _bound_extra
+    out, crc = _out_buffer(cap)
+    out_p, crc_p = _tls.ptrs
+    size = int(lib.nl_encode_bits(wb, n, bits, m_out, m1, m2, 1 if values else 0, out_p, cap, crc_p))
+    if size < 0:
+        raise RuntimeError(f"native encoder failed: {_ERRORS.get(size, size)}")
+    return out[:size].tobytes(), int(crc[0])
 
 
 def encode_bits(

@@ -182,6 +182,9 @@ class TapeWriter:
         self._dense: list[np.ndarray | None] = [None] * len(self.tensors)
         # Float bits of the step being appended, where the native codec maps them to lanes itself.
         self._bits: list[np.ndarray | None] = [None] * len(self.tensors)
+        # Their addresses, and those of the lanes they are predicted from, for the native codec (_plan).
+        self._addrs: list[tuple[int, int, int | None, int | None] | None] = [None] * len(self.tensors)
+        self._ring_addrs: dict[int, int] = {}
         self._modes: dict[
             tuple[int, int], tuple[int, int]
         ] = {}  # (tensor, block) -> (mode, steps since vote)
@@ -303,6 +306,7 @@ class TapeWriter:
             results = _parallel(run, len(jobs), self._pool)
         finally:
             self._bits = [None] * len(self.tensors)
+            self._addrs = [None] * len(self.tensors)
         for i in range(len(self.tensors)):
             self._open_chunks[i].append([])
             self._open_rows[i].append(np.zeros((len(self._slices[i]), _ROW), dtype=np.int64))
@@ -356,7 +360,14 @@ class TapeWriter:
         if self._native and lanes.monotone and lanes.signed.itemsize in native.WIDTHS:
             # The native codec maps float bits to lanes block by block while it encodes (native.encode_bits).
             m = self._slot(i)
-            self._bits[i] = np.ascontiguousarray(a).reshape(-1).view(np.uint8).view(lanes.signed)
+            bits = self._bits[i] = np.ascontiguousarray(a).reshape(-1).view(np.uint8).view(lanes.signed)
+            st = self._state[i]
+            self._addrs[i] = (
+                native.address(bits),
+                self._address(m),
+                self._address(st.m1) if st.m1 is not None and not key_step else None,
+                self._address(st.m2) if st.m2 is not None and not key_step else None,
+            )
             return key_step, m, (m if key_step else None)
         _, tmp, _ = self._bufs(i)
         m = self._transform.lanes_into(a, lanes, self._slot(i), tmp)
@@ -383,6 +394,13 @@ class TapeWriter:
         _, tmp, _ = self._bufs(i)
         key_lanes = _mono(_lanes_view(a, lanes), lanes, out=np.empty(self._n_lanes[i], lanes.signed), tmp=tmp)
         return True, np.zeros(self._n_lanes[i], dtype=lanes.signed), key_lanes
+
+    def _address(self, a: np.ndarray) -> int:
+        """native.address of one of the writer's own lane buffers (they live as long as the writer), cached."""
+        addr = self._ring_addrs.get(id(a))
+        if addr is None:
+            addr = self._ring_addrs[id(a)] = native.address(a)
+        return addr
 
     def _slot(self, i: int) -> Any:
         """A lanes buffer for tensor i that holds neither of the two remembered steps."""
@@ -456,9 +474,14 @@ class TapeWriter:
         """One block through the native codec: (chunk, mode, the chunk's crc32). The codec picks the
         predictor itself and computes the crc while the chunk is in cache."""
         bits = self._bits[i]
+        addrs = self._addrs[i]
         if is_key:
-            if bits is not None:
-                chunk, crc = native.encode_bits(bits[sl], m[sl], None, None, values=True)
+            if bits is not None and addrs is not None:
+                wb, off = bits.itemsize, (sl.start or 0) * bits.itemsize
+                n = len(range(*sl.indices(bits.size)))
+                chunk, crc = native.encode_bits_at(
+                    wb, n, addrs[0] + off, addrs[1] + off, None, None, values=True
+                )
             else:
                 chunk, crc = native.encode_crc(key_lanes[sl], None, None, values=True)
             return chunk, MODE_KEY, crc
@@ -466,8 +489,19 @@ class TapeWriter:
         assert st.m1 is not None
         cur = m[sl]
         m2 = st.m2[sl] if st.m2 is not None else None
-        if bits is not None:
-            chunk, crc = native.encode_bits(bits[sl], cur, st.m1[sl], m2, values=False)
+        if bits is not None and addrs is not None:
+            # Addresses of this tensor's arrays, found once per snapshot (_plan), plus the block's offset.
+            wb, off = bits.itemsize, (sl.start or 0) * bits.itemsize
+            a1, a2 = addrs[2], addrs[3]
+            chunk, crc = native.encode_bits_at(
+                wb,
+                cur.size,
+                addrs[0] + off,
+                addrs[1] + off,
+                a1 + off if a1 is not None else None,
+                a2 + off if a2 is not None else None,
+                values=False,
+            )
         else:
             chunk, crc = native.encode_crc(cur, st.m1[sl], m2, values=False)
         if len(chunk) > _DENSE_TRY * cur.nbytes:
