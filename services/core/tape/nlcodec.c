@@ -125,34 +125,39 @@ static void sort_u64(uint64_t *a, int n) {
 /* Code lengths (<= MAXLEN) for counts[0..nsym); symbols with count 0 get length 0. Huffman's lengths from a
  * two-queue merge over the symbols sorted by count; lengths over MAXLEN are clamped and the Kraft excess paid
  * back by lengthening the lightest codes that still have room. */
+static void sort_keys(uint64_t *a, int n);
+
 static void huff_lengths(const uint32_t *counts, int nsym, uint8_t *len) {
-    uint64_t key[512]; /* count << 9 | symbol, sorted ascending */
+    uint64_t key[513]; /* count << 9 | symbol, sorted ascending; then a sentinel */
     int nl = 0;
-    for (int i = 0; i < nsym; i++) {
+    for (int i = 0; i < nsym; i++) { /* (branch-free: whether a count is 0 is a coin toss) */
         len[i] = 0;
-        if (counts[i]) key[nl++] = ((uint64_t)counts[i] << 9) | (uint64_t)i;
+        key[nl] = ((uint64_t)counts[i] << 9) | (uint64_t)i;
+        nl += counts[i] != 0;
     }
     if (nl == 0) return;
     if (nl == 1) {
         len[key[0] & 511] = 1;
         return;
     }
-    sort_u64(key, nl);
-    uint64_t iw[512];
+    sort_keys(key, nl);
+    /* Two queues, leaves (key) and internal nodes (iw), each ascending; a leaf goes first on ties. Sentinels
+     * (a weight above any other) at the end of both stand for an empty queue, so the picks are branch-free. */
+    const uint64_t big = ~(uint64_t)0 >> 1;
+    uint64_t iw[513];
     int parent[1024];
     int qi_head = 0, qi_tail = 0, ql = 0, next = nl;
+    key[nl] = big << 9 | 511;
     for (int k = 0; k < nl - 1; k++) {
         uint64_t w = 0;
+        iw[qi_tail] = big;
         for (int t = 0; t < 2; t++) {
-            int pick;
-            if (ql < nl && (qi_head == qi_tail || (key[ql] >> 9) <= iw[qi_head])) {
-                w += key[ql] >> 9;
-                pick = ql++;
-            } else {
-                w += iw[qi_head];
-                pick = nl + qi_head++;
-            }
-            parent[pick] = next;
+            uint64_t lw = key[ql] >> 9, nw = iw[qi_head];
+            int leaf = lw <= nw;
+            w += leaf ? lw : nw;
+            parent[leaf ? ql : nl + qi_head] = next;
+            ql += leaf;
+            qi_head += 1 - leaf;
         }
         iw[qi_tail++] = w;
         next++;
@@ -191,8 +196,11 @@ static inline uint32_t rev_bits(uint32_t v, int n) { /* the low n bits of v, rev
 
 /* LSB-first canonical codes from lengths; returns 0, or -1 when the lengths over-subscribe the code space. */
 static int canon_codes(const uint8_t *len, int nsym, uint16_t *code) {
-    int bl[MAXLEN + 1] = {0};
-    for (int i = 0; i < nsym; i++) bl[len[i]]++;
+    int bl[MAXLEN + 1] = {0}, bl2[MAXLEN + 1] = {0}; /* two counts: fewer increments of one place in a row */
+    int i = 0;
+    for (; i + 2 <= nsym; i += 2) bl[len[i]]++, bl2[len[i + 1]]++;
+    if (i < nsym) bl[len[i]]++;
+    for (int b = 1; b <= MAXLEN; b++) bl[b] += bl2[b];
     bl[0] = 0;
     uint32_t next[MAXLEN + 2], c = 0;
     int64_t room = 1;
@@ -302,17 +310,11 @@ static inline uint32_t get_u32(const uint8_t *p) {
     return v;
 }
 
-/* The symbols [lo, hi) of a context that have a code (the range its table section lists). */
-static inline void used_range(const uint8_t *l, int nsym, int *lo, int *hi) {
-    int a = 0, b = nsym;
-    while (a < b && !l[a]) a++;
-    while (b > a && !l[b - 1]) b--;
-    *lo = a, *hi = b;
-}
-
 /* Table section: u16 nsym, u16 nctx, presence bitmap, then per present context u16 lo, u16 hi and the
- * lengths of symbols lo..hi-1 as nibbles. Returns bytes written. */
-static size_t write_tables(uint8_t *o, const uint8_t *lens, int nsym, int nctx, const uint8_t *present) {
+ * lengths of symbols lo..hi-1 as nibbles. A context is present when lo < hi; [clo[c], chi[c]) are the symbols
+ * of context c that have a code (the encoder knows them from its counts). Returns bytes written. */
+static size_t write_tables(uint8_t *o, const uint8_t *lens, int nsym, int nctx, const int16_t *clo,
+                           const int16_t *chi) {
     uint8_t *p = o;
     put_u16(p, (uint16_t)nsym);
     put_u16(p + 2, (uint16_t)nctx);
@@ -320,13 +322,12 @@ static size_t write_tables(uint8_t *o, const uint8_t *lens, int nsym, int nctx, 
     int nb = (nctx + 7) / 8;
     memset(p, 0, nb);
     for (int c = 0; c < nctx; c++)
-        if (present[c]) p[c >> 3] |= (uint8_t)(1 << (c & 7));
+        if (clo[c] < chi[c]) p[c >> 3] |= (uint8_t)(1 << (c & 7));
     p += nb;
     for (int c = 0; c < nctx; c++) {
-        if (!present[c]) continue;
+        int lo = clo[c], hi = chi[c];
+        if (lo >= hi) continue;
         const uint8_t *l = lens + (size_t)c * nsym;
-        int lo, hi;
-        used_range(l, nsym, &lo, &hi);
         put_u16(p, (uint16_t)lo);
         put_u16(p + 2, (uint16_t)hi);
         p += 4;
@@ -335,14 +336,10 @@ static size_t write_tables(uint8_t *o, const uint8_t *lens, int nsym, int nctx, 
     return (size_t)(p - o);
 }
 
-static size_t tables_size(const uint8_t *lens, int nsym, int nctx, const uint8_t *present) {
+static size_t tables_size(int nctx, const int16_t *clo, const int16_t *chi) {
     size_t sz = 4 + (nctx + 7) / 8;
-    for (int c = 0; c < nctx; c++) {
-        if (!present[c]) continue;
-        int lo, hi;
-        used_range(lens + (size_t)c * nsym, nsym, &lo, &hi);
-        sz += 4 + (size_t)(hi - lo + 1) / 2;
-    }
+    for (int c = 0; c < nctx; c++)
+        if (clo[c] < chi[c]) sz += 4 + (size_t)(chi[c] - clo[c] + 1) / 2;
     return sz;
 }
 
@@ -469,58 +466,236 @@ __attribute__((target("avx2"))) static int alpha_cost32_avx2(const uint32_t *d, 
     return k;
 }
 
+/* The monotone map of 8 float bit lanes (nl_mono). */
+__attribute__((target("avx2"))) static inline __m256i mono8(__m256i x) {
+    return _mm256_xor_si256(x, _mm256_and_si256(_mm256_srai_epi32(x, 31), _mm256_set1_epi32(0x7FFFFFFF)));
+}
+
 /* Lanes [0, n & ~7) of a 32-bit delta block: raw parts, keys (context * 132 + symbol); adds the raw bit count
- * and ORs the magnitudes. The same arithmetic as the scalar loop, lane for lane. */
-__attribute__((target("avx2"))) static int64_t pass1_delta32_avx2(const uint32_t *m, const uint32_t *m1,
-                                                                   const uint32_t *m2, int64_t n, int alpha,
-                                                                   uint32_t *rawv, uint16_t *key,
-                                                                   uint64_t *rawbits, uint32_t *anynz) {
-    const __m256i va = _mm256_set1_epi32(alpha), zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1);
-    const __m256i two = _mm256_set1_epi32(2);
-    __m256i nzacc = zero, bits = zero;
+ * and ORs the magnitudes. The same arithmetic as the scalar loop, lane for lane. With mw, src holds float bits
+ * and their monotone lanes (the block's m) are also stored into mw; else src is m. */
+#define NL_PASS1_DELTA32(NAME, TARGET, BITLEN)                                                                 \
+    __attribute__((target(TARGET))) static int64_t NAME(const uint32_t *src, uint32_t *mw, const uint32_t *m1, \
+                                                      const uint32_t *m2, int64_t n, int alpha, uint32_t *rawv, \
+                                                      uint16_t *key, uint64_t *rawbits, uint32_t *anynz) {     \
+        const __m256i va = _mm256_set1_epi32(alpha), zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1); \
+        const __m256i two = _mm256_set1_epi32(2);                                                              \
+        __m256i nzacc = zero, bits = zero;                                                                     \
+        int64_t i = 0;                                                                                         \
+        for (; i + 8 <= n; i += 8) {                                                                           \
+            __m256i vm = _mm256_loadu_si256((const __m256i *)(src + i));                                       \
+            if (mw) {                                                                                          \
+                vm = mono8(vm);                                                                                \
+                _mm256_storeu_si256((__m256i *)(mw + i), vm);                                                  \
+            }                                                                                                  \
+            __m256i v1 = _mm256_loadu_si256((const __m256i *)(m1 + i));                                        \
+            __m256i p = m2 ? _mm256_sub_epi32(v1, _mm256_loadu_si256((const __m256i *)(m2 + i))) : zero;       \
+            /* low 32 bits of (alpha * p) >> 6 with a 64-bit product (what the scalar code casts to int32) */  \
+            __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(p, va), 6);                                        \
+            __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(p, 32), va), 6), 32); \
+            __m256i q = _mm256_blend_epi32(pe, po, 0xAA);                                                      \
+            __m256i r = _mm256_sub_epi32(vm, _mm256_add_epi32(v1, q));                                         \
+            __m256i nmask = _mm256_srai_epi32(r, 31);                                                          \
+            __m256i mag = _mm256_sub_epi32(_mm256_xor_si256(r, nmask), nmask);                                 \
+            __m256i sl = BITLEN(mag);                                                                          \
+            __m256i sh = _mm256_max_epi32(_mm256_sub_epi32(sl, two), zero);                                    \
+            __m256i ge2 = _mm256_cmpgt_epi32(sl, one);                                                         \
+            __m256i sb = _mm256_and_si256(_mm256_and_si256(_mm256_srlv_epi32(mag, sh), one), ge2);             \
+            __m256i pmask = _mm256_srai_epi32(p, 31);                                                          \
+            __m256i pmag = _mm256_sub_epi32(_mm256_xor_si256(p, pmask), pmask);                                \
+            __m256i ctx = _mm256_add_epi32(_mm256_slli_epi32(BITLEN(pmag), 1), _mm256_and_si256(pmask, one));  \
+            __m256i sym = _mm256_add_epi32(_mm256_slli_epi32(sl, 2), _mm256_and_si256(nmask, two));            \
+            sym = _mm256_add_epi32(sym, sb);                                                                   \
+            __m256i k = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(ctx, 7), _mm256_slli_epi32(ctx, 2)), sym); \
+            _mm256_storeu_si256((__m256i *)(rawv + i), mag);                                                   \
+            __m256i k16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(k, k), 0x08);                           \
+            _mm_storeu_si128((__m128i *)(key + i), _mm256_castsi256_si128(k16));                               \
+            nzacc = _mm256_or_si256(nzacc, mag);                                                               \
+            bits = _mm256_add_epi32(bits, sh);                                                                 \
+            if ((i & 0xFFFF8) == 0xFFFF8) { /* flush the 32-bit bit counters before they could overflow */     \
+                uint32_t b[8];                                                                                 \
+                _mm256_storeu_si256((__m256i *)b, bits);                                                       \
+                for (int j = 0; j < 8; j++) *rawbits += b[j];                                                  \
+                bits = zero;                                                                                   \
+            }                                                                                                  \
+        }                                                                                                      \
+        uint32_t b[8], z[8];                                                                                   \
+        _mm256_storeu_si256((__m256i *)b, bits);                                                               \
+        _mm256_storeu_si256((__m256i *)z, nzacc);                                                              \
+        for (int j = 0; j < 8; j++) {                                                                          \
+            *rawbits += b[j];                                                                                  \
+            *anynz |= z[j];                                                                                    \
+        }                                                                                                      \
+        return i;                                                                                              \
+    }
+
+NL_PASS1_DELTA32(pass1_delta32_avx2, "avx2", bitlen8)
+
+/* With AVX-512 (VL, CD) on 256-bit vectors: bit lengths by counting leading zeros (one instruction, not six). */
+__attribute__((target("avx2,avx512f,avx512vl,avx512cd"))) static inline __m256i bitlen8_lz(__m256i x) {
+    return _mm256_sub_epi32(_mm256_set1_epi32(32), _mm256_lzcnt_epi32(x));
+}
+NL_PASS1_DELTA32(pass1_delta32_avx512, "avx2,avx512f,avx512vl,avx512cd", bitlen8_lz)
+
+static int have_pack32(void) { /* pack32_avx2's bit writer shifts with BMI2 */
+#ifdef NL_FORCE_SCALAR
+    return 0;
+#else
+    static int v = -1;
+    if (v < 0) v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+    return v;
+#endif
+}
+
+static int have_avx512(void) { /* the AVX-512 subset the pass above uses */
+#ifdef NL_FORCE_SCALAR
+    return 0;
+#else
+    static int v = -1;
+    if (v < 0)
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512cd");
+    return v;
+#endif
+}
+
+/* Lanes [0, n & ~7) of a 32-bit values block: raw parts (the zigzag values) and keys (context * 256 + symbol,
+ * the context being lane i-4's symbol >> 5, from the chains cv[4], which it updates). mw as above. */
+__attribute__((target("avx2"))) static int64_t pass1_values32_avx2(const uint32_t *src, uint32_t *mw, int64_t n,
+                                                                    uint32_t *rawv, uint16_t *key, int *cv) {
+    __m256i prev = _mm256_setr_epi32(0, 0, 0, 0, cv[0], cv[1], cv[2], cv[3]); /* lanes 4-7: the chains */
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256i vm = _mm256_loadu_si256((const __m256i *)(m + i));
-        __m256i v1 = _mm256_loadu_si256((const __m256i *)(m1 + i));
-        __m256i p = m2 ? _mm256_sub_epi32(v1, _mm256_loadu_si256((const __m256i *)(m2 + i))) : zero;
-        /* low 32 bits of (alpha * p) >> 6 with a 64-bit product (what the scalar code casts to int32) */
-        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(p, va), 6);
-        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(p, 32), va), 6), 32);
-        __m256i q = _mm256_blend_epi32(pe, po, 0xAA);
-        __m256i r = _mm256_sub_epi32(vm, _mm256_add_epi32(v1, q));
-        __m256i nmask = _mm256_srai_epi32(r, 31);
-        __m256i mag = _mm256_sub_epi32(_mm256_xor_si256(r, nmask), nmask);
-        __m256i sl = bitlen8(mag);
-        __m256i sh = _mm256_max_epi32(_mm256_sub_epi32(sl, two), zero);
-        __m256i ge2 = _mm256_cmpgt_epi32(sl, one);
-        __m256i sb = _mm256_and_si256(_mm256_and_si256(_mm256_srlv_epi32(mag, sh), one), ge2);
-        __m256i pmask = _mm256_srai_epi32(p, 31);
-        __m256i pmag = _mm256_sub_epi32(_mm256_xor_si256(p, pmask), pmask);
-        __m256i ctx = _mm256_add_epi32(_mm256_slli_epi32(bitlen8(pmag), 1), _mm256_and_si256(pmask, one));
-        __m256i sym = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(sl, 2), _mm256_and_si256(nmask, two)), sb);
-        __m256i k = _mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32(ctx, 7), _mm256_slli_epi32(ctx, 2)), sym);
-        _mm256_storeu_si256((__m256i *)(rawv + i), mag);
+        __m256i vm = _mm256_loadu_si256((const __m256i *)(src + i));
+        if (mw) {
+            vm = mono8(vm);
+            _mm256_storeu_si256((__m256i *)(mw + i), vm);
+        }
+        __m256i v = _mm256_xor_si256(_mm256_slli_epi32(vm, 1), _mm256_srai_epi32(vm, 31));
+        __m256i y = _mm256_srli_epi32(v, 24), y5 = _mm256_srli_epi32(v, 29);
+        __m256i ctx = _mm256_permute2x128_si256(prev, y5, 0x21); /* lanes 0-3: previous 4-7; 4-7: these 0-3 */
+        __m256i k = _mm256_add_epi32(_mm256_slli_epi32(ctx, 8), y);
+        _mm256_storeu_si256((__m256i *)(rawv + i), v);
         __m256i k16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(k, k), 0x08);
         _mm_storeu_si128((__m128i *)(key + i), _mm256_castsi256_si128(k16));
-        nzacc = _mm256_or_si256(nzacc, mag);
-        bits = _mm256_add_epi32(bits, sh);
-        if ((i & 0xFFFF8) == 0xFFFF8) { /* flush the 32-bit bit counters before they could overflow */
-            uint32_t b[8];
-            _mm256_storeu_si256((__m256i *)b, bits);
-            for (int j = 0; j < 8; j++) *rawbits += b[j];
-            bits = zero;
-        }
+        prev = y5;
     }
-    uint32_t b[8], z[8];
-    _mm256_storeu_si256((__m256i *)b, bits);
-    _mm256_storeu_si256((__m256i *)z, nzacc);
-    for (int j = 0; j < 8; j++) {
-        *rawbits += b[j];
-        *anynz |= z[j];
-    }
+    uint32_t b[8];
+    _mm256_storeu_si256((__m256i *)b, prev);
+    for (int j = 0; j < 4; j++) cv[j] = (int)b[4 + j];
     return i;
 }
 
+/* The bit-writing loop of a 32-bit block, [0, n & ~7), in tiles of PK_TILE elements: their codes are looked
+ * up (enc[key]) into te[], then AVX2 joins code and raw bits into one value and length per element (values
+ * blocks: <= 36 bits) or, for delta blocks, per pair of elements i, i+4 of a stream (both written at once when
+ * they fit in 56 bits, else one by one; fl[] flags the groups of four pairs with such a pair); the scalar
+ * writer then only shifts and ORs. Streams: four (element i in stream i % 4) or one (ns == 1). The same bits,
+ * in the same order, as NL_PUT / NL_PUT2.
+ * starts (streams written in place in the chunk, blocks of >= 65536 lanes): after the first tile, each stream
+ * has >= 256 bits and the one before it has far more than 64 to go, so the first 8 bytes of streams 1-3 are
+ * final and not yet overwritten by the previous stream's trailing writes: they are saved into first[]. */
+#define PK_TILE 1024
+/* bw_put on a stream held in three locals (pointer, bits, bit count): registers, not memory */
+#define PK_PUT(P, A, K, V, L)                                                                                  \
+    do {                                                                                                       \
+        A |= (uint64_t)(V) << K;                                                                               \
+        K += (L);                                                                                              \
+        memcpy(P, &A, 8);                                                                                      \
+        P += K >> 3;                                                                                           \
+        A >>= K & 56;                                                                                          \
+        K &= 7;                                                                                                \
+    } while (0)
+/* unit J of group G: a pair that fits, or (rare) its two elements one by one */
+#define PK_PAIR(P, A, K, J)                                                                                    \
+    do {                                                                                                       \
+        if (__builtin_expect(!(fl[g] >> (J) & 1), 1)) {                                                        \
+            PK_PUT(P, A, K, tv[4 * g + (J)], tl[4 * g + (J)]);                                                 \
+        } else {                                                                                               \
+            for (int h = 0; h < 2; h++) {                                                                      \
+                size_t ii = (size_t)(i + 8 * g + (J) + 4 * h);                                                 \
+                uint32_t e = enc[key[ii]];                                                                     \
+                uint64_t l = (e >> 12) & 15, nr = e >> 16;                                                     \
+                PK_PUT(P, A, K, (e & 0xFFF) | ((uint64_t)(rawv[ii] & ((1u << nr) - 1)) << l), l + nr);         \
+            }                                                                                                  \
+        }                                                                                                      \
+    } while (0)
+__attribute__((target("avx2,bmi,bmi2"))) static int64_t pack32_avx2(const uint32_t *enc, const uint16_t *key,
+                                                                    const uint32_t *rawv, int64_t n, int pairs,
+                                                                    int ns, bw_t *bw, uint8_t *const *starts,
+                                                                    uint64_t *first) {
+    uint64_t tv[PK_TILE];
+    uint32_t tl[PK_TILE], te[PK_TILE];
+    uint8_t fl[PK_TILE / 8];
+    const __m256i one = _mm256_set1_epi32(1), m12 = _mm256_set1_epi32(0xFFF), m4 = _mm256_set1_epi32(15);
+    const __m128i max56 = _mm_set1_epi32(56);
+    uint8_t *p0 = bw[0].p, *p1 = bw[1].p, *p2 = bw[2].p, *p3 = bw[3].p;
+    uint64_t a0 = bw[0].acc, a1 = bw[1].acc, a2 = bw[2].acc, a3 = bw[3].acc;
+    uint64_t k0 = (uint64_t)bw[0].n, k1 = (uint64_t)bw[1].n, k2 = (uint64_t)bw[2].n, k3 = (uint64_t)bw[3].n;
+    int64_t i = 0, n8 = n & ~(int64_t)7;
+    while (i < n8) {
+        int t = n8 - i < PK_TILE ? (int)(n8 - i) : PK_TILE; /* elements in this tile, a multiple of 8 */
+        for (int k = 0; k < t; k++) te[k] = enc[key[i + k]]; /* (vpgatherdd was slower on Zen 4) */
+        for (int k = 0; k < t; k += 8) {
+            __m256i e = _mm256_loadu_si256((const __m256i *)(te + k));
+            __m256i l = _mm256_and_si256(_mm256_srli_epi32(e, 12), m4), nr = _mm256_srli_epi32(e, 16);
+            __m256i code = _mm256_and_si256(e, m12);
+            __m256i rv = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(rawv + i + k)),
+                                          _mm256_sub_epi32(_mm256_sllv_epi32(one, nr), one));
+            __m256i len = _mm256_add_epi32(l, nr);
+            __m128i l0 = _mm256_castsi256_si128(l), l1 = _mm256_extracti128_si256(l, 1);
+            __m256i v0 = _mm256_or_si256(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(code)),
+                                         _mm256_sllv_epi64(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(rv)),
+                                                           _mm256_cvtepu32_epi64(l0)));
+            __m256i v1 = _mm256_or_si256(_mm256_cvtepu32_epi64(_mm256_extracti128_si256(code, 1)),
+                                         _mm256_sllv_epi64(_mm256_cvtepu32_epi64(_mm256_extracti128_si256(rv, 1)),
+                                                           _mm256_cvtepu32_epi64(l1)));
+            __m128i len0 = _mm256_castsi256_si128(len), len1 = _mm256_extracti128_si256(len, 1);
+            if (pairs) { /* element i + 4 after element i: the second value shifted by the first's length */
+                __m128i lp = _mm_add_epi32(len0, len1);
+                __m256i v = _mm256_or_si256(v0, _mm256_sllv_epi64(v1, _mm256_cvtepu32_epi64(len0)));
+                _mm256_storeu_si256((__m256i *)(tv + k / 2), v);
+                _mm_storeu_si128((__m128i *)(tl + k / 2), lp);
+                fl[k / 8] = (uint8_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(lp, max56)));
+            } else {
+                _mm256_storeu_si256((__m256i *)(tv + k), v0);
+                _mm256_storeu_si256((__m256i *)(tv + k + 4), v1);
+                _mm256_storeu_si256((__m256i *)(tl + k), len);
+            }
+        }
+        if (ns == 1) {
+            for (int k = 0; k < t; k++) PK_PUT(p0, a0, k0, tv[k], tl[k]);
+        } else if (!pairs) {
+            for (int k = 0; k < t; k += 4) {
+                PK_PUT(p0, a0, k0, tv[k], tl[k]);
+                PK_PUT(p1, a1, k1, tv[k + 1], tl[k + 1]);
+                PK_PUT(p2, a2, k2, tv[k + 2], tl[k + 2]);
+                PK_PUT(p3, a3, k3, tv[k + 3], tl[k + 3]);
+            }
+        } else {
+            for (int g = 0; g < t / 8; g++) {
+                if (__builtin_expect(!fl[g], 1)) {
+                    PK_PUT(p0, a0, k0, tv[4 * g], tl[4 * g]);
+                    PK_PUT(p1, a1, k1, tv[4 * g + 1], tl[4 * g + 1]);
+                    PK_PUT(p2, a2, k2, tv[4 * g + 2], tl[4 * g + 2]);
+                    PK_PUT(p3, a3, k3, tv[4 * g + 3], tl[4 * g + 3]);
+                } else {
+                    PK_PAIR(p0, a0, k0, 0);
+                    PK_PAIR(p1, a1, k1, 1);
+                    PK_PAIR(p2, a2, k2, 2);
+                    PK_PAIR(p3, a3, k3, 3);
+                }
+            }
+        }
+        if (starts && i == 0) /* (see above) */
+            for (int j = 1; j < NS; j++) memcpy(&first[j], starts[j], 8);
+        i += t;
+    }
+    bw[0] = (bw_t){p0, a0, (int)k0}, bw[1] = (bw_t){p1, a1, (int)k1};
+    bw[2] = (bw_t){p2, a2, (int)k2}, bw[3] = (bw_t){p3, a3, (int)k3};
+    return i;
+}
+#undef PK_PAIR
 
 /* Decoding a 32-bit delta block, the part that does not depend on the bit streams, 8 lanes at a time: each
  * lane's context into ctx[] and its prediction into out[] (the stream loop then adds the residual). */
@@ -568,16 +743,78 @@ static int alpha_cost32_avx2(const uint32_t *d, const uint32_t *p, int ns, int a
     (void)d, (void)p, (void)ns, (void)a, (void)cost;
     return 0;
 }
+static int64_t pack32_avx2(const uint32_t *enc, const uint16_t *key, const uint32_t *rawv, int64_t n, int pairs,
+                           int ns, bw_t *bw, uint8_t *const *starts, uint64_t *first) {
+    (void)starts, (void)first, (void)enc, (void)key, (void)rawv, (void)n, (void)pairs, (void)ns, (void)bw;
+    return 0;
+}
+static int64_t pass1_values32_avx2(const uint32_t *src, uint32_t *mw, int64_t n, uint32_t *rawv, uint16_t *key,
+                                   int *cv) {
+    (void)src, (void)mw, (void)n, (void)rawv, (void)key, (void)cv;
+    return 0;
+}
 static void prepass_delta32_avx2(const uint32_t *m1, const uint32_t *m2, int64_t n, int alpha, uint8_t *ctx,
                                  uint32_t *out) {
     (void)m1, (void)m2, (void)n, (void)alpha, (void)ctx, (void)out;
 }
-static int64_t pass1_delta32_avx2(const uint32_t *m, const uint32_t *m1, const uint32_t *m2, int64_t n, int alpha,
-                                  uint32_t *rawv, uint16_t *key, uint64_t *rawbits, uint32_t *anynz) {
-    (void)m, (void)m1, (void)m2, (void)n, (void)alpha, (void)rawv, (void)key, (void)rawbits, (void)anynz;
+static int64_t pass1_delta32_avx2(const uint32_t *src, uint32_t *mw, const uint32_t *m1, const uint32_t *m2,
+                                  int64_t n, int alpha, uint32_t *rawv, uint16_t *key, uint64_t *rawbits,
+                                  uint32_t *anynz) {
+    (void)src, (void)mw, (void)m1, (void)m2, (void)n, (void)alpha, (void)rawv, (void)key, (void)rawbits, (void)anynz;
     return 0;
 }
+static int64_t pass1_delta32_avx512(const uint32_t *src, uint32_t *mw, const uint32_t *m1, const uint32_t *m2,
+                                  int64_t n, int alpha, uint32_t *rawv, uint16_t *key, uint64_t *rawbits,
+                                  uint32_t *anynz) {
+    (void)src, (void)mw, (void)m1, (void)m2, (void)n, (void)alpha, (void)rawv, (void)key, (void)rawbits, (void)anynz;
+    return 0;
+}
+static int have_avx512(void) { return 0; }
+static int have_pack32(void) { return 0; }
 #endif
+
+/* Ascending sort of n <= 512 distinct keys below 2^62 (huff_lengths' count << 9 | symbol). With AVX2 and up
+ * to 256 keys, by rank: each key's place is the number of keys below it, n^2 / 4 comparisons without the
+ * dependent loads of a merge (those bound the merge sort; a context has a few dozen symbols). */
+#if NL_HAVE_AVX2_PATH
+__attribute__((target("avx2"))) static void rank_sort_avx2(uint64_t *a, int n) {
+    int64_t k[256 + 4];
+    memcpy(k, a, (size_t)n * sizeof(uint64_t));
+    int n4 = (n + 3) & ~3;
+    for (int j = n; j < n4; j++) k[j] = INT64_MAX; /* above every key: counts no rank */
+    for (int j = n4; j < n4 + 4; j++) k[j] = 0;
+    for (int i = 0; i < n; i += 4) { /* four keys against all */
+        __m256i k0 = _mm256_set1_epi64x(k[i]), k1 = _mm256_set1_epi64x(k[i + 1]);
+        __m256i k2 = _mm256_set1_epi64x(k[i + 2]), k3 = _mm256_set1_epi64x(k[i + 3]);
+        __m256i r0 = _mm256_setzero_si256(), r1 = r0, r2 = r0, r3 = r0;
+        for (int j = 0; j < n4; j += 4) {
+            __m256i kj = _mm256_loadu_si256((const __m256i *)(k + j));
+            r0 = _mm256_sub_epi64(r0, _mm256_cmpgt_epi64(k0, kj));
+            r1 = _mm256_sub_epi64(r1, _mm256_cmpgt_epi64(k1, kj));
+            r2 = _mm256_sub_epi64(r2, _mm256_cmpgt_epi64(k2, kj));
+            r3 = _mm256_sub_epi64(r3, _mm256_cmpgt_epi64(k3, kj));
+        }
+        /* horizontal sums: lanes (r0, r1, r2, r3) */
+        __m256i s01 = _mm256_add_epi64(_mm256_unpacklo_epi64(r0, r1), _mm256_unpackhi_epi64(r0, r1));
+        __m256i s23 = _mm256_add_epi64(_mm256_unpacklo_epi64(r2, r3), _mm256_unpackhi_epi64(r2, r3));
+        __m256i t = _mm256_add_epi64(_mm256_permute2x128_si256(s01, s23, 0x20),
+                                     _mm256_permute2x128_si256(s01, s23, 0x31));
+        int64_t r[4];
+        _mm256_storeu_si256((__m256i *)r, t);
+        for (int q = 0; q < 4 && i + q < n; q++) a[r[q]] = (uint64_t)k[i + q];
+    }
+}
+#endif
+
+static void sort_keys(uint64_t *a, int n) {
+#if NL_HAVE_AVX2_PATH
+    if (n >= 8 && n <= 256 && have_avx2()) {
+        rank_sort_avx2(a, n);
+        return;
+    }
+#endif
+    sort_u64(a, n);
+}
 
 /* ---- CRC-32 (zlib's: reflected, polynomial 0xEDB88320) ------------------------------------------------------
  * The container keeps a CRC-32 per chunk; computing it here, right after a chunk is coded and while it is still
@@ -631,6 +868,44 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t crc_clmul(uint32_t c, c
     return (uint32_t)_mm_extract_epi32(x1, 1);
 }
 
+/* The same with VPCLMULQDQ on 256-bit vectors: the four 16-byte lanes in two registers, two folds per
+ * instruction (half the instructions of the loop above; the same state). */
+__attribute__((target("avx2,pclmul,vpclmulqdq"))) static uint32_t crc_vclmul(uint32_t c, const uint8_t *p, size_t n) {
+    const __m128i k12 = _mm_set_epi64x(0x1c6e41596, 0x154442bd4), k34 = _mm_set_epi64x(0x0ccaa009e, 0x1751997d0);
+    const __m128i k5 = _mm_set_epi64x(0, 0x163cd6124), poly = _mm_set_epi64x(0x1F7011641, 0x1DB710641);
+    const __m128i mask32 = _mm_set_epi32(0, 0, 0, -1);
+    const __m256i kk = _mm256_broadcastsi128_si256(k12);
+    __m256i y1 = _mm256_loadu_si256((const __m256i *)p), y2 = _mm256_loadu_si256((const __m256i *)(p + 32));
+    y1 = _mm256_xor_si256(y1, _mm256_castsi128_si256(_mm_cvtsi32_si128((int)c)));
+    p += 64, n -= 64;
+    for (; n >= 64; p += 64, n -= 64) {
+        __m256i d1 = _mm256_loadu_si256((const __m256i *)p), d2 = _mm256_loadu_si256((const __m256i *)(p + 32));
+        __m256i a1 = _mm256_clmulepi64_epi128(y1, kk, 0x00), b1 = _mm256_clmulepi64_epi128(y1, kk, 0x11);
+        __m256i a2 = _mm256_clmulepi64_epi128(y2, kk, 0x00), b2 = _mm256_clmulepi64_epi128(y2, kk, 0x11);
+        y1 = _mm256_xor_si256(_mm256_xor_si256(a1, b1), d1);
+        y2 = _mm256_xor_si256(_mm256_xor_si256(a2, b2), d2);
+    }
+    __m128i x1 = _mm256_castsi256_si128(y1), x2 = _mm256_extracti128_si256(y1, 1);
+    __m128i x3 = _mm256_castsi256_si128(y2), x4 = _mm256_extracti128_si256(y2, 1);
+    x1 = crc_fold(crc_fold(crc_fold(x1, k34, x2), k34, x3), k34, x4);
+    for (; n >= 16; p += 16, n -= 16) x1 = crc_fold(x1, k34, _mm_loadu_si128((const __m128i *)p));
+    x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), _mm_clmulepi64_si128(k34, x1, 0x01));
+    x1 = _mm_xor_si128(_mm_srli_si128(x1, 4), _mm_clmulepi64_si128(_mm_and_si128(x1, mask32), k5, 0x00));
+    __m128i t = _mm_and_si128(_mm_clmulepi64_si128(_mm_and_si128(x1, mask32), poly, 0x10), mask32);
+    x1 = _mm_xor_si128(x1, _mm_clmulepi64_si128(t, poly, 0x00));
+    return (uint32_t)_mm_extract_epi32(x1, 1);
+}
+
+static int have_vclmul(void) {
+#ifdef NL_FORCE_SCALAR
+    return 0;
+#else
+    static int v = -1;
+    if (v < 0) v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("vpclmulqdq") ? 1 : 0;
+    return v;
+#endif
+}
+
 static int have_clmul(void) {
 #ifdef NL_FORCE_SCALAR
     return 0;
@@ -649,7 +924,7 @@ uint32_t nl_crc32(uint32_t crc, const uint8_t *p, int64_t n) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (len >= 64 && have_clmul()) {
         size_t body = len & ~(size_t)15;
-        c = crc_clmul(c, p, body);
+        c = have_vclmul() ? crc_vclmul(c, p, body) : crc_clmul(c, p, body);
         p += body, len -= body;
     }
 #endif
@@ -834,6 +1109,14 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         return (UT)(m1 + (UT)(ST)(((WT)alpha * (WT)(ST)p) >> 6));                                             \
     }                                                                                                          \
                                                                                                                \
+    static inline UT mono_##W(UT x) { return (UT)(x ^ ((UT)((ST)x >> (W - 1)) & (UT)((UT)~(UT)0 >> 1))); }     \
+                                                                                                               \
+    /* mw[i0..n) = mono(bits[i0..n)); returns mw */                                                            \
+    static UT *mono_rest_##W(const UT *bits, UT *mw, int64_t i0, int64_t n) {                                  \
+        for (int64_t i = i0; i < n; i++) mw[i] = mono_##W(bits[i]);                                            \
+        return mw;                                                                                             \
+    }                                                                                                          \
+                                                                                                               \
     /* The sum of the residuals' bit lengths over the sample (d = m - m1, p = m1 - m2) with weight a. */        \
     static int64_t alpha_cost_##W(const UT *d, const UT *p, int ns, int a) {                                  \
         int64_t c = 0;                                                                                         \
@@ -849,7 +1132,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
                                                                                                                \
     /* The predictor weight (64ths, 0..ALPHA_MAX) with the least residual bits on SAMPLE lanes: every 8th     \
      * weight, then halving steps around the best (ties: the first found). */                                 \
-    static int choose_alpha_##W(const UT *m, const UT *m1, const UT *m2, int64_t n) {                        \
+    static int choose_alpha_##W(const UT *m, int bits, const UT *m1, const UT *m2, int64_t n) {                \
         if (!m2 || n == 0) return 0;                                                                           \
         /* SAMPLE lanes in runs of SAMPLE_RUN, spread evenly over the block (the whole block when smaller) */   \
         UT d[SAMPLE], p[SAMPLE];                                                                               \
@@ -858,7 +1141,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         for (int64_t r = 0; r < runs; r++) {                                                                   \
             int64_t i0 = runs == 1 ? 0 : r * ((n - SAMPLE_RUN) / (runs - 1));                                  \
             for (int64_t i = i0; i < i0 + len; i++, ns++) {                                                    \
-                d[ns] = (UT)(m[i] - m1[i]);                                                                    \
+                d[ns] = (UT)((bits ? mono_##W(m[i]) : m[i]) - m1[i]);                                          \
                 p[ns] = (UT)(m1[i] - m2[i]);                                                                   \
             }                                                                                                  \
         }                                                                                                      \
@@ -880,20 +1163,25 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         return best;                                                                                           \
     }                                                                                                          \
                                                                                                                \
-    NL_CLONES static int64_t encode_##W(const UT *m, const UT *m1, const UT *m2, int64_t n, int values, uint8_t *out,   \
-                              int64_t cap) {                                                                  \
+    /* With mw, src holds float bits and the block's lanes m are their monotone map, which is also stored into \
+     * mw (in the pass that reads them); else src is m. */                                                     \
+    NL_CLONES static int64_t encode_##W(const UT *src, UT *mw, const UT *m1, const UT *m2, int64_t n, int values, \
+                                        uint8_t *out, int64_t cap) {                                           \
         const int wb = W / 8;                                                                                 \
         const int nsym = values ? 256 : (W + 1) * 4;                                                          \
         const int nctx = values ? 8 : (W + 1) * 2;                                                            \
         const size_t nk = (size_t)nsym * nctx; /* keys: context * nsym + symbol, < 2^16 */                    \
-        int alpha = values ? 0 : choose_alpha_##W(m, m1, m2, n);                                              \
+        int alpha = values ? 0 : choose_alpha_##W(src, mw != NULL, m1, m2, n);                                 \
         /* scratch: raw parts [n] UT | keys [n] u16 | 4 histograms [4][nk] u32 | lens [nk] | codes [nk] u32 */ \
         size_t o_keys = (size_t)n * sizeof(UT);                                                               \
         size_t o_cnt = (o_keys + (size_t)n * 2 + 63) & ~(size_t)63;                                           \
         size_t o_len = o_cnt + 4 * nk * sizeof(uint32_t);                                                     \
         size_t o_code = (o_len + nk + 63) & ~(size_t)63;                                                      \
         uint8_t *sc = scratch(o_code + nk * sizeof(uint32_t) + 64);                                           \
-        if (!sc) return NL_E_MEM;                                                                             \
+        if (!sc) {                                                                                             \
+            for (int64_t i = 0; mw && i < n; i++) mw[i] = mono_##W(src[i]);                                    \
+            return NL_E_MEM;                                                                                   \
+        }                                                                                                      \
         UT *rawv = (UT *)sc;                                                                                  \
         uint16_t *key = (uint16_t *)(sc + o_keys);                                                            \
         uint32_t *cnt = (uint32_t *)(sc + o_cnt);                                                             \
@@ -901,13 +1189,19 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         uint32_t *enc = (uint32_t *)(sc + o_code);                                                            \
         uint32_t *c0 = cnt, *c1 = cnt + nk, *c2 = cnt + 2 * nk, *c3 = cnt + 3 * nk;                           \
         const int nh = n >= 65536 ? 4 : 1; /* histograms: four only where their clearing and merging pays */  \
-        memset(cnt, 0, (size_t)nh * nk * sizeof(uint32_t));                                                   \
+        const int small = (size_t)n * 4 < nk; /* then only the ranges its keys use are cleared and scanned */  \
+        int64_t counted4 = 0;                  /* lanes counted into the histogram of their stream (i % 4) */  \
         uint64_t rawbits = 0;                                                                                 \
         UT anynz = 0;                                                                                          \
         if (values) {                                                                                         \
             int cv[NS] = {0, 0, 0, 0}; /* context: the top bits of lane i - 4 (four independent chains) */    \
-            for (int64_t i = 0; i < n; i++) {                                                                 \
-                UT v = (UT)((m[i] << 1) ^ (UT)((ST)m[i] >> (W - 1)));                                         \
+            int64_t i0 = 0;                                                                                    \
+            if (W == 32 && NL_HAVE_AVX2_PATH && have_avx2())                                                   \
+                i0 = pass1_values32_avx2((const uint32_t *)src, (uint32_t *)mw, n, (uint32_t *)rawv, key, cv); \
+            const UT *sm = mw ? mono_rest_##W(src, mw, i0, n) : src; /* lanes i0.. */                          \
+            for (int64_t i = i0; i < n; i++) {                                                                 \
+                UT mi = sm[i];                                                                                 \
+                UT v = (UT)((mi << 1) ^ (UT)((ST)mi >> (W - 1)));                                              \
                 int y = (int)(v >> (W - 8));                                                                  \
                 rawv[i] = v;                                                                                  \
                 key[i] = (uint16_t)(cv[i & 3] * 256 + y);                                                     \
@@ -918,13 +1212,16 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             int64_t i0 = 0;                                                                                   \
             if (W == 32 && NL_HAVE_AVX2_PATH && have_avx2()) {                                                \
                 uint32_t nz32 = 0;                                                                            \
-                i0 = pass1_delta32_avx2((const uint32_t *)m, (const uint32_t *)m1, (const uint32_t *)m2, n,  \
-                                        alpha, (uint32_t *)rawv, key, &rawbits, &nz32);                       \
+                i0 = (have_avx512() ? pass1_delta32_avx512 : pass1_delta32_avx2)(                              \
+                    (const uint32_t *)src, (uint32_t *)mw, (const uint32_t *)m1, (const uint32_t *)m2, n, alpha, \
+                    (uint32_t *)rawv, key, &rawbits, &nz32);                                                   \
                 anynz |= (UT)nz32;                                                                            \
             }                                                                                                 \
+            const UT *sm = mw ? mono_rest_##W(src, mw, i0, n) : src; /* lanes i0.. */                          \
             for (int64_t i = i0; i < n; i++) {                                                                \
+                UT mi = sm[i];                                                                                 \
                 UT p = m2 ? (UT)(m1[i] - m2[i]) : 0;                                                          \
-                UT r = (UT)(m[i] - pred_##W(m1[i], p, alpha));                                                \
+                UT r = (UT)(mi - pred_##W(m1[i], p, alpha));                                                   \
                 UT nmask = (UT)((ST)r >> (W - 1));                                                            \
                 UT mag = (UT)((UT)(r ^ nmask) - nmask);                                                       \
                 int s = bitlen64(mag);                                                                        \
@@ -939,6 +1236,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
                 rawbits += (uint64_t)sh;                                                                      \
             }                                                                                                 \
         }                                                                                                     \
+        const UT *m = mw ? mw : src; /* written by now */                                                      \
         if (!values && anynz == 0) {                                                                           \
             out[0] = NL_TAG;                                                                                   \
             out[1] = (uint8_t)wb;                                                                              \
@@ -947,43 +1245,83 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             put_u32(out + 4, (uint32_t)n);                                                                     \
             return NL_HEAD;                                                                                    \
         }                                                                                                      \
-        /* four histograms: consecutive equal keys do not wait on each other's increments */                  \
-        int64_t i4 = nh == 4 ? n & ~(int64_t)3 : 0;                                                           \
-        for (int64_t i = 0; i < i4; i += 4) {                                                                 \
-            c0[key[i]]++;                                                                                     \
-            c1[key[i + 1]]++;                                                                                 \
-            c2[key[i + 2]]++;                                                                                 \
-            c3[key[i + 3]]++;                                                                                 \
+        /* the symbols [clo[c], chi[c]) of context c that occur (none: clo >= chi) */                          \
+        int16_t clo[260], chi[260];                                                                            \
+        if (small) {                                                                                           \
+            for (int c = 0; c < nctx; c++) clo[c] = (int16_t)nsym, chi[c] = 0;                                 \
+            for (int64_t i = 0; i < n; i++) {                                                                  \
+                int c = key[i] / nsym, k = key[i] - c * nsym;                                                  \
+                if (k < clo[c]) clo[c] = (int16_t)k;                                                           \
+                if (k >= chi[c]) chi[c] = (int16_t)(k + 1);                                                    \
+            }                                                                                                  \
+            for (int c = 0; c < nctx; c++)                                                                     \
+                if (clo[c] < chi[c]) memset(c0 + (size_t)c * nsym + clo[c], 0, (size_t)(chi[c] - clo[c]) * 4); \
+            for (int64_t i = 0; i < n; i++) c0[key[i]]++;                                                      \
+        } else {                                                                                               \
+            memset(cnt, 0, (size_t)nh * nk * sizeof(uint32_t));                                                \
+            /* four histograms: consecutive equal keys do not wait on each other's increments */               \
+            int64_t i4 = nh == 4 ? n & ~(int64_t)3 : 0;                                                        \
+            counted4 = i4;                                                                                     \
+            for (int64_t i = 0; i < i4; i += 4) {                                                              \
+                c0[key[i]]++;                                                                                  \
+                c1[key[i + 1]]++;                                                                              \
+                c2[key[i + 2]]++;                                                                              \
+                c3[key[i + 3]]++;                                                                              \
+            }                                                                                                  \
+            for (int64_t i = i4; i < n; i++) c0[key[i]]++;                                                     \
+            for (int c = 0; c < nctx; c++) {                                                                   \
+                uint32_t *cc = c0 + (size_t)c * nsym, any = 0;                                                 \
+                if (nh == 4) {                                                                                 \
+                    const uint32_t *d1 = c1 + (size_t)c * nsym, *d2 = c2 + (size_t)c * nsym;                   \
+                    const uint32_t *d3 = c3 + (size_t)c * nsym;                                                \
+                    for (int k = 0; k < nsym; k++) any |= cc[k] += d1[k] + d2[k] + d3[k];                      \
+                } else {                                                                                       \
+                    for (int k = 0; k < nsym; k++) any |= cc[k];                                               \
+                }                                                                                              \
+                int lo = 0, hi = 0;                                                                            \
+                if (any) {                                                                                     \
+                    hi = nsym;                                                                                 \
+                    while (!cc[lo]) lo++;                                                                      \
+                    while (!cc[hi - 1]) hi--;                                                                  \
+                }                                                                                              \
+                clo[c] = (int16_t)lo, chi[c] = (int16_t)hi;                                                    \
+            }                                                                                                  \
         }                                                                                                     \
-        for (int64_t i = i4; i < n; i++) c0[key[i]]++;                                                        \
-        if (nh == 4)                                                                                          \
-            for (size_t k = 0; k < nk; k++) c0[k] += c1[k] + c2[k] + c3[k];                                   \
-        uint8_t present[260];                                                                                 \
         uint64_t huffbits = 0;                                                                                \
+        /* Four streams (pack32_avx2) can be written straight into out at their places, from their sizes, which \
+         * the four histograms (one per stream) give: no copy. */                                              \
+        int direct = W == 32 && NL_HAVE_AVX2_PATH && n >= NS_MIN_LANES && nh == 4 && !small && have_pack32();  \
+        uint64_t sbits[NS] = {0, 0, 0, 0};                                                                     \
         for (int c = 0; c < nctx; c++) {                                                                      \
             const uint32_t *cc = c0 + (size_t)c * nsym;                                                       \
             uint8_t *l = lens + (size_t)c * nsym;                                                             \
-            present[c] = 0;                                                                                   \
-            for (int k = 0; k < nsym; k++)                                                                    \
-                if (cc[k]) {                                                                                  \
-                    present[c] = 1;                                                                           \
-                    break;                                                                                    \
-                }                                                                                             \
-            if (!present[c]) {                                                                                \
-                memset(l, 0, (size_t)nsym);                                                                   \
-                continue;                                                                                     \
-            }                                                                                                 \
+            int lo = clo[c], hi = chi[c];                                                                      \
+            if (lo >= hi) continue; /* absent */                                                               \
             uint16_t code[512];                                                                               \
-            huff_lengths(cc, nsym, l);                                                                        \
-            if (canon_codes(l, nsym, code) < 0) return NL_E_TABLE;                                            \
-            for (int k = 0; k < nsym; k++) {                                                                  \
+            huff_lengths(cc + lo, hi - lo, l + lo); /* the same lengths as over all symbols (ties by symbol) */ \
+            if (canon_codes(l + lo, hi - lo, code + lo) < 0) return NL_E_TABLE;                                \
+            for (int k = lo; k < hi; k++) { /* (the keys of other symbols do not occur) */                     \
                 huffbits += (uint64_t)cc[k] * l[k];                                                           \
                 int sl = k >> 2;                                                                              \
                 uint32_t nr = values ? (uint32_t)(W - 8) : (uint32_t)(sl >= 2 ? sl - 2 : 0);                  \
                 enc[(size_t)c * nsym + k] = (l[k] ? code[k] : 0) | ((uint32_t)l[k] << 12) | (nr << 16);       \
             }                                                                                                 \
+            if (direct) /* streams 1-3 have histograms of their own (c0 is the sum by now) */                  \
+                for (int k = lo; k < hi; k++) {                                                                \
+                    uint64_t len = l[k] + (enc[(size_t)c * nsym + k] >> 16);                                   \
+                    size_t x = (size_t)c * nsym + k;                                                           \
+                    sbits[1] += c1[x] * len, sbits[2] += c2[x] * len, sbits[3] += c3[x] * len;                 \
+                }                                                                                              \
+        }                                                                                                      \
+        if (direct) {                                                                                          \
+            for (int64_t i = counted4; i < n; i++) /* the last lanes went into c0, whatever their stream */    \
+                if (i & 3) {                                                                                   \
+                    uint32_t e = enc[key[i]];                                                                  \
+                    sbits[i & 3] += ((e >> 12) & 15) + (e >> 16);                                              \
+                }                                                                                              \
+            sbits[0] = huffbits + rawbits - sbits[1] - sbits[2] - sbits[3];                                    \
         }                                                                                                     \
-        size_t tsz = tables_size(lens, nsym, nctx, present);                                                  \
+        size_t tsz = tables_size(nctx, clo, chi);                                                              \
         /* NS interleaved streams (element i in stream i % NS), each a Huffman part and a raw part: NS        \
          * independent bit chains for the CPU to run side by side when encoding and decoding. */              \
         const int ns = n >= NS_MIN_LANES ? NS : 1;                                                            \
@@ -1007,14 +1345,34 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             }                                                                                                 \
             return rawsize;                                                                                   \
         }                                                                                                     \
-        size_t per = (size_t)(n / ns + 1);                                                                    \
-        size_t scap = per * (MAXLEN + W) / 8 + 16;                                                            \
-        uint8_t *sbuf = scratch2(ns * scap);                                                                  \
-        if (!sbuf) return NL_E_MEM;                                                                           \
+        int64_t coded = NL_HEAD + (int64_t)tsz + 4 * ns;                                                       \
+        uint8_t *sp[NS]; /* where each stream goes */                                                          \
+        if (direct) {                                                                                          \
+            int64_t total = coded;                                                                             \
+            for (int j = 0; j < NS; j++) total += (int64_t)((sbits[j] + 7) / 8);                               \
+            if (total + 8 <= cap) /* (the last stream's writes reach 8 bytes past its end) */                  \
+                coded = total;                                                                                 \
+            else                                                                                               \
+                direct = 0;                                                                                    \
+        }                                                                                                      \
+        size_t scap = 0;                                                                                       \
+        if (direct) {                                                                                          \
+            sp[0] = out + NL_HEAD + tsz + 4 * NS;                                                              \
+            for (int j = 1; j < NS; j++) sp[j] = sp[j - 1] + (sbits[j - 1] + 7) / 8;                           \
+        } else {                                                                                               \
+            scap = (size_t)(n / ns + 1) * (MAXLEN + W) / 8 + 16;                                               \
+            uint8_t *sbuf = scratch2(ns * scap);                                                               \
+            if (!sbuf) return NL_E_MEM;                                                                        \
+            for (int j = 0; j < NS; j++) sp[j] = sbuf + (size_t)(j < ns ? j : 0) * scap;                       \
+        }                                                                                                      \
         bw_t bw[NS];                                                                                          \
-        for (int j = 0; j < ns; j++) bw[j] = (bw_t){sbuf + (size_t)j * scap, 0, 0};                           \
+        for (int j = 0; j < NS; j++) bw[j] = (bw_t){sp[j], 0, 0};                                              \
+        uint64_t first[NS];                                                                                    \
         int64_t i = 0;                                                                                        \
-        if (W <= 32 && ns == NS) { /* two elements of a stream per write where they fit (same bits) */        \
+        if (W == 32 && NL_HAVE_AVX2_PATH && have_pack32()) {                                                   \
+            i = pack32_avx2(enc, key, (const uint32_t *)rawv, n, !values && ns == NS, ns, bw,                  \
+                            direct ? (uint8_t *const *)sp : NULL, first);                                      \
+        } else if (W <= 32 && ns == NS) { /* two elements of a stream per write where they fit (same bits) */  \
             bw_t s0 = bw[0], s1 = bw[1], s2 = bw[2], s3 = bw[3];                                              \
             for (; i + 2 * NS <= n; i += 2 * NS) {                                                            \
                 NL_PUT2(s0, i, i + 4, UT);                                                                    \
@@ -1025,21 +1383,25 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             bw[0] = s0, bw[1] = s1, bw[2] = s2, bw[3] = s3;                                                   \
         }                                                                                                     \
         NL_FOR_STREAMS(bw, bw_t, NL_PUT, W, UT);                                                              \
-        int64_t coded = NL_HEAD + (int64_t)tsz + 4 * ns;                                                      \
-        for (int j = 0; j < ns; j++) {                                                                        \
-            bw_flush(&bw[j]);                                                                                 \
-            coded += bw[j].p - (sbuf + (size_t)j * scap);                                                     \
+        for (int j = 0; j < ns; j++) bw_flush(&bw[j]);                                                         \
+        if (direct) {                                                                                          \
+            for (int j = 0; j < NS; j++) /* (each stream ends where the next begins; never fails) */           \
+                if (bw[j].p != sp[j] + (sbits[j] + 7) / 8) return NL_E_TABLE;                                  \
+            /* a stream's last writes spill up to 8 bytes into the next one: its first 8 bytes are put back */ \
+            for (int j = 1; j < NS; j++) memcpy(sp[j], &first[j], 8);                                          \
+        } else {                                                                                               \
+            for (int j = 0; j < ns; j++) coded += bw[j].p - sp[j];                                             \
+            if (coded > cap) return NL_E_ARG;                                                                  \
         }                                                                                                     \
-        if (coded > cap) return NL_E_ARG;                                                                     \
         out[2] = (uint8_t)((values ? F_VALUES : F_DELTA | F_A64) | (ns == NS ? F_STREAMS4 : 0));              \
         uint8_t *p = out + NL_HEAD;                                                                           \
-        p += write_tables(p, lens, nsym, nctx, present);                                                      \
+        p += write_tables(p, lens, nsym, nctx, clo, chi);                                                      \
         uint8_t *sizes = p;                                                                                   \
         p += 4 * ns;                                                                                          \
         for (int j = 0; j < ns; j++) {                                                                        \
-            size_t sb = (size_t)(bw[j].p - (sbuf + (size_t)j * scap));                                        \
+            size_t sb = (size_t)(bw[j].p - sp[j]);                                                             \
             put_u32(sizes + 4 * j, (uint32_t)sb);                                                             \
-            memcpy(p, sbuf + (size_t)j * scap, sb);                                                           \
+            if (!direct) memcpy(p, sp[j], sb);                                                                 \
             p += sb;                                                                                          \
         }                                                                                                     \
         (void)huffbits;                                                                                       \
@@ -1132,26 +1494,40 @@ DEFINE_CODEC(16, uint16_t, int16_t, int64_t)
 DEFINE_CODEC(32, uint32_t, int32_t, int64_t)
 DEFINE_CODEC(64, uint64_t, int64_t, __int128)
 
+void nl_mono(int wb, int64_t n, const void *src, void *dst);
+
+/* nl_encode, and with mw: m holds float bit lanes whose monotone map (the lanes coded) goes into mw. */
+static int64_t encode_any(int wb, int64_t n, const void *m, void *mw, const void *m1, const void *m2, int values,
+                          uint8_t *out, int64_t cap, uint32_t *crc) {
+    if (n < 0 || n > 0xFFFFFFFFll || cap < NL_HEAD || (!values && !m1)) {
+        if (mw && n > 0) nl_mono(wb, n, m, mw);
+        return NL_E_ARG;
+    }
+    int64_t size = NL_E_ARG;
+    switch (wb) {
+    case 2:
+        size = encode_16((const uint16_t *)m, (uint16_t *)mw, (const uint16_t *)m1, (const uint16_t *)m2, n, values,
+                         out, cap);
+        break;
+    case 4:
+        size = encode_32((const uint32_t *)m, (uint32_t *)mw, (const uint32_t *)m1, (const uint32_t *)m2, n, values,
+                         out, cap);
+        break;
+    case 8:
+        size = encode_64((const uint64_t *)m, (uint64_t *)mw, (const uint64_t *)m1, (const uint64_t *)m2, n, values,
+                         out, cap);
+        break;
+    }
+    if (crc && size >= 0) *crc = nl_crc32(0, out, size);
+    return size;
+}
+
 /* Encode n lanes of wb bytes (2, 4, 8) into out (cap bytes, >= nl_bound). values != 0: a values chunk of m
  * (m1, m2 unused); else a delta chunk against m1 (required) and m2 (NULL: prediction m1). Returns the chunk
  * size or a negative error; *crc (when not NULL) gets the chunk's CRC-32. */
 int64_t nl_encode(int wb, int64_t n, const void *m, const void *m1, const void *m2, int values, uint8_t *out,
                   int64_t cap, uint32_t *crc) {
-    if (n < 0 || n > 0xFFFFFFFFll || cap < NL_HEAD || (!values && !m1)) return NL_E_ARG;
-    int64_t size = NL_E_ARG;
-    switch (wb) {
-    case 2:
-        size = encode_16((const uint16_t *)m, (const uint16_t *)m1, (const uint16_t *)m2, n, values, out, cap);
-        break;
-    case 4:
-        size = encode_32((const uint32_t *)m, (const uint32_t *)m1, (const uint32_t *)m2, n, values, out, cap);
-        break;
-    case 8:
-        size = encode_64((const uint64_t *)m, (const uint64_t *)m1, (const uint64_t *)m2, n, values, out, cap);
-        break;
-    }
-    if (crc && size >= 0) *crc = nl_crc32(0, out, size);
-    return size;
+    return encode_any(wb, n, m, NULL, m1, m2, values, out, cap, crc);
 }
 
 /* Decode a chunk of n lanes of wb bytes into out; m1/m2 as at encoding (a delta chunk needs m1; m2 when the
@@ -1194,8 +1570,7 @@ NL_CLONES void nl_mono(int wb, int64_t n, const void *src, void *dst) {
 int64_t nl_encode_bits(int wb, int64_t n, const void *bits, void *m_out, const void *m1, const void *m2, int values,
                        uint8_t *out, int64_t cap, uint32_t *crc) {
     if (n < 0) return NL_E_ARG;
-    nl_mono(wb, n, bits, m_out);
-    return nl_encode(wb, n, m_out, m1, m2, values, out, cap, crc);
+    return encode_any(wb, n, bits, m_out, m1, m2, values, out, cap, crc);
 }
 
 /* The chunk's kind: 0 values, 1 delta (bit 7: stored raw); alpha in *alpha. Negative when not a chunk. */
