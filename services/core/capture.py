@@ -30,9 +30,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ import torch
 from netlapse.core.tape import TapeWriter, TensorInfo
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Per-tensor views start on this boundary so any dtype view of the flat byte buffer is aligned.
 _ALIGN = 64
@@ -331,17 +333,21 @@ class CapturePipeline:
             ) from self._error
 
     def _acquire(self) -> _Slot:
+        return self._wait(lambda t: self._pool.get(timeout=t) if t else self._pool.get_nowait(), queue.Empty)
+
+    def _wait(self, attempt: Callable[[float | None], _T], busy: type[Exception]) -> _T:
+        """``attempt(None)`` (must not block), else ``attempt(_POLL_S)`` until it does not raise ``busy``; the
+        time waited counts as backpressure. Never waits forever on a writer that died."""
         try:
-            return self._pool.get_nowait()
-        except queue.Empty:
+            return attempt(None)
+        except busy:
             pass
         t0 = time.perf_counter()
         try:
             while True:
                 try:
-                    return self._pool.get(timeout=_POLL_S)
-                except queue.Empty:
-                    # Never wait forever on a writer that died.
+                    return attempt(_POLL_S)
+                except busy:
                     self._raise_if_failed()
                     if not self._thread.is_alive():
                         raise CaptureError("capture writer thread is not running") from None
@@ -397,23 +403,9 @@ class CapturePipeline:
             self._sync_writer_stats()
 
     def _hand_sealed(self) -> None:
-        try:
-            self._sealed.put_nowait(True)
-            return
-        except queue.Full:
-            pass
-        t0 = time.perf_counter()
-        try:
-            while True:
-                try:
-                    self._sealed.put(True, timeout=_POLL_S)
-                    return
-                except queue.Full:
-                    self._raise_if_failed()
-                    if not self._thread.is_alive():
-                        raise CaptureError("capture writer thread is not running") from None
-        finally:
-            self.stats.wait_seconds += time.perf_counter() - t0
+        self._wait(
+            lambda t: self._sealed.put(True, timeout=t) if t else self._sealed.put_nowait(True), queue.Full
+        )
 
     def _add_cpu(self, seconds: float) -> None:
         with self._cpu_lock:
