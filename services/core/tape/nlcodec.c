@@ -586,17 +586,17 @@ __attribute__((target("avx2"))) static int64_t pass1_values32_avx2(const uint32_
     return i;
 }
 
-/* The bit-writing loop of a 32-bit block, [0, n & ~7), in tiles of PK_TILE elements: their codes are looked
- * up (enc[key]) into te[], then AVX2 joins code and raw bits into one value and length per element (values
- * blocks: <= 36 bits) or, for delta blocks, per pair of elements i, i+4 of a stream (both written at once when
- * they fit in 56 bits, else one by one; fl[] flags the groups of four pairs with such a pair); the scalar
- * writer then only shifts and ORs. Streams: four (element i in stream i % 4) or one (ns == 1). The same bits,
- * in the same order, as NL_PUT / NL_PUT2.
+/* The bit-writing loop of a 32-bit block, [0, n & ~7). Per tile of PK_TILE elements their codes are looked
+ * up (enc[key], into te[]); then per 8 elements AVX2 joins code and raw bits into one value and length per
+ * element (values blocks: <= 36 bits) or, for delta blocks, per pair of elements i, i+4 of a stream (both
+ * written at once when they fit in 56 bits, else one by one). With four streams (element i in stream i % 4)
+ * their states (position, pending bits, bit count) sit side by side in vectors: one vector step writes a
+ * value into each stream. The same bits, in the same order, as NL_PUT / NL_PUT2.
  * starts (streams written in place in the chunk, blocks of >= 65536 lanes): after the first tile, each stream
  * has >= 256 bits and the one before it has far more than 64 to go, so the first 8 bytes of streams 1-3 are
  * final and not yet overwritten by the previous stream's trailing writes: they are saved into first[]. */
 #define PK_TILE 1024
-/* bw_put on a stream held in three locals (pointer, bits, bit count): registers, not memory */
+/* bw_put on a stream held in three locals (pointer, bits, bit count) */
 #define PK_PUT(P, A, K, V, L)                                                                                  \
     do {                                                                                                       \
         A |= (uint64_t)(V) << K;                                                                               \
@@ -606,32 +606,39 @@ __attribute__((target("avx2"))) static int64_t pass1_values32_avx2(const uint32_
         A >>= K & 56;                                                                                          \
         K &= 7;                                                                                                \
     } while (0)
-/* unit J of group G: a pair that fits, or (rare) its two elements one by one */
-#define PK_PAIR(P, A, K, J)                                                                                    \
+/* bw_put of the four values V (< 2^57) of lengths L (u64 lanes) into the four streams (vp, va, vk) */
+#define PK_VPUT(V, L)                                                                                          \
     do {                                                                                                       \
-        if (__builtin_expect(!(fl[g] >> (J) & 1), 1)) {                                                        \
-            PK_PUT(P, A, K, tv[4 * g + (J)], tl[4 * g + (J)]);                                                 \
-        } else {                                                                                               \
-            for (int h = 0; h < 2; h++) {                                                                      \
-                size_t ii = (size_t)(i + 8 * g + (J) + 4 * h);                                                 \
-                uint32_t e = enc[key[ii]];                                                                     \
-                uint64_t l = (e >> 12) & 15, nr = e >> 16;                                                     \
-                PK_PUT(P, A, K, (e & 0xFFF) | ((uint64_t)(rawv[ii] & ((1u << nr) - 1)) << l), l + nr);         \
-            }                                                                                                  \
-        }                                                                                                      \
+        va = _mm256_or_si256(va, _mm256_sllv_epi64(V, vk));                                                    \
+        vk = _mm256_add_epi64(vk, L);                                                                          \
+        __m128i alo_ = _mm256_castsi256_si128(va), ahi_ = _mm256_extracti128_si256(va, 1);                     \
+        __m128i plo_ = _mm256_castsi256_si128(vp), phi_ = _mm256_extracti128_si256(vp, 1);                     \
+        uint64_t x0_ = (uint64_t)_mm_cvtsi128_si64(alo_), x1_ = (uint64_t)_mm_extract_epi64(alo_, 1);          \
+        uint64_t x2_ = (uint64_t)_mm_cvtsi128_si64(ahi_), x3_ = (uint64_t)_mm_extract_epi64(ahi_, 1);          \
+        memcpy((uint8_t *)(uintptr_t)_mm_cvtsi128_si64(plo_), &x0_, 8);                                        \
+        memcpy((uint8_t *)(uintptr_t)_mm_extract_epi64(plo_, 1), &x1_, 8);                                     \
+        memcpy((uint8_t *)(uintptr_t)_mm_cvtsi128_si64(phi_), &x2_, 8);                                        \
+        memcpy((uint8_t *)(uintptr_t)_mm_extract_epi64(phi_, 1), &x3_, 8);                                     \
+        vp = _mm256_add_epi64(vp, _mm256_srli_epi64(vk, 3));                                                   \
+        va = _mm256_srlv_epi64(va, _mm256_and_si256(vk, c56));                                                 \
+        vk = _mm256_and_si256(vk, c7);                                                                         \
     } while (0)
 __attribute__((target("avx2,bmi,bmi2"))) static int64_t pack32_avx2(const uint32_t *enc, const uint16_t *key,
                                                                     const uint32_t *rawv, int64_t n, int pairs,
                                                                     int ns, bw_t *bw, uint8_t *const *starts,
                                                                     uint64_t *first) {
-    uint64_t tv[PK_TILE];
-    uint32_t tl[PK_TILE], te[PK_TILE];
-    uint8_t fl[PK_TILE / 8];
+    uint32_t te[PK_TILE];
+    uint64_t sq[NS] __attribute__((aligned(32))), sa[NS] __attribute__((aligned(32)));
+    uint64_t sk[NS] __attribute__((aligned(32))), tv[8] __attribute__((aligned(32)));
+    uint32_t tl[8] __attribute__((aligned(32)));
+    const __m256i c56 = _mm256_set1_epi64x(56), c7 = _mm256_set1_epi64x(7);
     const __m256i one = _mm256_set1_epi32(1), m12 = _mm256_set1_epi32(0xFFF), m4 = _mm256_set1_epi32(15);
     const __m128i max56 = _mm_set1_epi32(56);
-    uint8_t *p0 = bw[0].p, *p1 = bw[1].p, *p2 = bw[2].p, *p3 = bw[3].p;
-    uint64_t a0 = bw[0].acc, a1 = bw[1].acc, a2 = bw[2].acc, a3 = bw[3].acc;
-    uint64_t k0 = (uint64_t)bw[0].n, k1 = (uint64_t)bw[1].n, k2 = (uint64_t)bw[2].n, k3 = (uint64_t)bw[3].n;
+    for (int j = 0; j < NS; j++) sq[j] = (uint64_t)(uintptr_t)bw[j].p, sa[j] = bw[j].acc, sk[j] = (uint64_t)bw[j].n;
+    __m256i vp = _mm256_load_si256((const __m256i *)sq), va = _mm256_load_si256((const __m256i *)sa);
+    __m256i vk = _mm256_load_si256((const __m256i *)sk);
+    uint8_t *p0 = bw[0].p; /* ns == 1: one stream, element by element */
+    uint64_t a0 = bw[0].acc, k0 = (uint64_t)bw[0].n;
     int64_t i = 0, n8 = n & ~(int64_t)7;
     while (i < n8) {
         int t = n8 - i < PK_TILE ? (int)(n8 - i) : PK_TILE; /* elements in this tile, a multiple of 8 */
@@ -651,51 +658,62 @@ __attribute__((target("avx2,bmi,bmi2"))) static int64_t pack32_avx2(const uint32
                                          _mm256_sllv_epi64(_mm256_cvtepu32_epi64(_mm256_extracti128_si256(rv, 1)),
                                                            _mm256_cvtepu32_epi64(l1)));
             __m128i len0 = _mm256_castsi256_si128(len), len1 = _mm256_extracti128_si256(len, 1);
-            if (pairs) { /* element i + 4 after element i: the second value shifted by the first's length */
+            if (ns == 1) {
+                _mm256_store_si256((__m256i *)tv, v0);
+                _mm256_store_si256((__m256i *)(tv + 4), v1);
+                _mm256_store_si256((__m256i *)tl, len);
+                for (int q = 0; q < 8; q++) PK_PUT(p0, a0, k0, tv[q], tl[q]);
+            } else if (!pairs) {
+                PK_VPUT(v0, _mm256_cvtepu32_epi64(len0));
+                PK_VPUT(v1, _mm256_cvtepu32_epi64(len1));
+            } else { /* element i + 4 after element i: the second value shifted by the first's length */
                 __m128i lp = _mm_add_epi32(len0, len1);
                 __m256i v = _mm256_or_si256(v0, _mm256_sllv_epi64(v1, _mm256_cvtepu32_epi64(len0)));
-                _mm256_storeu_si256((__m256i *)(tv + k / 2), v);
-                _mm_storeu_si128((__m128i *)(tl + k / 2), lp);
-                fl[k / 8] = (uint8_t)_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(lp, max56)));
-            } else {
-                _mm256_storeu_si256((__m256i *)(tv + k), v0);
-                _mm256_storeu_si256((__m256i *)(tv + k + 4), v1);
-                _mm256_storeu_si256((__m256i *)(tl + k), len);
-            }
-        }
-        if (ns == 1) {
-            for (int k = 0; k < t; k++) PK_PUT(p0, a0, k0, tv[k], tl[k]);
-        } else if (!pairs) {
-            for (int k = 0; k < t; k += 4) {
-                PK_PUT(p0, a0, k0, tv[k], tl[k]);
-                PK_PUT(p1, a1, k1, tv[k + 1], tl[k + 1]);
-                PK_PUT(p2, a2, k2, tv[k + 2], tl[k + 2]);
-                PK_PUT(p3, a3, k3, tv[k + 3], tl[k + 3]);
-            }
-        } else {
-            for (int g = 0; g < t / 8; g++) {
-                if (__builtin_expect(!fl[g], 1)) {
-                    PK_PUT(p0, a0, k0, tv[4 * g], tl[4 * g]);
-                    PK_PUT(p1, a1, k1, tv[4 * g + 1], tl[4 * g + 1]);
-                    PK_PUT(p2, a2, k2, tv[4 * g + 2], tl[4 * g + 2]);
-                    PK_PUT(p3, a3, k3, tv[4 * g + 3], tl[4 * g + 3]);
-                } else {
-                    PK_PAIR(p0, a0, k0, 0);
-                    PK_PAIR(p1, a1, k1, 1);
-                    PK_PAIR(p2, a2, k2, 2);
-                    PK_PAIR(p3, a3, k3, 3);
+                if (__builtin_expect(_mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(lp, max56))) == 0, 1)) {
+                    PK_VPUT(v, _mm256_cvtepu32_epi64(lp));
+                    continue;
                 }
+                /* a pair over 56 bits: this group the scalar way, that pair's elements one by one */
+                _mm256_store_si256((__m256i *)sq, vp);
+                _mm256_store_si256((__m256i *)sa, va);
+                _mm256_store_si256((__m256i *)sk, vk);
+                _mm256_store_si256((__m256i *)tv, v);
+                _mm_store_si128((__m128i *)tl, lp);
+                for (int j = 0; j < NS; j++) {
+                    uint8_t *pj = (uint8_t *)(uintptr_t)sq[j];
+                    uint64_t aj = sa[j], kj = sk[j];
+                    if (tl[j] <= 56) {
+                        PK_PUT(pj, aj, kj, tv[j], tl[j]);
+                    } else {
+                        for (int h = 0; h < 2; h++) {
+                            size_t ii = (size_t)(i + k + j + 4 * h);
+                            uint32_t x = enc[key[ii]];
+                            uint64_t lx = (x >> 12) & 15, nx = x >> 16;
+                            PK_PUT(pj, aj, kj, (x & 0xFFF) | ((uint64_t)(rawv[ii] & ((1u << nx) - 1)) << lx), lx + nx);
+                        }
+                    }
+                    sq[j] = (uint64_t)(uintptr_t)pj, sa[j] = aj, sk[j] = kj;
+                }
+                vp = _mm256_load_si256((const __m256i *)sq);
+                va = _mm256_load_si256((const __m256i *)sa);
+                vk = _mm256_load_si256((const __m256i *)sk);
             }
         }
         if (starts && i == 0) /* (see above) */
             for (int j = 1; j < NS; j++) memcpy(&first[j], starts[j], 8);
         i += t;
     }
-    bw[0] = (bw_t){p0, a0, (int)k0}, bw[1] = (bw_t){p1, a1, (int)k1};
-    bw[2] = (bw_t){p2, a2, (int)k2}, bw[3] = (bw_t){p3, a3, (int)k3};
+    if (ns == 1) {
+        bw[0] = (bw_t){p0, a0, (int)k0};
+    } else {
+        _mm256_store_si256((__m256i *)sq, vp);
+        _mm256_store_si256((__m256i *)sa, va);
+        _mm256_store_si256((__m256i *)sk, vk);
+        for (int j = 0; j < NS; j++) bw[j] = (bw_t){(uint8_t *)(uintptr_t)sq[j], sa[j], (int)sk[j]};
+    }
     return i;
 }
-#undef PK_PAIR
+#undef PK_VPUT
 
 /* Decoding a 32-bit delta block, the part that does not depend on the bit streams, 8 lanes at a time: each
  * lane's context into ctx[] and its prediction into out[] (the stream loop then adds the residual). */
