@@ -447,24 +447,29 @@ __attribute__((target("avx2"))) static inline __m256i bitlen8(__m256i x) {
 
 /* alpha_cost for 32-bit lanes, 8 at a time: adds the bit lengths of lanes [0, ns & ~7) to *cost, returns
  * how many it did (the scalar loop does the rest; the same exact integers). */
-__attribute__((target("avx2"))) static int alpha_cost32_avx2(const uint32_t *d, const uint32_t *p, int ns, int a,
-                                                             int64_t *cost) {
-    const __m256i va = _mm256_set1_epi32(a);
-    __m256i acc = _mm256_setzero_si256();
-    int k = 0;
-    for (; k + 8 <= ns; k += 8) {
-        __m256i vp = _mm256_loadu_si256((const __m256i *)(p + k));
-        __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(vp, va), 6);
-        __m256i po = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epi32(_mm256_srli_epi64(vp, 32), va), 6), 32);
-        __m256i r = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(d + k)), _mm256_blend_epi32(pe, po, 0xAA));
-        __m256i nm = _mm256_srai_epi32(r, 31);
-        acc = _mm256_add_epi32(acc, bitlen8(_mm256_sub_epi32(_mm256_xor_si256(r, nm), nm)));
+#define NL_ALPHA_COST32(NAME, TARGET, BITLEN)                                                                  \
+    __attribute__((target(TARGET))) static int NAME(const uint32_t *d, const uint32_t *p, int ns, int a,       \
+                                                    int64_t *cost) {                                           \
+        const __m256i va = _mm256_set1_epi32(a);                                                               \
+        __m256i acc = _mm256_setzero_si256();                                                                  \
+        int k = 0;                                                                                             \
+        for (; k + 8 <= ns; k += 8) {                                                                          \
+            __m256i vp = _mm256_loadu_si256((const __m256i *)(p + k));                                         \
+            __m256i pe = _mm256_srli_epi64(_mm256_mul_epi32(vp, va), 6);                                       \
+            __m256i po = _mm256_mul_epi32(_mm256_srli_epi64(vp, 32), va);                                      \
+            po = _mm256_slli_epi64(_mm256_srli_epi64(po, 6), 32);                                              \
+            __m256i r = _mm256_blend_epi32(pe, po, 0xAA);                                                      \
+            r = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(d + k)), r);                             \
+            __m256i nm = _mm256_srai_epi32(r, 31);                                                             \
+            acc = _mm256_add_epi32(acc, BITLEN(_mm256_sub_epi32(_mm256_xor_si256(r, nm), nm)));                \
+        }                                                                                                      \
+        uint32_t b[8];                                                                                         \
+        _mm256_storeu_si256((__m256i *)b, acc);                                                                \
+        for (int j = 0; j < 8; j++) *cost += b[j];                                                             \
+        return k;                                                                                              \
     }
-    uint32_t b[8];
-    _mm256_storeu_si256((__m256i *)b, acc);
-    for (int j = 0; j < 8; j++) *cost += b[j];
-    return k;
-}
+
+NL_ALPHA_COST32(alpha_cost32_avx2, "avx2", bitlen8)
 
 /* The monotone map of 8 float bit lanes (nl_mono). */
 __attribute__((target("avx2"))) static inline __m256i mono8(__m256i x) {
@@ -536,6 +541,7 @@ __attribute__((target("avx2,avx512f,avx512vl,avx512cd"))) static inline __m256i 
     return _mm256_sub_epi32(_mm256_set1_epi32(32), _mm256_lzcnt_epi32(x));
 }
 NL_PASS1_DELTA32(pass1_delta32_avx512, "avx2,avx512f,avx512vl,avx512cd", bitlen8_lz)
+NL_ALPHA_COST32(alpha_cost32_avx512, "avx2,avx512f,avx512vl,avx512cd", bitlen8_lz)
 
 static int have_pack32(void) { /* pack32_avx2's bit writer shifts with BMI2 */
 #ifdef NL_FORCE_SCALAR
@@ -758,6 +764,10 @@ static int have_avx2(void) {
 #define NL_HAVE_AVX2_PATH 0
 static int have_avx2(void) { return 0; }
 static int alpha_cost32_avx2(const uint32_t *d, const uint32_t *p, int ns, int a, int64_t *cost) {
+    (void)d, (void)p, (void)ns, (void)a, (void)cost;
+    return 0;
+}
+static int alpha_cost32_avx512(const uint32_t *d, const uint32_t *p, int ns, int a, int64_t *cost) {
     (void)d, (void)p, (void)ns, (void)a, (void)cost;
     return 0;
 }
@@ -1140,7 +1150,8 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
         int64_t c = 0;                                                                                         \
         int k = 0;                                                                                             \
         if (W == 32 && NL_HAVE_AVX2_PATH && have_avx2())                                                       \
-            k = alpha_cost32_avx2((const uint32_t *)d, (const uint32_t *)p, ns, a, &c);                        \
+            k = (have_avx512() ? alpha_cost32_avx512 : alpha_cost32_avx2)((const uint32_t *)d,                 \
+                                                                          (const uint32_t *)p, ns, a, &c);     \
         for (; k < ns; k++) {                                                                                  \
             UT r = (UT)(d[k] - (UT)(ST)(((WT)a * (WT)(ST)p[k]) >> 6));                                         \
             c += bitlen64((ST)r < 0 ? (UT)(0 - r) : r);                                                        \
