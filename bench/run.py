@@ -223,7 +223,7 @@ def table(res: dict[str, Any]) -> str:
     if cd:
         for o in ("sgd", "adam"):
             c = cd[o]
-            names = [k for k in ("release-0.1.0", "native", "zstd", "torch-cpu") if k in c]
+            names = [k for k in ("release-0.1.0", "native", "native+sha256", "zstd", "torch-cpu") if k in c]
             rows.append(
                 (
                     f"5 encoder per thread, {o}: " + " | ".join(names),

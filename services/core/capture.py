@@ -18,8 +18,8 @@ and only sealed segments go to the background thread, which uploads them (storag
 training; at most ``buffers`` sealed segments wait, then training does). This is cheaper where training
 already keeps every core busy, i.e. a model on the CPU with as many intra-op threads as the process has
 CPUs: there a writer thread can only take a core from one of torch's threads, and the other then waits for
-it at every parallel region's barrier, so each second of encoding on a thread costs training ~1.5 s
-(measured, docs/performance.md), against 1 s inline. **auto** (the default) picks inline exactly there and
+it at every parallel region's barrier, so each second of encoding on a thread costs training a second or
+more (1.1-2x measured, docs/performance.md), against the encoding itself inline. **auto** (the default) picks inline exactly there and
 thread otherwise (a GPU model, or spare cores the writer can run on for free).
 """
 
