@@ -406,3 +406,70 @@ def test_sealed_segments_wait_for_publish_in_their_own_buffers_and_a_failed_uplo
     for step in steps:
         for name, want in snaps[step].items():
             assert np.array_equal(bits(r.read(name, step)), bits(want)), (name, step)
+
+
+def test_one_native_call_per_snapshot_writes_the_same_segments_as_one_per_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one encoder thread every block of a snapshot goes through one native call into a reused chunk
+    arena; with helper threads each block is its own call. Both must write the very same segment bytes —
+    keyframes, deltas, blocks stored as values because their residual did not shrink (random weights), several
+    lane widths, tensors of one block, of several and of a partial last block, tiny ones."""
+    rng = np.random.default_rng(21)
+    infos = [
+        TensorInfo("big", (5000, 300), "float32"),  # 1.5 M lanes: six blocks of 256 Ki, the last partial
+        TensorInfo("noise", (300, 300), "float32"),  # fresh random values every step: dense blocks
+        TensorInfo("half", (64, 33), "float16"),
+        TensorInfo("double", (7, 5), "float64"),
+        TensorInfo("one", (1,), "float32"),
+    ]
+    state = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in infos}
+    v = {k: np.zeros_like(a) for k, a in state.items()}
+    snaps = []
+    for _ in range(11):
+        for k, a in state.items():
+            if k == "noise":
+                state[k] = rng.standard_normal(a.shape).astype(a.dtype)
+            else:
+                v[k] = (0.9 * v[k] + 1e-3 * rng.standard_normal(a.shape)).astype(a.dtype)
+                state[k] = (a - v[k]).astype(a.dtype)
+        snaps.append({k: a.copy() for k, a in state.items()})
+    calls: list[int] = []
+    real_many = tape_writer.native.encode_bits_many
+
+    def counting(jobs: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(jobs))
+        return real_many(jobs, out)
+
+    monkeypatch.setattr(tape_writer.native, "encode_bits_many", counting)
+    segments = {}
+    for threads in (1, 2):
+        store = LocalStore(tmp_path / f"t{threads}")
+        w = TapeWriter(store, PREFIX, infos, threads=threads, keyframe_interval=4, segment_max_steps=3)
+        for step, snap in enumerate(snaps):
+            w.append(step, snap)
+        w.close()
+        keys = sorted(k for k in store.list(PREFIX) if "/segments/" in k)
+        segments[threads] = [store.get(k) for k in keys]
+        r = TapeReader(store, PREFIX)
+        for step in (0, 5, 10):
+            for name, want in snaps[step].items():
+                assert np.array_equal(r.read(name, step).view(np.uint8), want.view(np.uint8)), (
+                    threads,
+                    name,
+                    step,
+                )
+    assert calls == [6 + 1 + 1 + 1 + 1] * len(snaps), "one call per snapshot with one thread, none with two"
+    assert len(segments[1]) >= 4 and segments[1] == segments[2]
+    modes = {int(m) for m in _modes_of(tmp_path / "t1")}
+    assert (
+        tape_writer.MODE_DENSE in modes and tape_writer.MODE_NATIVE in modes and tape_writer.MODE_KEY in modes
+    )
+
+
+def _modes_of(root: Path) -> list[int]:
+    r = TapeReader(LocalStore(root), PREFIX)
+    out: list[int] = []
+    for seg in r._segments:
+        out.extend(int(x) for x in r._seg_table(seg)[:, 3])
+    return out

@@ -131,7 +131,7 @@ def _check_tensor_infos(tensors: Sequence[TensorInfo]) -> list[TensorInfo]:
 
 
 def pack_object(
-    chunks: list[bytes],
+    chunks: Sequence[bytes | memoryview],
     rows: np.ndarray,
     header: dict[str, Any],
     crcs_known: bool = False,

@@ -74,6 +74,7 @@ def _load() -> Any:
                 signatures = {
                     "nl_encode": (i64, [i32, i64, ptr, ptr, ptr, i32, ptr, i64, ptr]),
                     "nl_encode_bits": (i64, [i32, i64, ptr, ptr, ptr, ptr, i32, ptr, i64, ptr]),
+                    "nl_encode_bits_many": (i64, [i64, ptr, ptr, i64, ptr, ptr]),
                     "nl_crc32": (ctypes.c_uint32, [ctypes.c_uint32, ptr, i64]),
                     "nl_decode": (i32, [ptr, i64, i32, i64, ptr, ptr, ptr]),
                     "nl_mono": (None, [i32, i64, ptr, ptr]),
@@ -225,6 +226,33 @@ def encode_bits_at(
     if size < 0:
         raise RuntimeError(f"native encoder failed: {_ERRORS.get(size, size)}")
     return out[:size].tobytes(), int(crc[0])
+
+
+def bound(wb: int, n: int) -> int:
+    """The most bytes a chunk of ``n`` lanes of ``wb`` bytes can take (the codec's nl_bound)."""
+    _load()
+    return wb * n + _bound_extra
+
+
+def encode_bits_many(jobs: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """encode_bits_at() for every row of ``jobs`` (int64 [k, 7]: wb, n, bits, m_out, m1, m2, values; addresses
+    as from address() plus the block's byte offset, 0 = none) in one call: chunk k is written into ``out``
+    (uint8, room for the sum of bound(wb, n)) right after chunk k - 1. Returns (sizes, crcs). The same
+    caller's contract as encode_bits_at: nothing but the sizes is checked here."""
+    lib = _load()
+    if lib is None:
+        raise NativeCodecMissing("the native tape codec is not built")
+    jobs = np.ascontiguousarray(jobs, dtype=np.int64)
+    k = jobs.shape[0]
+    sizes = np.zeros(k, dtype=np.int64)
+    crcs = np.zeros(k, dtype=np.uint32)
+    if k == 0:
+        return sizes, crcs
+    total = int(lib.nl_encode_bits_many(k, _ptr(jobs), _ptr(out), out.size, _ptr(sizes), _ptr(crcs)))
+    if total < 0:
+        bad = int(np.argmax(sizes < 0))
+        raise RuntimeError(f"native encoder failed on block {bad}: {_ERRORS.get(total, total)}")
+    return sizes, crcs
 
 
 def encode_bits(

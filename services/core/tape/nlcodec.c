@@ -1602,6 +1602,28 @@ int64_t nl_encode_bits(int wb, int64_t n, const void *bits, void *m_out, const v
     return encode_any(wb, n, bits, m_out, m1, m2, values, out, cap, crc);
 }
 
+/* nl_encode_bits for nb blocks in one call (the tape writer's per-snapshot path: one ctypes call instead of one
+ * per block). Row k of jobs is seven int64s: wb, n, bits, m_out, m1, m2, values (addresses as integers, 0 =
+ * none). Block k's chunk is written at out + the sum of the chunks before it; sizes[k] and crcs[k] get its size
+ * and CRC-32. Each block needs nl_bound(wb, n) bytes of cap left when it starts. Returns the total size, or a
+ * negative error with sizes[k] set to it for the block that failed (the blocks before it are written). */
+int64_t nl_encode_bits_many(int64_t nb, const int64_t *jobs, uint8_t *out, int64_t cap, int64_t *sizes,
+                            uint32_t *crcs) {
+    int64_t off = 0;
+    for (int64_t k = 0; k < nb; k++) {
+        const int64_t *j = jobs + 7 * k;
+        int wb = (int)j[0];
+        int64_t n = j[1], r = NL_E_ARG;
+        if (n >= 0 && (wb == 2 || wb == 4 || wb == 8) && j[2] && (n == 0 || j[3]) && cap - off >= nl_bound(wb, n))
+            r = encode_any(wb, n, (const void *)(intptr_t)j[2], (void *)(intptr_t)j[3], (const void *)(intptr_t)j[4],
+                           (const void *)(intptr_t)j[5], (int)j[6], out + off, cap - off, crcs + k);
+        sizes[k] = r;
+        if (r < 0) return r;
+        off += r;
+    }
+    return off;
+}
+
 /* The chunk's kind: 0 values, 1 delta (bit 7: stored raw); alpha in *alpha. Negative when not a chunk. */
 int nl_info(const uint8_t *chunk, int64_t len, int *alpha) {
     if (len < NL_HEAD || chunk[0] != NL_TAG) return NL_E_HEAD;

@@ -185,6 +185,10 @@ class TapeWriter:
         # Their addresses, and those of the lanes they are predicted from, for the native codec (_plan).
         self._addrs: list[tuple[int, int, int | None, int | None] | None] = [None] * len(self.tensors)
         self._ring_addrs: dict[int, int] = {}
+        # _encode_snapshot: per block (tensor, lanes, byte offset, width), their summed bound, the chunk arena.
+        self._batch: np.ndarray | None = None
+        self._batch_bound = 0
+        self._arena: np.ndarray | None = None
         self._modes: dict[
             tuple[int, int], tuple[int, int]
         ] = {}  # (tensor, block) -> (mode, steps since vote)
@@ -212,7 +216,9 @@ class TapeWriter:
 
     def _reset_open_segment(self) -> None:
         self._open_steps: list[int] = []
-        self._open_chunks: list[list[list[bytes]]] = [[] for _ in self.tensors]  # [t][k][block]
+        # [t][k][block]; views into the chunk arena (_encode_snapshot), which the next segment then reuses.
+        self._open_chunks: list[list[list[bytes | memoryview]]] = [[] for _ in self.tensors]
+        self._arena_used = 0
         self._open_rows: list[list[np.ndarray]] = [[] for _ in self.tensors]  # [t][k] -> [blocks, 5]
         self._open_keyframes: list[int] = []
         self._open_bytes = 0
@@ -298,12 +304,15 @@ class TapeWriter:
             plans.append(self._plan(i, a, key_step))
             jobs.extend((i, b) for b in range(len(self._slices[i])))
 
-        def run(j: int) -> tuple[bytes, int, float, int]:
+        def run(j: int) -> tuple[bytes | memoryview, int, float, int]:
             i, b = jobs[j]
             return self._encode_block(i, b, plans[i])
 
         try:
-            results = _parallel(run, len(jobs), self._pool)
+            if self._pool is None and all(a is not None for a in self._addrs):
+                results = self._encode_snapshot(plans)  # one native call for every block
+            else:
+                results = _parallel(run, len(jobs), self._pool)
         finally:
             self._bits = [None] * len(self.tensors)
             self._addrs = [None] * len(self.tensors)
@@ -426,7 +435,9 @@ class TapeWriter:
             )
         return b
 
-    def _encode_block(self, i: int, b: int, plan: tuple[bool, Any, Any]) -> tuple[bytes, int, float, int]:
+    def _encode_block(
+        self, i: int, b: int, plan: tuple[bool, Any, Any]
+    ) -> tuple[bytes | memoryview, int, float, int]:
         """Block b of tensor i: (chunk, mode, param, the chunk's crc32 or -1 where pack_object computes it)."""
         is_key, m, key_lanes = plan
         sl = self._slices[i][b]
@@ -467,6 +478,65 @@ class TapeWriter:
             if len(alt) < len(chunk):
                 return alt, MODE_DENSE, q, -1
         return chunk, mode, q, -1
+
+    def _encode_snapshot(
+        self, plans: list[tuple[bool, Any, Any]]
+    ) -> list[tuple[memoryview | bytes, int, float, int]]:
+        """Every block of the snapshot (all tensors on the native float-bits path, one thread) in one native
+        call, its chunks written into the open segment's chunk arena: the same chunks, in the same order, as
+        _encode_block gives one by one, without a call, an allocation and a copy per block."""
+        if self._batch is None:  # per block: tensor, lanes, byte offset, lane width (fixed for the tape)
+            self._batch = np.array(
+                [
+                    (
+                        i,
+                        sl.stop - sl.start,
+                        sl.start * self._lanes[i].signed.itemsize,
+                        self._lanes[i].signed.itemsize,
+                    )
+                    for i in range(len(self.tensors))
+                    for sl in self._slices[i]
+                ],
+                dtype=np.int64,
+            ).reshape(-1, 4)
+            self._batch_bound = sum(native.bound(int(w), int(n)) for _, n, _, w in self._batch)
+        static = self._batch
+        ti, off = static[:, 0], static[:, 2]
+        addrs = np.array([[x or 0 for x in a] for a in self._addrs if a is not None], dtype=np.int64)
+        key = np.array([p[0] for p in plans], dtype=bool)[ti]
+        base = addrs[ti]
+        jobs = np.empty((len(static), 7), dtype=np.int64)
+        jobs[:, 0], jobs[:, 1] = static[:, 3], static[:, 1]
+        jobs[:, 2], jobs[:, 3] = base[:, 0] + off, base[:, 1] + off
+        for col, a in ((4, base[:, 2]), (5, base[:, 3])):
+            jobs[:, col] = np.where(key | (a == 0), 0, a + off)
+        jobs[:, 6] = key
+        need = self._batch_bound
+        if self._arena is None or self._arena.size - self._arena_used < need:
+            # Chunks of this segment already in the old arena keep it alive until the segment is sealed.
+            # Pages are touched only as chunks land (a segment's worth), not the room reserved for the bound.
+            self._arena = np.empty(self.segment_target_bytes + 2 * need, dtype=np.uint8)
+            self._arena_used = 0
+        out = self._arena[self._arena_used :]
+        sizes, crcs = native.encode_bits_many(jobs, out)
+        self._arena_used += int(sizes.sum())
+        view = out.data
+        results: list[tuple[memoryview | bytes, int, float, int]] = []
+        pos = 0
+        for k, (i, n, _, wb) in enumerate(static.tolist()):
+            size, crc = int(sizes[k]), int(crcs[k])
+            chunk: memoryview | bytes = view[pos : pos + size]
+            pos += size
+            mode = MODE_KEY if key[k] else MODE_NATIVE
+            if mode == MODE_NATIVE and size > _DENSE_TRY * n * wb:
+                # As _encode_native: a residual that does not shrink may be larger than the values themselves.
+                b = k - int(np.searchsorted(ti, i))  # blocks are tensor-major: k minus the tensor's first
+                cur = plans[i][1][self._slices[i][b]]
+                alt, alt_crc = native.encode_crc(cur, None, None, values=True)
+                if len(alt) < size:
+                    chunk, mode, crc = alt, MODE_DENSE, alt_crc
+            results.append((chunk, mode, 0.0, crc))
+        return results
 
     def _encode_native(
         self, i: int, sl: slice, is_key: bool, m: Any, key_lanes: Any
@@ -516,7 +586,7 @@ class TapeWriter:
 
     def _build_segment(self, out: np.ndarray | None = None) -> tuple[bytes | memoryview, dict[str, Any]]:
         steps = self._open_steps
-        chunks: list[bytes] = []
+        chunks: list[bytes | memoryview] = []
         rows: list[np.ndarray] = []
         for t in range(len(self.tensors)):
             for k in range(len(steps)):
