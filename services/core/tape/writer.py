@@ -97,8 +97,9 @@ class TapeWriter:
     compressed bytes of the open one. ``last_committed_step`` is the last step a reader can see.
     ``encode_seconds`` is the wall time spent in append() (encoding), ``commit_seconds`` in sealing
     (packing a segment) and uploads.
-    Not thread-safe: one thread appends (the capture pipeline's writer thread); ``threads`` > 1 encodes the
-    blocks of each snapshot on that many helper threads."""
+    One thread appends, seals and commits (the capture pipeline's writer thread, or the training thread in
+    inline mode); publish() may run on another, one at a time. ``threads`` > 1 encodes the blocks of each
+    snapshot on that many helper threads; with one, every block of a snapshot is one native call."""
 
     def __init__(
         self,
@@ -309,7 +310,7 @@ class TapeWriter:
             return self._encode_block(i, b, plans[i])
 
         try:
-            if self._pool is None and all(a is not None for a in self._addrs):
+            if self._pool is None and jobs and all(a is not None for a in self._addrs):
                 results = self._encode_snapshot(plans)  # one native call for every block
             else:
                 results = _parallel(run, len(jobs), self._pool)
