@@ -101,7 +101,7 @@ class Variant:
 
 class NetlapseVariant(Variant):
     name = "netlapse"
-    mode: str | None = None  # the capture mode; None = the settings' (auto)
+    mode: str | None = None  # the capture mode; None = the settings' (thread)
 
     def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
         super().__init__(model, store, tmp)
@@ -142,11 +142,11 @@ class NetlapseVariant(Variant):
         }
 
 
-class NetlapseThreadVariant(NetlapseVariant):
-    """netlapse with the encoding forced onto the writer thread (what "auto" picks when cores are spare)."""
+class NetlapseInlineVariant(NetlapseVariant):
+    """netlapse with capture_mode "inline": the training thread encodes, a thread uploads."""
 
-    name = "netlapse-thread"
-    mode = "thread"
+    name = "netlapse-inline"
+    mode = "inline"
 
 
 class TensorBoardVariant(Variant):
@@ -216,7 +216,7 @@ class HistcVariant(Variant):
 VARIANTS: list[type[Variant]] = [
     Variant,
     NetlapseVariant,
-    NetlapseThreadVariant,
+    NetlapseInlineVariant,
     TensorBoardVariant,
     HistcVariant,
     TorchSaveVariant,
@@ -349,11 +349,11 @@ def _slowdown(
             if k in rs[0]:
                 row[k] = sum(r[k] for r in rs)
         if "mode" in rs[0]:
-            row["mode"] = rs[0]["mode"]  # the capture mode the pipeline ran in ("auto" resolved)
+            row["mode"] = rs[0]["mode"]  # the capture mode the pipeline ran in
         if "stored_bytes" in rs[0] and "steps" not in rs[0]:
             row["stored_bytes_per_step"] = row["stored_bytes"] / (rounds * steps)
         out[name] = row
-    for name in ("netlapse", "netlapse-thread"):
+    for name in ("netlapse", "netlapse-inline"):
         nl = out.get(name)
         if nl is None:
             continue

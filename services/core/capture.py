@@ -15,12 +15,11 @@ whose lane transforms then run on the device, on a side stream of the writer thr
 
 **inline**: the training thread encodes the live tensors itself, right after the optimizer step (no copy),
 and only sealed segments go to the background thread, which uploads them (storage waits never reach
-training; at most ``buffers`` sealed segments wait, then training does). This is cheaper where training
-already keeps every core busy, i.e. a model on the CPU with as many intra-op threads as the process has
-CPUs: there a writer thread can only take a core from one of torch's threads, and the other then waits for
-it at every parallel region's barrier, so each second of encoding on a thread costs training a second or
-more (1.1-2x measured, docs/performance.md), against the encoding itself inline. **auto** (the default) picks inline exactly there and
-thread otherwise (a GPU model, or spare cores the writer can run on for free).
+training; at most ``buffers`` sealed segments wait, then training does). Opt-in, for a model on the CPU
+only: it makes no copy and holds no pooled buffers (less memory for a large model), but on the project's
+2-core machine it measured no cheaper than the thread (paired over 14 runs, ~4 points slower: the writer
+thread at nice +10 fills the gaps torch's threads leave, inline encoding does not overlap anything;
+docs/performance.md). **thread** is the default.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ _T = TypeVar("_T")
 _ALIGN = 64
 _POLL_S = 0.05
 
-CAPTURE_MODES = ("auto", "thread", "inline")
+CAPTURE_MODES = ("thread", "inline")
 
 _TORCH_TO_NUMPY: dict[torch.dtype, str] = {
     torch.float16: "float16",
@@ -78,28 +77,17 @@ def _buffer_placement(writer: TapeWriter, sources: list[torch.Tensor]) -> tuple[
     return dev, True
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def resolve_capture_mode(mode: str, sources: list[torch.Tensor], hand_torch: bool) -> str:
-    """ "thread" or "inline" for ``mode`` (see the module docstring): "auto" is inline when every captured
-    tensor is on the CPU, the numpy encoder takes them, and torch's intra-op threads cover every CPU this
-    process may use; "inline" elsewhere is a ValueError."""
+    """``mode`` checked: one of CAPTURE_MODES, and "inline" only for tensors on the CPU that the numpy encoder
+    takes (ValueError otherwise)."""
     if mode not in CAPTURE_MODES:
         raise ValueError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, got {mode!r}")
-    on_cpu = all(s.device.type == "cpu" for s in sources) and not hand_torch
-    if mode == "inline" and not on_cpu:
+    if mode == "inline" and (hand_torch or any(s.device.type != "cpu" for s in sources)):
         raise ValueError(
             "capture mode 'inline' needs the model on the CPU and the numpy encoder (the device path and "
             "GPU models capture on a thread)"
         )
-    if mode != "auto":
-        return mode
-    return "inline" if on_cpu and torch.get_num_threads() >= _usable_cpus() else "thread"
+    return mode
 
 
 class CaptureError(RuntimeError):
@@ -184,12 +172,12 @@ class CapturePipeline:
         buffers: int = 4,
         nice: int = 0,
         include_buffers: bool = True,
-        mode: str = "auto",
+        mode: str = "thread",
     ) -> None:
         """Allocate the buffer pool for ``model``'s capturable tensors and start the writer thread
         (``nice`` > 0 lowers its CPU priority on Linux). ``buffers`` is the pool size (snapshots in flight;
         inline: sealed segments waiting for upload); ``include_buffers`` False captures parameters only, not
-        module buffers (BatchNorm statistics); ``mode``: "auto", "thread" or "inline" (module docstring)."""
+        module buffers (BatchNorm statistics); ``mode``: "thread" or "inline" (module docstring)."""
         if buffers < 1:
             raise ValueError(f"buffers must be >= 1, got {buffers}")
         self.model = model

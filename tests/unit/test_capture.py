@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from netlapse.core.capture import CaptureError, CapturePipeline, capturable_tensors, capture_device
+from netlapse.core.settings import Settings
 from netlapse.core.store import LocalStore
 from netlapse.core.tape import TapeReader, TapeWriter, TensorInfo
 
@@ -568,28 +568,13 @@ def test_inline_upload_failure_surfaces_in_the_next_capture(tmp_path: Path) -> N
     assert not r.complete and r.steps() == [0, 1], "the segment uploaded before the failure stays readable"
 
 
-def _mode_of(model: nn.Module, writer: TapeWriter) -> str:
-    pipe = CapturePipeline(model, writer)
-    pipe.close()
-    return pipe.mode
-
-
-def test_auto_mode_is_inline_only_for_a_cpu_model_that_uses_every_core(store: LocalStore) -> None:
+def test_thread_is_the_default_and_inline_needs_a_cpu_model_with_the_numpy_encoder(store: LocalStore) -> None:
     model = small_model()
     infos = capturable_tensors(model)
-    before = torch.get_num_threads()
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        torch.set_num_threads(cpus)
-        assert _mode_of(model, TapeWriter(store, "a/", infos)) == "inline"
-        if cpus > 1:  # a core left over: the writer thread runs there for free
-            torch.set_num_threads(cpus - 1)
-            assert _mode_of(model, TapeWriter(store, "b/", infos)) == "thread"
-    finally:
-        torch.set_num_threads(before)
-    torch_writer = TapeWriter(store, "c/", infos, encoder="torch", device="cpu")
-    assert _mode_of(model, torch_writer) == "thread"
+    pipe = CapturePipeline(model, TapeWriter(store, "a/", infos))
+    pipe.close()
+    assert pipe.mode == "thread" and Settings().capture_mode == "thread"
     with pytest.raises(ValueError, match="needs the model on the CPU and the numpy encoder"):
         CapturePipeline(model, TapeWriter(store, "d/", infos, encoder="torch", device="cpu"), mode="inline")
-    with pytest.raises(ValueError, match="capture mode must be one of auto, thread, inline"):
-        CapturePipeline(model, TapeWriter(store, "e/", infos), mode="fast")
+    with pytest.raises(ValueError, match="capture mode must be one of thread, inline"):
+        CapturePipeline(model, TapeWriter(store, "e/", infos), mode="auto")
