@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 import zlib
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 
 from netlapse.core.tape import native
+from tests.unit.test_tape_native import scalar_build
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native codec not built")
 
@@ -57,31 +56,10 @@ print(h.hexdigest())
 """
 
 
-def _scalar_build(tmp_path: Path) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler")
-    src = Path(native.__file__).with_name("nlcodec.c")
-    lib = tmp_path / "nlcodec_scalar.so"
-    inc = sysconfig.get_paths()["include"]
-    cmd = [
-        cc,
-        "-O2",
-        "-std=gnu11",
-        "-fno-strict-aliasing",
-        "-shared",
-        "-fPIC",
-        "-DNL_FORCE_SCALAR",
-        f"-I{inc}",
-    ]
-    subprocess.run([*cmd, str(src), "-o", str(lib)], check=True)
-    return lib
-
-
 def test_vector_and_scalar_builds_write_the_same_chunks_crcs_and_lanes(tmp_path: Path) -> None:
     """Values and delta chunks (with and without the second previous step) of 16-, 32- and 64-bit lanes, from
     float bits (encode_bits) and from lanes (encode_crc), at every size class: one digest from each build."""
-    lib = _scalar_build(tmp_path)
+    lib = scalar_build(tmp_path)
     code = f"SIZES = {SIZES!r}\n" + _DIGEST
     digests = []
     for env_lib in ("", str(lib)):

@@ -192,30 +192,24 @@ def test_without_the_built_codec_the_writer_falls_back_and_says_so(
     assert tape_writer  # the module under test
 
 
-def test_the_scalar_build_writes_the_same_bytes_as_the_simd_one(tmp_path: Path) -> None:
-    """Where the CPU has AVX2 the 32-bit delta path runs 8 lanes at a time; a build forced onto the scalar
-    path (what any other CPU runs) must write byte-identical chunks and read them back."""
+def scalar_build(tmp_path: Path) -> Path:
+    """The codec compiled with NL_FORCE_SCALAR (the path CPUs without AVX2 run) into tmp_path; skips the
+    test where there is no C compiler."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
     src = Path(native.__file__).with_name("nlcodec.c")
     lib = tmp_path / "nlcodec_scalar.so"
     inc = sysconfig.get_paths()["include"]
-    subprocess.run(
-        [
-            cc,
-            "-O2",
-            "-std=gnu11",
-            "-shared",
-            "-fPIC",
-            "-DNL_FORCE_SCALAR",
-            f"-I{inc}",
-            str(src),
-            "-o",
-            str(lib),
-        ],
-        check=True,
-    )
+    flags = ["-O2", "-std=gnu11", "-fno-strict-aliasing", "-shared", "-fPIC", "-DNL_FORCE_SCALAR", f"-I{inc}"]
+    subprocess.run([cc, *flags, str(src), "-o", str(lib)], check=True)
+    return lib
+
+
+def test_the_scalar_build_writes_the_same_bytes_as_the_simd_one(tmp_path: Path) -> None:
+    """Where the CPU has AVX2 the 32-bit delta path runs 8 lanes at a time; a build forced onto the scalar
+    path (what any other CPU runs) must write byte-identical chunks and read them back."""
+    lib = scalar_build(tmp_path)
     code = (
         "import hashlib, numpy as np\n"
         "from netlapse.core.tape import native\n"
