@@ -524,24 +524,21 @@ class TapeWriter:
         view = out.data
         results: list[tuple[memoryview | bytes, int, float, int]] = []
         pos = 0
-        for k, (i, n, _, wb) in enumerate(static.tolist()):
+        for k, i in enumerate(ti.tolist()):
             size, crc = int(sizes[k]), int(crcs[k])
             chunk: memoryview | bytes = view[pos : pos + size]
             pos += size
-            mode = MODE_KEY if key[k] else MODE_NATIVE
-            if mode == MODE_NATIVE and size > _DENSE_TRY * n * wb:
-                # As _encode_native: a residual that does not shrink may be larger than the values themselves.
-                b = k - int(np.searchsorted(ti, i))  # blocks are tensor-major: k minus the tensor's first
-                cur = plans[i][1][self._slices[i][b]]
-                alt, alt_crc = native.encode_crc(cur, None, None, values=True)
-                if len(alt) < size:
-                    chunk, mode, crc = alt, MODE_DENSE, alt_crc
+            if key[k]:
+                results.append((chunk, MODE_KEY, 0.0, crc))
+                continue
+            b = k - int(np.searchsorted(ti, i))  # blocks are tensor-major: k minus the tensor's first
+            chunk, mode, crc = _native_or_dense(chunk, crc, plans[i][1][self._slices[i][b]])
             results.append((chunk, mode, 0.0, crc))
         return results
 
     def _encode_native(
         self, i: int, sl: slice, is_key: bool, m: Any, key_lanes: Any
-    ) -> tuple[bytes, int, int]:
+    ) -> tuple[bytes | memoryview, int, int]:
         """One block through the native codec: (chunk, mode, the chunk's crc32). The codec picks the
         predictor itself and computes the crc while the chunk is in cache."""
         bits = self._bits[i]
@@ -575,13 +572,7 @@ class TapeWriter:
             )
         else:
             chunk, crc = native.encode_crc(cur, st.m1[sl], m2, values=False)
-        if len(chunk) > _DENSE_TRY * cur.nbytes:
-            # The residual does not shrink (random weights, a huge step): the values themselves, whose
-            # exponent byte still compresses, may be smaller.
-            alt, alt_crc = native.encode_crc(cur, None, None, values=True)
-            if len(alt) < len(chunk):
-                return alt, MODE_DENSE, alt_crc
-        return chunk, MODE_NATIVE, crc
+        return _native_or_dense(chunk, crc, cur)
 
     # -- committing
 
@@ -749,6 +740,19 @@ class TapeWriter:
 
 _NUMPY = NumpyTransform()
 _FALLBACK_LOGGED = False
+
+
+def _native_or_dense(
+    chunk: bytes | memoryview, crc: int, lanes: np.ndarray
+) -> tuple[bytes | memoryview, int, int]:
+    """(chunk, mode, crc) of a native delta block of ``lanes``: the delta chunk, unless its residual did not
+    shrink (random weights, a huge step) and the values themselves, whose exponent byte still compresses,
+    code smaller."""
+    if len(chunk) > _DENSE_TRY * lanes.nbytes:
+        alt, alt_crc = native.encode_crc(lanes, None, None, values=True)
+        if len(alt) < len(chunk):
+            return alt, MODE_DENSE, alt_crc
+    return chunk, MODE_NATIVE, crc
 
 
 def _is_torch(a: Any) -> bool:
