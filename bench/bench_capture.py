@@ -102,7 +102,6 @@ class Variant:
 class NetlapseVariant(Variant):
     name = "netlapse"
     mode: str | None = None  # the capture mode; None = the settings' (thread)
-    priority: str | None = None  # the writer's priority; None = the settings' (auto: idle on the CPU)
 
     def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
         super().__init__(model, store, tmp)
@@ -116,7 +115,6 @@ class NetlapseVariant(Variant):
             buffers=s.capture_buffers,
             nice=s.capture_nice,
             mode=self.mode or s.capture_mode,
-            priority=self.priority or s.capture_priority,
         )
         self.pipe.capture(0)
         self.captured = 1
@@ -133,7 +131,6 @@ class NetlapseVariant(Variant):
         st = self.pipe.close()
         return {
             "mode": self.pipe.mode,
-            "priority": self.pipe.priority,
             "steps": st.steps,
             "wait_seconds": st.wait_seconds,
             "copy_seconds": st.copy_seconds,
@@ -143,13 +140,6 @@ class NetlapseVariant(Variant):
             "raw_bytes": st.raw_bytes,
             "stored_bytes": st.stored_bytes,
         }
-
-
-class NetlapseNiceVariant(NetlapseVariant):
-    """netlapse with capture_priority "nice": the writer thread at nice +10 only (the default before SCHED_IDLE)."""
-
-    name = "netlapse-nice"
-    priority = "nice"
 
 
 class NetlapseInlineVariant(NetlapseVariant):
@@ -226,7 +216,6 @@ class HistcVariant(Variant):
 VARIANTS: list[type[Variant]] = [
     Variant,
     NetlapseVariant,
-    NetlapseNiceVariant,
     NetlapseInlineVariant,
     TensorBoardVariant,
     HistcVariant,
@@ -361,11 +350,10 @@ def _slowdown(
                 row[k] = sum(r[k] for r in rs)
         if "mode" in rs[0]:
             row["mode"] = rs[0]["mode"]  # the capture mode the pipeline ran in
-            row["priority"] = rs[0]["priority"]  # and its writer thread's priority
         if "stored_bytes" in rs[0] and "steps" not in rs[0]:
             row["stored_bytes_per_step"] = row["stored_bytes"] / (rounds * steps)
         out[name] = row
-    for name in ("netlapse", "netlapse-nice", "netlapse-inline"):
+    for name in ("netlapse", "netlapse-inline"):
         nl = out.get(name)
         if nl is None:
             continue

@@ -126,13 +126,11 @@ def table(res: dict[str, Any]) -> str:
                 "",
             )
         )
-        for k in ("netlapse", "netlapse-nice", "netlapse-inline", "tensorboard", "histc", "torch.save"):
+        for k in ("netlapse", "netlapse-inline", "tensorboard", "histc", "torch.save"):
             v = s.get(k)
             if v is None:  # results of an older bench without that variant
                 continue
-            label = k
-            if k == "netlapse" and "mode" in v:
-                label = f"{k} ({', '.join(str(v[x]) for x in ('mode', 'priority') if x in v)})"
+            label = f"{k} ({v['mode']})" if k == "netlapse" and "mode" in v else k
             rows.append(
                 (
                     f"1 slowdown {label}: loop | whole run",
@@ -141,12 +139,10 @@ def table(res: dict[str, Any]) -> str:
                     "<= +5 % both, < tensorboard and histc" if k == "netlapse" else "",
                 )
             )
-        nice = s.get("netlapse-nice")
         rows.append(
             (
                 "1 netlapse: tail after the last step | CPU time",
-                f"{nl['tail_seconds']:.2f} s/run | {fmt_pct(nl['cpu_overhead'])} of the process"
-                + (f" (writer at nice only: {fmt_pct(nice['cpu_overhead'])})" if nice else ""),
+                f"{nl['tail_seconds']:.2f} s/run | {fmt_pct(nl['cpu_overhead'])} of the process",
                 "",
             )
         )

@@ -4,8 +4,7 @@ Two modes (``CAPTURE_MODES``). **thread**: the training thread only copies the m
 into a free preallocated flat buffer and enqueues it. A background thread hands the buffer to ``TapeWriter.append`` (which may fan the encoding
 out to its own threads) and returns it to the pool. When the pool is empty the training thread waits
 (backpressure) rather than dropping a step; the wait is measured in ``CaptureStats.wait_seconds``. The
-writer thread runs at a lower CPU priority (``nice``; ``priority`` "idle": Linux SCHED_IDLE, the default
-for a CPU model through Settings.capture_priority "auto"), so on a CPU-bound machine encoding uses the
+writer thread can run at a lower CPU priority (``nice``), so on a CPU-bound machine encoding uses the
 cycles training leaves idle.
 
 Where the buffer lives follows the writer's encoder. With the numpy encoder it is host memory (pinned when
@@ -26,6 +25,7 @@ docs/performance.md). **thread** is the default.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -38,7 +38,6 @@ import numpy as np
 import torch
 
 from netlapse.core.tape import TapeWriter, TensorInfo
-from netlapse.core.tape.util import PRIORITIES, lower_thread_priority
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -48,7 +47,6 @@ _ALIGN = 64
 _POLL_S = 0.05
 
 CAPTURE_MODES = ("thread", "inline")
-CAPTURE_PRIORITIES = PRIORITIES  # how the writer thread yields to training: resolve_capture_priority
 
 _TORCH_TO_NUMPY: dict[torch.dtype, str] = {
     torch.float16: "float16",
@@ -90,19 +88,6 @@ def resolve_capture_mode(mode: str, sources: list[torch.Tensor], hand_torch: boo
             "GPU models capture on a thread)"
         )
     return mode
-
-
-def resolve_capture_priority(priority: str, sources: list[torch.Tensor]) -> str:
-    """``priority`` checked (one of CAPTURE_PRIORITIES) and "auto" resolved: "idle" when every tensor is on the
-    CPU — there the writer competes with torch's own threads for the cores, and under SCHED_IDLE it yields
-    the moment one of them wakes (docs/performance.md: half the extra process CPU of nice +10) — else "nice"
-    (a GPU model: the encoder's threads compete with data loading, and starving them would stall training
-    on backpressure instead)."""
-    if priority not in CAPTURE_PRIORITIES:
-        raise ValueError(f"capture priority must be one of {', '.join(CAPTURE_PRIORITIES)}, got {priority!r}")
-    if priority == "auto":
-        return "idle" if all(s.device.type == "cpu" for s in sources) else "nice"
-    return priority
 
 
 class CaptureError(RuntimeError):
@@ -188,11 +173,9 @@ class CapturePipeline:
         nice: int = 0,
         include_buffers: bool = True,
         mode: str = "thread",
-        priority: str = "nice",
     ) -> None:
         """Allocate the buffer pool for ``model``'s capturable tensors and start the writer thread
-        (``nice`` > 0 lowers its CPU priority on Linux; ``priority`` "idle" also puts it under SCHED_IDLE,
-        "auto" does so for a model on the CPU: resolve_capture_priority). ``buffers`` is the pool size (snapshots in flight;
+        (``nice`` > 0 lowers its CPU priority on Linux). ``buffers`` is the pool size (snapshots in flight;
         inline: sealed segments waiting for upload); ``include_buffers`` False captures parameters only, not
         module buffers (BatchNorm statistics); ``mode``: "thread" or "inline" (module docstring)."""
         if buffers < 1:
@@ -218,7 +201,6 @@ class CapturePipeline:
         self.buffer_device, self.hand_torch = _buffer_placement(writer, sources)
         self.device_path = self.hand_torch and self.buffer_device.type == "cuda"
         self.mode = resolve_capture_mode(mode, sources, self.hand_torch)
-        self.priority = resolve_capture_priority(priority, sources)
 
         offsets, off = [], 0
         for t in self.infos:
@@ -451,12 +433,11 @@ class CapturePipeline:
     # -- writer thread
 
     def _lower_priority(self) -> None:
-        # The encoder's helper threads are started by this thread (on its first parallel append) and inherit
-        # what it gets here.
-        want = "idle" if self.priority == "idle" else ("nice" if self.nice > 0 else "normal")
-        got = lower_thread_priority(self.nice, idle=self.priority == "idle")
-        if got != want:
-            log.debug("capture writer priority: asked %s, running %s", want, got)
+        if self.nice > 0 and hasattr(os, "setpriority"):
+            try:  # Linux: a thread id names just this thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError:
+                log.debug("could not lower the capture writer's priority")
 
     def _run_publisher(self) -> None:
         """inline mode: upload what the training thread sealed, in order."""

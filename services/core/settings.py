@@ -64,13 +64,6 @@ class Settings(BaseSettings):
     capture_nice: int = Field(
         default=10, ge=0, le=19, description="CPU niceness added to encoder threads, so training goes first"
     )
-    capture_priority: str = Field(
-        default="auto",
-        pattern="^(auto|idle|nice)$",
-        description="how encoder threads yield to training: idle (Linux SCHED_IDLE: only CPU time nothing "
-        "else wants, plus capture_nice), nice (capture_nice only) or auto (idle for a model on the CPU, nice "
-        "for one on a GPU)",
-    )
     compact_after_run: bool = Field(default=True, description="send a compaction task when a run ends")
     compact_during_run_steps: int = Field(
         default=128, ge=0, description="also compact during a run every N committed steps; 0 = never"

@@ -213,9 +213,7 @@ class Run:
         writer = TapeWriter(
             self.sink.tape_store(), tape_prefix(self.id), infos, options.with_(segment_digest=True)
         )
-        self._pipe = CapturePipeline(
-            model, writer, buffers=4, nice=10, include_buffers=buffers, priority="auto"
-        )
+        self._pipe = CapturePipeline(model, writer, buffers=4, nice=10, include_buffers=buffers)
         self._every = every
         self._capture(0)
         self._hook = optimizer.register_step_post_hook(self._after_step)

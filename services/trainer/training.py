@@ -434,7 +434,6 @@ class Trainer:
             buffers=self.settings.capture_buffers,
             nice=self.settings.capture_nice,
             mode=self.settings.capture_mode,
-            priority=self.settings.capture_priority,
         )
         compact_every = self.settings.compact_during_run_steps
         compacted_upto = captured_upto or 0

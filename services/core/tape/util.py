@@ -80,30 +80,13 @@ def _block_slices(n_lanes: int, block_lanes: int) -> list[slice]:
     ]
 
 
-PRIORITIES = ("auto", "idle", "nice")
-
-
-def lower_thread_priority(nice: int, idle: bool = False) -> str:
-    """Lower the calling thread's CPU priority (Linux: per thread), so encoding yields to training.
-
-    ``nice`` > 0 adds that niceness. ``idle`` also moves the thread to ``SCHED_IDLE``: it then runs only on
-    CPU time no normal thread wants and is preempted at once when one wakes (a nice +10 thread still gets
-    ~10 % of a contended core and can hold a core a torch thread is waiting for). Threads this one starts
-    inherit both. Returns what took effect: "idle", "nice" or "normal" (not permitted or not Linux)."""
-    done = "normal"
+def _set_thread_nice(nice: int) -> None:
+    """Lower this thread's CPU priority (Linux: per thread), so encoding yields to training."""
     if nice > 0 and hasattr(os, "setpriority"):
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
-            done = "nice"
         except OSError:  # not permitted or not supported: run at normal priority
             pass
-    if idle and hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: the calling thread
-            done = "idle"
-        except OSError:
-            pass
-    return done
 
 
 _READ_POOL: ThreadPoolExecutor | None = None

@@ -56,7 +56,7 @@ from netlapse.core.tape.lanes import MODE_D1, MODE_DENSE, MODE_KEY, MODE_NATIVE,
 from netlapse.core.tape.options import TapeOptions
 from netlapse.core.tape.planes import PlaneCoder
 from netlapse.core.tape.transform import NumpyTransform, TorchTransform
-from netlapse.core.tape.util import _block_slices, _norm_prefix, _parallel, lower_thread_priority
+from netlapse.core.tape.util import _block_slices, _norm_prefix, _parallel, _set_thread_nice
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +155,7 @@ class TapeWriter:
             self._pool = ThreadPoolExecutor(
                 max_workers=self.threads,
                 thread_name_prefix="tape-encode",
-                # Started from the appending thread: a capture writer's SCHED_IDLE is inherited as well.
-                initializer=lower_thread_priority,
+                initializer=_set_thread_nice,
                 initargs=(self.thread_nice,),
             )
 
