@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from netlapse.core.store import Store
+from netlapse.core.store import Store, aligned_empty
 from netlapse.core.tape import native
 from netlapse.core.tape.container import (
     _ROW,
@@ -646,7 +646,8 @@ class TapeWriter:
         with self._lock:
             buf = self._free_buffers.pop() if self._free_buffers else None
         if buf is None or len(buf) < need:
-            buf = np.empty(need + need // 4, dtype=np.uint8)  # not zeroed: every byte used is written
+            # Not zeroed (every byte used is written); page-aligned, so a LocalStore writes it with O_DIRECT.
+            buf = aligned_empty(need + need // 4)
         data, entry = self._build_segment(buf)
         sealed = SealedSegment(data, entry, buf if isinstance(data, memoryview) else None)
         self._reset_open_segment()
