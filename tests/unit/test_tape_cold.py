@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import netlapse.core.tape.reader as tape_reader
+import netlapse.core.tape.readparts as tape_readparts
 from netlapse.core.store import LocalStore
 from netlapse.core.tape import TapeReader, TapeWriter, TensorInfo
 
@@ -75,7 +76,7 @@ def test_wide_positions_read_in_pieces_exactly(
     """Pieces of a few chunks (read by the decoding threads) and buffers in their own mappings: every tensor
     at every step, in any order, through chains that continue from cached states and through small caches."""
     monkeypatch.setattr(tape_reader, "_PIECE_BYTES", 20_000)
-    monkeypatch.setattr(tape_reader, "_NO_HUGE_BYTES", 10_000)
+    monkeypatch.setattr(tape_readparts, "_NO_HUGE_BYTES", 10_000)
     snaps = snapshots(11, seed=3)
     write(store, snaps, **kw)
     rng = np.random.default_rng(0)
@@ -145,9 +146,9 @@ def test_a_wide_keyframe_is_cached_and_decoded_once(
 
 
 def test_lane_buffer_big_and_small(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tape_reader, "_NO_HUGE_BYTES", 4096)
+    monkeypatch.setattr(tape_readparts, "_NO_HUGE_BYTES", 4096)
     for shape, dt in [(10, np.int32), (5000, np.int64), ((3, 2000), np.int16)]:
-        a = tape_reader._lane_buffer(shape, dt)
+        a = tape_readparts._lane_buffer(shape, dt)
         assert a.shape == (shape if isinstance(shape, tuple) else (shape,)) and a.dtype == dt
         assert a.flags.writeable and a.flags.c_contiguous
         a[...] = 7
@@ -165,7 +166,7 @@ def test_time_major_reads_of_wide_tensors_exactly(
     from netlapse.analyzer.compaction import compact_tape
 
     monkeypatch.setattr(tape_reader, "_PIECE_BYTES", piece)
-    monkeypatch.setattr(tape_reader, "_NO_HUGE_BYTES", 10_000)
+    monkeypatch.setattr(tape_readparts, "_NO_HUGE_BYTES", 10_000)
     snaps = snapshots(10, seed=11)
     write(store, snaps, keyframe_interval=4)
     compact_tape(store, PREFIX, group_steps=4, block_lanes=1024, part_bytes=50_000, unit_steps=10)

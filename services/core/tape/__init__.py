@@ -2,7 +2,8 @@
 
 Modules: ``lanes`` (integer lanes and their transforms), ``container`` (object layout, index, format),
 ``options`` (TapeOptions), ``planes`` (format-2 chunks), ``transform`` (lane transforms in numpy and torch),
-``writer`` (step-major segments), ``timemajor`` (compaction frames), ``reader``, ``trajectories`` (one
+``writer`` (step-major segments), ``timemajor`` (compaction frames), ``reader``, ``readparts`` (the
+objects a reader lists, its decoded states and block decoders), ``trajectories`` (one
 element's values over steps, for the reader), ``legacy`` (format-1 tensor-major segments), ``native`` (the
 ctypes binding of the C codec ``nlcodec.c``). Every public name is importable from this package.
 
