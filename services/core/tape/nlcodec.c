@@ -41,6 +41,7 @@
 #define SAMPLE_RUN 32 /* the predictor's sample: 32 runs of contiguous lanes (cache lines, not 1 Ki misses) */
 #define NS 4 /* interleaved bit streams per chunk (blocks of NS_MIN_LANES and more; smaller: 1) */
 #define NS_MIN_LANES 16384
+#define PF_LANES 512 /* pass 1 prefetches its inputs this many lanes ahead (2 KiB) */
 #define F_STREAMS4 0x10
 #define F_A64 0x20 /* a delta chunk whose weight (header byte 3) is in 64ths; without it, 16ths (older chunks) */
 
@@ -478,7 +479,10 @@ __attribute__((target("avx2"))) static inline __m256i mono8(__m256i x) {
 
 /* Lanes [0, n & ~7) of a 32-bit delta block: raw parts, keys (context * 132 + symbol); adds the raw bit count
  * and ORs the magnitudes. The same arithmetic as the scalar loop, lane for lane. With mw, src holds float bits
- * and their monotone lanes (the block's m) are also stored into mw; else src is m. */
+ * and their monotone lanes (the block's m) are also stored into mw; else src is m.
+ * The three input streams are prefetched PF_LANES ahead, and mw (16-byte aligned: numpy's large arrays) is
+ * written with non-temporal stores: nothing reads it before the next snapshot, and its lines need not evict
+ * the keys and raw parts pass 2 reads next. */
 #define NL_PASS1_DELTA32(NAME, TARGET, BITLEN)                                                                 \
     __attribute__((target(TARGET))) static int64_t NAME(const uint32_t *src, uint32_t *mw, const uint32_t *m1, \
                                                       const uint32_t *m2, int64_t n, int alpha, uint32_t *rawv, \
@@ -486,12 +490,23 @@ __attribute__((target("avx2"))) static inline __m256i mono8(__m256i x) {
         const __m256i va = _mm256_set1_epi32(alpha), zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1); \
         const __m256i two = _mm256_set1_epi32(2);                                                              \
         __m256i nzacc = zero, bits = zero;                                                                     \
+        const int nt = ((uintptr_t)mw & 15) == 0;                                                              \
         int64_t i = 0;                                                                                         \
         for (; i + 8 <= n; i += 8) {                                                                           \
             __m256i vm = _mm256_loadu_si256((const __m256i *)(src + i));                                       \
             if (mw) {                                                                                          \
                 vm = mono8(vm);                                                                                \
-                _mm256_storeu_si256((__m256i *)(mw + i), vm);                                                  \
+                if (nt) {                                                                                      \
+                    _mm_stream_si128((__m128i *)(mw + i), _mm256_castsi256_si128(vm));                         \
+                    _mm_stream_si128((__m128i *)(mw + i + 4), _mm256_extracti128_si256(vm, 1));                \
+                } else {                                                                                       \
+                    _mm256_storeu_si256((__m256i *)(mw + i), vm);                                              \
+                }                                                                                              \
+            }                                                                                                  \
+            if ((i & 15) == 0) { /* one line of each input, PF_LANES ahead (never faults) */                  \
+                _mm_prefetch((const char *)(src + i + PF_LANES), _MM_HINT_T0);                                 \
+                _mm_prefetch((const char *)(m1 + i + PF_LANES), _MM_HINT_T0);                                  \
+                if (m2) _mm_prefetch((const char *)(m2 + i + PF_LANES), _MM_HINT_T0);                          \
             }                                                                                                  \
             __m256i v1 = _mm256_loadu_si256((const __m256i *)(m1 + i));                                        \
             __m256i p = m2 ? _mm256_sub_epi32(v1, _mm256_loadu_si256((const __m256i *)(m2 + i))) : zero;       \
@@ -524,6 +539,7 @@ __attribute__((target("avx2"))) static inline __m256i mono8(__m256i x) {
                 bits = zero;                                                                                   \
             }                                                                                                  \
         }                                                                                                      \
+        if (nt) _mm_sfence();                                                                                  \
         uint32_t b[8], z[8];                                                                                   \
         _mm256_storeu_si256((__m256i *)b, bits);                                                               \
         _mm256_storeu_si256((__m256i *)z, nzacc);                                                              \
@@ -536,12 +552,83 @@ __attribute__((target("avx2"))) static inline __m256i mono8(__m256i x) {
 
 NL_PASS1_DELTA32(pass1_delta32_avx2, "avx2", bitlen8)
 
-/* With AVX-512 (VL, CD) on 256-bit vectors: bit lengths by counting leading zeros (one instruction, not six). */
+/* With AVX-512 (VL, CD) on 256-bit vectors: bit lengths by counting leading zeros (one instruction, not six);
+ * pass 1 itself runs on 512-bit vectors then (pass1_delta32_z below). */
 __attribute__((target("avx2,avx512f,avx512vl,avx512cd"))) static inline __m256i bitlen8_lz(__m256i x) {
     return _mm256_sub_epi32(_mm256_set1_epi32(32), _mm256_lzcnt_epi32(x));
 }
-NL_PASS1_DELTA32(pass1_delta32_avx512, "avx2,avx512f,avx512vl,avx512cd", bitlen8_lz)
 NL_ALPHA_COST32(alpha_cost32_avx512, "avx2,avx512f,avx512vl,avx512cd", bitlen8_lz)
+
+/* The same pass on 512-bit vectors, 16 lanes at a time (AVX-512 F, CD: on Zen 5 a full-width vector step). The
+ * monotone lanes go to mw with non-temporal stores (read again only at the next snapshot: they need not evict
+ * this block's symbols from the cache); a masked first step brings mw + i to a 64-byte boundary for them. */
+#define PASS1Z_STEP(MASK, LOAD, NT)                                                                            \
+    do {                                                                                                       \
+        __m512i vm = LOAD(MASK, src + i);                                                                      \
+        if (mw) {                                                                                              \
+            vm = _mm512_xor_si512(vm, _mm512_and_si512(_mm512_srai_epi32(vm, 31), c7f));                       \
+            if (NT)                                                                                            \
+                _mm512_stream_si512((void *)(mw + i), vm);                                                     \
+            else                                                                                               \
+                _mm512_mask_storeu_epi32((void *)(mw + i), MASK, vm);                                          \
+        }                                                                                                      \
+        __m512i v1 = LOAD(MASK, m1 + i);                                                                       \
+        __m512i p = m2 ? _mm512_sub_epi32(v1, LOAD(MASK, m2 + i)) : zero;                                      \
+        __m512i pe = _mm512_srli_epi64(_mm512_mul_epi32(p, va), 6);                                            \
+        __m512i po = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epi32(_mm512_srli_epi64(p, 32), va), 6), 32); \
+        __m512i q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, pe, po);                                        \
+        __m512i r = _mm512_sub_epi32(vm, _mm512_add_epi32(v1, q));                                             \
+        __m512i mag = _mm512_abs_epi32(r); /* (wraps like (r ^ s) - s: |INT_MIN| stays 2^31) */                \
+        __m512i sl = _mm512_sub_epi32(c32, _mm512_lzcnt_epi32(mag));                                           \
+        __m512i sh = _mm512_max_epi32(_mm512_sub_epi32(sl, two), zero);                                        \
+        __mmask16 ge2 = _mm512_cmpgt_epi32_mask(sl, one);                                                      \
+        __m512i sb = _mm512_maskz_and_epi32(ge2, _mm512_srlv_epi32(mag, sh), one);                             \
+        __m512i pmag = _mm512_abs_epi32(p);                                                                    \
+        __m512i ctx = _mm512_add_epi32(_mm512_slli_epi32(_mm512_sub_epi32(c32, _mm512_lzcnt_epi32(pmag)), 1),  \
+                                       _mm512_srli_epi32(p, 31));                                              \
+        __m512i sym = _mm512_add_epi32(_mm512_slli_epi32(sl, 2), _mm512_and_si512(_mm512_srai_epi32(r, 31), two)); \
+        __m512i k = _mm512_add_epi32(_mm512_mullo_epi32(ctx, c132), _mm512_add_epi32(sym, sb));                \
+        _mm512_mask_storeu_epi32((void *)(rawv + i), MASK, mag);                                               \
+        _mm512_mask_cvtepi32_storeu_epi16((void *)(key + i), MASK, k);                                         \
+        nzacc = _mm512_or_si512(nzacc, mag);                                                                   \
+        bits = _mm512_add_epi32(bits, sh);                                                                     \
+    } while (0)
+#define PASS1Z_FULL(MASK, P) _mm512_loadu_si512((const void *)(P))
+#define PASS1Z_PART(MASK, P) _mm512_maskz_loadu_epi32(MASK, (const void *)(P))
+__attribute__((target("avx2,avx512f,avx512vl,avx512cd,avx512bw"))) static int64_t pass1_delta32_z(
+    const uint32_t *src, uint32_t *mw, const uint32_t *m1, const uint32_t *m2, int64_t n, int alpha, uint32_t *rawv,
+    uint16_t *key, uint64_t *rawbits, uint32_t *anynz) {
+    const __m512i va = _mm512_set1_epi32(alpha), zero = _mm512_setzero_si512(), one = _mm512_set1_epi32(1);
+    const __m512i two = _mm512_set1_epi32(2), c32 = _mm512_set1_epi32(32), c7f = _mm512_set1_epi32(0x7FFFFFFF);
+    const __m512i c132 = _mm512_set1_epi32(132);
+    __m512i nzacc = zero, bits = zero;
+    int64_t i = 0;
+    int nt = mw && ((uintptr_t)mw & 3) == 0;
+    int64_t head = nt ? (int64_t)((-(uintptr_t)mw & 63) >> 2) : 0; /* lanes before mw's first 64-byte line */
+    if (head + 16 > n) nt = 0, head = 0;
+    if (head) { /* masked-off lanes load 0 and add nothing */
+        __mmask16 hm = (__mmask16)((1u << head) - 1);
+        PASS1Z_STEP(hm, PASS1Z_PART, 0);
+        i = head;
+    }
+    for (; i + 16 <= n; i += 16) {
+        _mm_prefetch((const char *)(src + i + PF_LANES), _MM_HINT_T0);
+        _mm_prefetch((const char *)(m1 + i + PF_LANES), _MM_HINT_T0);
+        if (m2) _mm_prefetch((const char *)(m2 + i + PF_LANES), _MM_HINT_T0);
+        if (nt)
+            PASS1Z_STEP((__mmask16)0xFFFF, PASS1Z_FULL, 1);
+        else
+            PASS1Z_STEP((__mmask16)0xFFFF, PASS1Z_FULL, 0);
+        if ((i & 0xFFFF0) == 0xFFFF0) { /* flush the 32-bit bit counters before they could overflow */
+            *rawbits += (uint32_t)_mm512_reduce_add_epi32(bits);
+            bits = zero;
+        }
+    }
+    if (nt) _mm_sfence();
+    *rawbits += (uint32_t)_mm512_reduce_add_epi32(bits);
+    *anynz |= (uint32_t)_mm512_reduce_or_epi32(nzacc);
+    return i;
+}
 
 static int have_pack32(void) { /* pack32_avx2's bit writer shifts with BMI2 */
 #ifdef NL_FORCE_SCALAR
@@ -791,13 +878,13 @@ static int64_t pass1_delta32_avx2(const uint32_t *src, uint32_t *mw, const uint3
     (void)src, (void)mw, (void)m1, (void)m2, (void)n, (void)alpha, (void)rawv, (void)key, (void)rawbits, (void)anynz;
     return 0;
 }
-static int64_t pass1_delta32_avx512(const uint32_t *src, uint32_t *mw, const uint32_t *m1, const uint32_t *m2,
-                                  int64_t n, int alpha, uint32_t *rawv, uint16_t *key, uint64_t *rawbits,
-                                  uint32_t *anynz) {
+static int have_avx512(void) { return 0; }
+static int64_t pass1_delta32_z(const uint32_t *src, uint32_t *mw, const uint32_t *m1, const uint32_t *m2,
+                               int64_t n, int alpha, uint32_t *rawv, uint16_t *key, uint64_t *rawbits,
+                               uint32_t *anynz) {
     (void)src, (void)mw, (void)m1, (void)m2, (void)n, (void)alpha, (void)rawv, (void)key, (void)rawbits, (void)anynz;
     return 0;
 }
-static int have_avx512(void) { return 0; }
 static int have_pack32(void) { return 0; }
 #endif
 
@@ -1241,7 +1328,7 @@ int64_t nl_bound(int wb, int64_t n) { return NL_HEAD + 8 + (int64_t)wb * n + 16;
             int64_t i0 = 0;                                                                                   \
             if (W == 32 && NL_HAVE_AVX2_PATH && have_avx2()) {                                                \
                 uint32_t nz32 = 0;                                                                            \
-                i0 = (have_avx512() ? pass1_delta32_avx512 : pass1_delta32_avx2)(                              \
+                i0 = (have_avx512() ? pass1_delta32_z : pass1_delta32_avx2)(                                   \
                     (const uint32_t *)src, (uint32_t *)mw, (const uint32_t *)m1, (const uint32_t *)m2, n, alpha, \
                     (uint32_t *)rawv, key, &rawbits, &nz32);                                                   \
                 anynz |= (UT)nz32;                                                                            \
