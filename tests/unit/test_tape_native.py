@@ -206,10 +206,23 @@ def scalar_build(tmp_path: Path) -> Path:
     return lib
 
 
+def same_digest_from_both_builds(tmp_path: Path, code: str) -> str:
+    """Run ``code`` (a script printing a digest of what it encoded) with the built codec and with the scalar
+    build; both must print the same, which is returned."""
+    lib = scalar_build(tmp_path)
+    digests = []
+    for env_lib in ("", str(lib)):  # "": the extension built in place (its vector paths on this CPU)
+        env = {**os.environ, "NETLAPSE_NATIVE_LIB": env_lib}
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        digests.append(r.stdout.strip())
+    assert digests[0] and digests[0] == digests[1], digests
+    return digests[0]
+
+
 def test_the_scalar_build_writes_the_same_bytes_as_the_simd_one(tmp_path: Path) -> None:
     """Where the CPU has AVX2 the 32-bit delta path runs 8 lanes at a time; a build forced onto the scalar
     path (what any other CPU runs) must write byte-identical chunks and read them back."""
-    lib = scalar_build(tmp_path)
     code = (
         "import hashlib, numpy as np\n"
         "from netlapse.core.tape import native\n"
@@ -227,12 +240,8 @@ def test_the_scalar_build_writes_the_same_bytes_as_the_simd_one(tmp_path: Path) 
         "c, crc = native.encode_crc(m, m1, m2, values=False)\n"
         "print(h.hexdigest(), ok and crc == zlib.crc32(c))\n"
     )
-    digests = []
-    for env_lib in ("", str(lib)):
-        env = {**os.environ, "NETLAPSE_NATIVE_LIB": env_lib}
-        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        digests.append(r.stdout.strip())
-    assert digests[0] == digests[1] and len(digests[0]) == 64 + 5 and digests[0].endswith(" True")
+    out = same_digest_from_both_builds(tmp_path, code)
+    assert len(out) == 64 + 5 and out.endswith(" True")
 
 
 def test_the_codec_crc_is_zlibs_for_every_length_and_every_chunk() -> None:
