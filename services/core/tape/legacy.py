@@ -11,7 +11,8 @@ from netlapse.core.tape.container import TapeCorrupt, TensorInfo
 from netlapse.core.tape.lanes import _wide, unshuffle_bytes
 
 if TYPE_CHECKING:
-    from netlapse.core.tape.reader import TapeReader, _Segment
+    from netlapse.core.tape.reader import TapeReader
+    from netlapse.core.tape.readparts import _Segment
 
 
 def _chunk(r: TapeReader, seg: _Segment, t: int, k: int, data: memoryview, base: int) -> np.ndarray:

@@ -20,7 +20,8 @@ from netlapse.core.tape.timemajor import decode_time_major_lanes
 from netlapse.core.tape.util import _block_slices, _parallel, _read_pool
 
 if TYPE_CHECKING:
-    from netlapse.core.tape.reader import TapeReader, _Segment, _Unit
+    from netlapse.core.tape.reader import TapeReader
+    from netlapse.core.tape.readparts import _Segment, _Unit
 
 
 def read(reader: TapeReader, name: str, flat_indices: Sequence[int]) -> tuple[list[int], np.ndarray]:
