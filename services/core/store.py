@@ -249,7 +249,7 @@ class LocalStore(JsonStoreMixin):
         done = 0
         try:
             fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
-        except OSError:  # EINVAL: this file system has no O_DIRECT (tmpfs, some FUSE mounts)
+        except OSError:  # EINVAL: this file system has no O_DIRECT (tmpfs before Linux 6.6, some FUSE mounts)
             self._direct = False
             return 0
         view = memoryview(data)
