@@ -270,11 +270,13 @@ def test_flipped_byte_in_a_chunk_raises_tape_corrupt_naming_the_object(
     assert ("sha256" in seg) == digest
     key = PREFIX + seg["key"]
     data = bytearray(store.get(key))
-    data[10] ^= 0xFF  # inside the first tensor's keyframe chunk
+    # A segment opens with its largest tensor's chunks (the writer encodes them in place): byte 10 lies in
+    # fc.weight's keyframe chunk.
+    data[10] ^= 0xFF
     store.put(key, bytes(data))
     r = TapeReader(store, PREFIX)
     with pytest.raises(TapeCorrupt, match=seg["key"]):
-        r.read("conv.weight", 3)
+        r.read("fc.weight", 3)
     with pytest.raises(TapeCorrupt, match=f"{seg['key']}.*(fails its sha256|chunk .* fails its crc32)"):
         r.verify()
     if not digest:

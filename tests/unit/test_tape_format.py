@@ -435,13 +435,13 @@ def test_one_native_call_per_snapshot_writes_the_same_segments_as_one_per_block(
                 state[k] = (a - v[k]).astype(a.dtype)
         snaps.append({k: a.copy() for k, a in state.items()})
     calls: list[int] = []
-    real_many = tape_writer.native.encode_bits_many
+    real_encode = tape_writer.native.BlockBatch.encode
 
-    def counting(jobs: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        calls.append(len(jobs))
-        return real_many(jobs, out)
+    def counting(self: Any, k: int, out_addr: int, cap: int, first: int = 0) -> int:
+        calls.append(k)
+        return real_encode(self, k, out_addr, cap, first)
 
-    monkeypatch.setattr(tape_writer.native, "encode_bits_many", counting)
+    monkeypatch.setattr(tape_writer.native.BlockBatch, "encode", counting)
     segments = {}
     for threads in (1, 2):
         store = LocalStore(tmp_path / f"t{threads}")
@@ -459,7 +459,9 @@ def test_one_native_call_per_snapshot_writes_the_same_segments_as_one_per_block(
                     name,
                     step,
                 )
-    assert calls == [6 + 1 + 1 + 1 + 1] * len(snaps), "one call per snapshot with one thread, none with two"
+    # With one thread: per snapshot the largest tensor's six blocks in one call (into the segment buffer),
+    # the other four in one; with two threads none.
+    assert calls == [6, 4] * len(snaps), calls
     assert len(segments[1]) >= 4 and segments[1] == segments[2]
     modes = {int(m) for m in _modes_of(tmp_path / "t1")}
     assert (
@@ -473,3 +475,64 @@ def _modes_of(root: Path) -> list[int]:
     for seg in r._segments:
         out.extend(int(x) for x in r._seg_table(seg)[:, 3])
     return out
+
+
+def _tensor_runs(root: Path, name: str) -> list[tuple[int, int]]:
+    """Per segment, the byte range of ``name``'s chunks, checked to be one ascending run without gaps."""
+    r = TapeReader(LocalStore(root), PREFIX)
+    t = [x.name for x in r.tensors()].index(name)
+    runs = []
+    for seg in r._segments:
+        table = r._seg_table(seg)
+        base, nb = r._seg_rows(seg, t)
+        rows = table[base : base + len(seg.steps) * nb]
+        ends = rows[:-1, 0] + rows[:-1, 1]
+        assert (rows[1:, 0] == ends).all(), f"{name}'s chunks are not one run in {seg.key}"
+        runs.append((int(rows[0, 0]), int(rows[-1, 0] + rows[-1, 1])))
+    return runs
+
+
+def test_the_largest_tensor_is_coded_in_place_and_opens_every_segment(tmp_path: Path) -> None:
+    """The writer codes its largest tensor's blocks straight into the segment buffer. A block of it stored as
+    values (its residual did not shrink) or coded while that buffer had no room still lands in one run with the
+    others, at the segment's start; every step reads back bit for bit, and the helper-thread path (nothing in
+    place) writes the same bytes."""
+    rng = np.random.default_rng(5)
+    infos = [
+        TensorInfo("small", (40, 40), "float32"),
+        TensorInfo("big", (3, 256 * 1024), "float32"),  # three blocks; the first is fresh noise every step
+        TensorInfo("bias", (7,), "float32"),
+    ]
+    state = {t.name: rng.standard_normal(t.shape).astype(np.float32) for t in infos}
+    snaps = []
+    for _ in range(9):
+        for k, a in state.items():
+            a = (a - 1e-4 * rng.standard_normal(a.shape)).astype(np.float32)
+            if k == "big":
+                a[0] = rng.standard_normal(a.shape[1]).astype(np.float32)
+            state[k] = a
+        snaps.append({k: a.copy() for k, a in state.items()})
+    got = {}
+    for threads, commit in ((1, True), (2, True), (1, False)):
+        root = tmp_path / f"t{threads}{commit}"
+        # commit=False and no seal() until the end: the segment outgrows its buffer, later steps of "big" are
+        # coded into the arena and copied behind the ones coded in place
+        w = TapeWriter(
+            LocalStore(root), PREFIX, infos, threads=threads, keyframe_interval=4, segment_max_steps=3
+        )
+        for step, snap in enumerate(snaps):
+            w.append(step, snap, commit=commit)
+        w.close()
+        r = TapeReader(LocalStore(root), PREFIX)
+        for step, snap in enumerate(snaps):
+            for name, want in snap.items():
+                assert np.array_equal(r.read(name, step).view(np.uint32), want.view(np.uint32)), (name, step)
+        assert all(lo == 0 for lo, _ in _tensor_runs(root, "big"))
+        _tensor_runs(root, "small")
+        got[(threads, commit)] = [
+            LocalStore(root).get(k) for k in sorted(LocalStore(root).list(PREFIX)) if "/segments/" in k
+        ]
+    assert got[(1, True)] == got[(2, True)]
+    assert len(got[(1, False)]) == 1  # one segment of all nine steps
+    modes = _modes_of(tmp_path / "t1True")
+    assert tape_writer.MODE_DENSE in modes

@@ -379,3 +379,13 @@ def test_long_chains_through_a_small_cache_read_every_step_exactly(tmp_path: Pat
     assert np.array_equal(bits(big.read("w", 13)), bits(snaps[13]))
     for s in range(14):
         assert np.array_equal(bits(big.read("w", s)), bits(snaps[s])), s
+
+
+def test_address_is_where_numpy_says_the_array_starts() -> None:
+    """native.address (the writer asks it for every tensor of every snapshot, through ctypes' buffer view)
+    agrees with numpy for views at an offset, read-only arrays and empty ones."""
+    a = np.arange(64, dtype=np.float32)
+    for arr in (a, a.view(np.uint8)[4:], a[8:].view(np.int32), np.frombuffer(b"abcdefgh", np.uint8), a[:0]):
+        assert native.address(arr) == arr.__array_interface__["data"][0]
+    with pytest.raises(ValueError, match="contiguous"):
+        native.address(a[::2])

@@ -130,41 +130,65 @@ def _check_tensor_infos(tensors: Sequence[TensorInfo]) -> list[TensorInfo]:
     return out
 
 
+@dataclass(frozen=True)
+class Placed:
+    """A chunk already written into pack_object's ``out`` buffer, at ``offset`` (before ``start``)."""
+
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
 def pack_object(
-    chunks: Sequence[bytes | memoryview],
+    chunks: Sequence[bytes | memoryview | Placed],
     rows: np.ndarray,
     header: dict[str, Any],
     crcs_known: bool = False,
     digest: bool = True,
     out: np.ndarray | None = None,
+    start: int = 0,
 ) -> tuple[bytes | memoryview, dict[str, Any]]:
     """Chunks + index + trailer; rows[:, 0:2] (offset, length) are filled in here, and rows[:, 2] (crc32)
     too, except, with ``crcs_known``, where the encoder already put it (>= 0: the native codec computes it
     while the chunk is in cache). ``digest``: the info holds the object's SHA-256 (else no "sha256").
     ``out``: the object is assembled in this buffer when it is large enough (a view of it is returned), so a
-    writer that reuses its buffers writes into pages it already has instead of a fresh allocation's."""
-    off = 0
+    writer that reuses its buffers writes into pages it already has instead of a fresh allocation's.
+    ``start``: ``out[:start]`` already holds the ``Placed`` chunks (the tape writer encodes its largest
+    tensor there, so the bulk of a segment is never copied); the other chunks follow from ``start``. Each
+    tensor's chunks stay one ascending run of bytes either way, which is all readers rely on."""
+    if start and (out is None or start > out.size):
+        raise ValueError("pack_object: placed chunks need the buffer that holds them")
+    off = start
+    copied: list[bytes | memoryview] = []
     for i, c in enumerate(chunks):
+        if isinstance(c, Placed):
+            if c.offset < 0 or c.offset + c.length > start or not crcs_known or rows[i, 2] < 0:
+                raise ValueError("pack_object: a placed chunk lies outside out[:start] or has no crc32")
+            rows[i, 0], rows[i, 1] = c.offset, c.length
+            continue
         rows[i, 0], rows[i, 1] = off, len(c)
         if not crcs_known or rows[i, 2] < 0:
             rows[i, 2] = zlib.crc32(c)
         off += len(c)
+        copied.append(c)
     hdr = json.dumps(header, separators=(",", ":")).encode()
     index = zstandard.ZstdCompressor(level=3).compress(
         struct.pack("<I", len(hdr)) + hdr + rows.astype("<i8").tobytes()
     )
     index_crc = zlib.crc32(index)
-    parts = [*chunks, index, _TRAILER.pack(_TRAILER_MAGIC, off, len(index), index_crc, 0)]
+    parts = [*copied, index, _TRAILER.pack(_TRAILER_MAGIC, off, len(index), index_crc, 0)]
     size = off + len(index) + _TRAILER.size
     data: bytes | memoryview
     if out is not None and out.size >= size:
-        view, pos = out.data, 0
+        view, pos = out.data, start
         for c in parts:
             view[pos : pos + len(c)] = c
             pos += len(c)
         data = view[:size]
     else:
-        data = b"".join(parts)
+        data = b"".join([bytes(out.data[:start]) if start and out is not None else b"", *parts])
     info: dict[str, Any] = {"size": size}
     if digest:
         info["sha256"] = hashlib.sha256(data).hexdigest()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from netlapse.core.tape.container import (
     MANIFEST_NAME,
     READ_FORMATS,
     SEGMENTS_DIR,
+    Placed,
     TapeCorrupt,
     TensorInfo,
     _check_tensor_infos,
@@ -68,6 +70,10 @@ _MT_JOB_BYTES = 1 << 20
 _VOTE_EVERY = 4
 # A delta block that compressed to more than this fraction of its raw bytes is also tried as a dense block.
 _DENSE_TRY = 0.9
+# ... when it holds at least this many bytes. A smaller one (a bias vector) would gain a few bytes at most and
+# its retry cost ~5 % of the writer's time per snapshot; its chunk never exceeds its lanes plus a header (the
+# codec stores a block that does not shrink as it is).
+_DENSE_MIN_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,7 @@ class TapeWriter:
         self.store = store
         self.prefix = _norm_prefix(prefix)
         self.tensors = _check_tensor_infos(tensors)
+        self._names = [t.name for t in self.tensors]
         self.segment_target_bytes = opts.segment_target_bytes
         self.segment_max_steps = opts.segment_max_steps
         self.zstd_level = opts.zstd_level
@@ -134,6 +141,7 @@ class TapeWriter:
         self._lanes = [_lanes_of(dt) for dt in self._dtypes]
         self._n_lanes = [t.numel * ln.per_elem for t, ln in zip(self.tensors, self._lanes, strict=True)]
         self._nbytes = [t.nbytes for t in self.tensors]
+        self._largest = int(np.argmax(self._nbytes))  # its chunks open every segment (_encode_snapshot)
         self._slices = [_block_slices(n, self.block_lanes) for n in self._n_lanes]
         self.zstd_threads = opts.zstd_threads
         mt: zstandard.ZstdCompressor | None = None
@@ -189,7 +197,11 @@ class TapeWriter:
         # _encode_snapshot: per block (tensor, lanes, byte offset, width), their summed bound, the chunk arena.
         self._batch: np.ndarray | None = None
         self._batch_bound = 0
+        self._batch_blocks: list[tuple[int, int]] = []  # (tensor, block) per row of _batch
+        self._batch_args: native.BlockBatch | None = None  # its job rows, sizes and CRCs, reused
+        self._placed_rows = (0, 0, 0)  # rows of the largest tensor in _batch, and their summed bound
         self._arena: np.ndarray | None = None
+        self._arena_addr = 0
         self._modes: dict[
             tuple[int, int], tuple[int, int]
         ] = {}  # (tensor, block) -> (mode, steps since vote)
@@ -218,8 +230,13 @@ class TapeWriter:
     def _reset_open_segment(self) -> None:
         self._open_steps: list[int] = []
         # [t][k][block]; views into the chunk arena (_encode_snapshot), which the next segment then reuses.
-        self._open_chunks: list[list[list[bytes | memoryview]]] = [[] for _ in self.tensors]
+        self._open_chunks: list[list[list[bytes | memoryview | Placed]]] = [[] for _ in self.tensors]
         self._arena_used = 0
+        # The open segment's buffer, whose first _placed_used bytes hold the largest tensor's chunks
+        # (_encode_snapshot writes them there: seal() copies only the others). None until the first append.
+        self._segbuf: np.ndarray | None = None
+        self._segbuf_addr = 0
+        self._placed_used = 0
         self._open_rows: list[list[np.ndarray]] = [[] for _ in self.tensors]  # [t][k] -> [blocks, 5]
         self._open_keyframes: list[int] = []
         self._open_bytes = 0
@@ -255,10 +272,10 @@ class TapeWriter:
             raise ValueError(f"step must be >= 0, got {step}")
         if self._last_step is not None and step <= self._last_step:
             raise ValueError(f"steps must strictly increase: got step {step} after step {self._last_step}")
-        names = [t.name for t in self.tensors]
-        missing = [n for n in names if n not in arrays]
-        extra = sorted(set(arrays) - set(names))
-        if missing or extra:
+        names = self._names
+        if len(arrays) != len(names) or not all(n in arrays for n in names):
+            missing = [n for n in names if n not in arrays]
+            extra = sorted(set(arrays) - set(names))
             raise ValueError(
                 f"snapshot at step {step} must hold exactly the tape's tensors; "
                 f"missing: {missing or 'none'}, unexpected: {extra or 'none'}"
@@ -317,16 +334,17 @@ class TapeWriter:
         finally:
             self._bits = [None] * len(self.tensors)
             self._addrs = [None] * len(self.tensors)
-        for i in range(len(self.tensors)):
-            self._open_chunks[i].append([])
-            self._open_rows[i].append(np.zeros((len(self._slices[i]), _ROW), dtype=np.int64))
-        for (i, b), (chunk, mode, param, crc) in zip(jobs, results, strict=True):
-            self._open_chunks[i][-1].append(chunk)
-            row = self._open_rows[i][-1][b]
-            row[2] = crc
-            row[3] = mode
-            row[4] = np.float64(param).view(np.int64)
+        chunks: list[list[bytes | memoryview]] = [[] for _ in self.tensors]
+        cols: list[list[tuple[int, int, int]]] = [[] for _ in self.tensors]  # crc, mode, param's bits
+        for (i, _), (chunk, mode, param, crc) in zip(jobs, results, strict=True):  # jobs: tensor-major
+            chunks[i].append(chunk)
+            cols[i].append((crc, mode, int(np.float64(param).view(np.int64)) if param else 0))
             self._open_bytes += len(chunk)
+        for i, c in enumerate(cols):
+            self._open_chunks[i].append(chunks[i])
+            rows = np.zeros((len(c), _ROW), dtype=np.int64)
+            rows[:, 2:] = c
+            self._open_rows[i].append(rows)
         for i, (is_key, m, _) in enumerate(plans):
             st = self._state[i]
             st.m2, st.m1 = (None, m) if is_key else (st.m1, m)
@@ -486,7 +504,9 @@ class TapeWriter:
         """Every block of the snapshot (all tensors on the native float-bits path, one thread) in one native
         call, its chunks written into the open segment's chunk arena: the same chunks, in the same order, as
         _encode_block gives one by one, without a call, an allocation and a copy per block."""
-        if self._batch is None:  # per block: tensor, lanes, byte offset, lane width (fixed for the tape)
+        if (
+            self._batch is None
+        ):  # per block: tensor, lanes, byte offset, lane width, block (fixed for the tape)
             self._batch = np.array(
                 [
                     (
@@ -494,47 +514,107 @@ class TapeWriter:
                         sl.stop - sl.start,
                         sl.start * self._lanes[i].signed.itemsize,
                         self._lanes[i].signed.itemsize,
+                        b,
                     )
                     for i in range(len(self.tensors))
-                    for sl in self._slices[i]
+                    for b, sl in enumerate(self._slices[i])
                 ],
                 dtype=np.int64,
-            ).reshape(-1, 4)
-            self._batch_bound = sum(native.bound(int(w), int(n)) for _, n, _, w in self._batch)
-        static = self._batch
-        ti, off = static[:, 0], static[:, 2]
+            ).reshape(-1, 5)
+            self._batch_bound = sum(native.bound(int(w), int(n)) for _, n, _, w, _ in self._batch)
+            self._batch_blocks = [(int(i), int(b)) for i, _, _, _, b in self._batch]
+            self._batch_args = native.BlockBatch(len(self._batch))
+            rows = np.flatnonzero(self._batch[:, 0] == self._largest)
+            self._placed_rows = (
+                int(rows[0]),
+                int(rows[-1]) + 1,
+                sum(native.bound(int(w), int(n)) for _, n, _, w, _ in self._batch[rows]),
+            )
+        static, batch = self._batch, self._batch_args
+        assert batch is not None
+        ti, off, nj = static[:, 0], static[:, 2], len(static)
         addrs = np.array([[x or 0 for x in a] for a in self._addrs if a is not None], dtype=np.int64)
         key = np.array([p[0] for p in plans], dtype=bool)[ti]
         base = addrs[ti]
-        jobs = np.empty((len(static), 7), dtype=np.int64)
+        jobs = batch.jobs
         jobs[:, 0], jobs[:, 1] = static[:, 3], static[:, 1]
         jobs[:, 2], jobs[:, 3] = base[:, 0] + off, base[:, 1] + off
         for col, a in ((4, base[:, 2]), (5, base[:, 3])):
             jobs[:, col] = np.where(key | (a == 0), 0, a + off)
         jobs[:, 6] = key
+        # The largest tensor's blocks (rows p0..p1) go straight into the open segment's buffer, after its
+        # chunks of the steps before: seal() then copies only the other tensors' (paper-cnn: 2 % of a
+        # segment instead of all of it). The rest, and everything when that buffer has no room, go to the arena.
+        p0, p1, pneed = self._placed_rows
+        seg = self._open_segment_buffer(pneed)
+        if seg is None:
+            p0 = p1 = 0
         need = self._batch_bound
         if self._arena is None or self._arena.size - self._arena_used < need:
             # Chunks of this segment already in the old arena keep it alive until the segment is sealed.
             # Pages are touched only as chunks land (a segment's worth), not the room reserved for the bound.
             self._arena = np.empty(self.segment_target_bytes + 2 * need, dtype=np.uint8)
+            self._arena_addr = native.address(self._arena)
             self._arena_used = 0
-        out = self._arena[self._arena_used :]
-        sizes, crcs = native.encode_bits_many(jobs, out)
-        self._arena_used += int(sizes.sum())
-        view = out.data
-        results: list[tuple[memoryview | bytes, int, float, int]] = []
-        pos = 0
-        for k, i in enumerate(ti.tolist()):
-            size, crc = int(sizes[k]), int(crcs[k])
-            chunk: memoryview | bytes = view[pos : pos + size]
-            pos += size
-            if key[k]:
-                results.append((chunk, MODE_KEY, 0.0, crc))
+        start, pstart = self._arena_used, self._placed_used
+        if p1 > p0:
+            assert seg is not None
+            batch.encode(p1 - p0, self._segbuf_addr + pstart, seg.size - pstart, first=p0)
+        if p0 > 0:
+            self._arena_used += batch.encode(
+                p0, self._arena_addr + self._arena_used, self._arena.size - start
+            )
+        if p1 < nj:
+            at = self._arena_used
+            self._arena_used += batch.encode(nj - p1, self._arena_addr + at, self._arena.size - at, first=p1)
+        sizes, crcs = batch.sizes[:nj].tolist(), batch.crcs[:nj].tolist()
+        view = self._arena.data
+        results: list[tuple[memoryview | bytes | Placed, int, float, int]] = []
+        pos, ppos, cursor = start, pstart, pstart
+        for k, (i, b) in enumerate(self._batch_blocks):
+            size, crc = sizes[k], crcs[k]
+            placed = p0 <= k < p1
+            chunk: memoryview | bytes
+            if placed:
+                assert seg is not None
+                chunk = seg.data[ppos : ppos + size]
+                ppos += size
+            else:
+                chunk = view[pos : pos + size]
+                pos += size
+            mode = MODE_KEY
+            if not plans[i][0]:
+                chunk, mode, crc = _native_or_dense(chunk, crc, plans[i][1][self._slices[i][b]])
+            if not placed:
+                results.append((chunk, mode, 0.0, crc))
                 continue
-            b = k - int(np.searchsorted(ti, i))  # blocks are tensor-major: k minus the tensor's first
-            chunk, mode, crc = _native_or_dense(chunk, crc, plans[i][1][self._slices[i][b]])
-            results.append((chunk, mode, 0.0, crc))
+            # A placed block kept as coded sits at cursor already; a dense one (never longer) or one after
+            # it moves down, so the placed chunks stay one run of bytes.
+            n = len(chunk)
+            if ppos - size != cursor or mode == MODE_DENSE:
+                assert seg is not None
+                seg[cursor : cursor + n] = np.frombuffer(chunk, dtype=np.uint8)
+            results.append((Placed(cursor, n), mode, 0.0, crc))
+            cursor += n
+        self._placed_used = cursor
         return results
+
+    def _open_segment_buffer(self, need: int) -> np.ndarray | None:
+        """The open segment's buffer when it has ``need`` bytes of room after its placed chunks (taken from
+        the published segments' buffers or allocated at its first append), else None."""
+        if not need:
+            return None
+        if self._segbuf is None:
+            size = self.segment_target_bytes + 2 * self._batch_bound + (1 << 16)
+            with self._lock:
+                buf = self._free_buffers.pop() if self._free_buffers else None
+            if buf is None or len(buf) < size:
+                # Not zeroed (every byte used is written); page-aligned, so a LocalStore writes it with O_DIRECT.
+                buf = aligned_empty(size)
+            self._segbuf, self._segbuf_addr = buf, native.address(buf)
+        if self._segbuf.size - self._placed_used < need:
+            return None
+        return self._segbuf
 
     def _encode_native(
         self, i: int, sl: slice, is_key: bool, m: Any, key_lanes: Any
@@ -576,9 +656,13 @@ class TapeWriter:
 
     # -- committing
 
-    def _build_segment(self, out: np.ndarray | None = None) -> tuple[bytes | memoryview, dict[str, Any]]:
+    def _build_segment(
+        self, out: np.ndarray | None = None, placed: int = 0
+    ) -> tuple[bytes | memoryview, dict[str, Any]]:
         steps = self._open_steps
-        chunks: list[bytes | memoryview] = []
+        if out is not None:
+            placed = self._place_rest(out, placed)
+        chunks: list[bytes | memoryview | Placed] = []
         rows: list[np.ndarray] = []
         for t in range(len(self.tensors)):
             for k in range(len(steps)):
@@ -595,7 +679,7 @@ class TapeWriter:
             "block_lanes": self.block_lanes,
         }
         data, info = pack_object(
-            chunks, table, header, crcs_known=True, digest=self.options.segment_digest, out=out
+            chunks, table, header, crcs_known=True, digest=self.options.segment_digest, out=out, start=placed
         )
         first, last = steps[0], steps[-1]
         entry = {
@@ -613,6 +697,26 @@ class TapeWriter:
             "stored_bytes": info["size"],
         }
         return data, entry
+
+    def _place_rest(self, out: np.ndarray, placed: int) -> int:
+        """Copy the largest tensor's chunks that _encode_snapshot did not write in place (helper threads, the
+        planes codec, a buffer without room) right after those it did: a segment always opens with that
+        tensor's chunks, whichever path coded them. Returns where the placed chunks end."""
+        t = self._largest
+        for k, blocks in enumerate(self._open_chunks[t]):
+            for b, c in enumerate(blocks):
+                if isinstance(c, Placed):
+                    continue
+                n = len(c)
+                if placed + n > out.size:
+                    return placed  # (the rest is copied with the other tensors' chunks)
+                out[placed : placed + n] = np.frombuffer(c, dtype=np.uint8)
+                row = self._open_rows[t][k][b]
+                if row[2] < 0:
+                    row[2] = zlib.crc32(c)
+                blocks[b] = Placed(placed, n)
+                placed += n
+        return placed
 
     @property
     def _codec(self) -> str:
@@ -643,12 +747,18 @@ class TapeWriter:
         # Segments are assembled in reused buffers (one per segment in flight): a fresh ~8 MB allocation
         # per segment costs page faults and zeroing (~10 % of the writer's CPU, measured with perf).
         need = self._open_bytes + (1 << 16)  # chunks, plus room for the index and trailer
-        with self._lock:
-            buf = self._free_buffers.pop() if self._free_buffers else None
-        if buf is None or len(buf) < need:
-            # Not zeroed (every byte used is written); page-aligned, so a LocalStore writes it with O_DIRECT.
-            buf = aligned_empty(need + need // 4)
-        data, entry = self._build_segment(buf)
+        buf = self._segbuf  # holds the placed chunks, if any
+        if buf is not None and len(buf) < need:  # appended past a full segment without sealing (commit=False)
+            bigger = aligned_empty(need + need // 4)
+            bigger[: self._placed_used] = buf[: self._placed_used]
+            buf = bigger
+        if buf is None:
+            with self._lock:
+                buf = self._free_buffers.pop() if self._free_buffers else None
+            if buf is None or len(buf) < need:
+                # Not zeroed (every byte used is written); page-aligned: a LocalStore writes it with O_DIRECT.
+                buf = aligned_empty(need + need // 4)
+        data, entry = self._build_segment(buf, self._placed_used)
         sealed = SealedSegment(data, entry, buf if isinstance(data, memoryview) else None)
         self._reset_open_segment()
         with self._lock:
@@ -749,7 +859,7 @@ def _native_or_dense(
     """(chunk, mode, crc) of a native delta block of ``lanes``: the delta chunk, unless its residual did not
     shrink (random weights, a huge step) and the values themselves, whose exponent byte still compresses,
     code smaller."""
-    if len(chunk) > _DENSE_TRY * lanes.nbytes:
+    if len(chunk) > _DENSE_TRY * lanes.nbytes and lanes.nbytes >= _DENSE_MIN_BYTES:
         alt, alt_crc = native.encode_crc(lanes, None, None, values=True)
         if len(alt) < len(chunk):
             return alt, MODE_DENSE, alt_crc
