@@ -370,6 +370,76 @@ def _slowdown(
     return out
 
 
+def bench_paired_blocks(
+    cycles: int, block: int, batch: int, log: Callable[[str], None], settle_s: float = 0.0
+) -> dict[str, Any]:
+    """The cost of capture with the drift between runs taken out: one continuous paper-cnn run (SGD, torch
+    on every core) in blocks of ``block`` steps, capture switched off and on in the order off, on, on, off
+    (``cycles`` times); an "on" block ends when its last snapshot is committed, so a writer still busy after
+    the block's last step counts. Slowdown = time of the "on" blocks / time of the "off" blocks - 1; per cycle
+    too. Runs of their own on this VM scatter by +-15-20 % (the host's load drifts between them); blocks
+    minutes apart in one process see the same model, data, allocator and threads."""
+    data = load_dataset("mnist-10k", settings())
+    model, opt = model_and_opt("paper-cnn", SGD)
+    it = batches(data.train_x, data.train_y, batch, 0)
+    s = settings()
+    times: dict[str, list[float]] = {"off": [], "on": []}
+    per_cycle: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp:
+        writer = TapeWriter(
+            LocalStore(Path(tmp) / "store"),
+            "bench/tape/",
+            capturable_tensors(model),
+            TapeOptions.from_settings(s),
+        )
+        pipe = CapturePipeline(model, writer, buffers=s.capture_buffers, nice=s.capture_nice, mode="thread")
+        pipe.capture(0)
+        captured, step = 1, 0
+        for _ in range(3):  # untimed: first-call overheads
+            xb, yb = next(it)
+            train_step(model, opt, xb, yb)
+            step += 1
+        for c in range(cycles):
+            cyc = {"off": 0.0, "on": 0.0}
+            for on in (False, True, True, False):
+                while pipe.stats.steps < captured:  # the previous block's snapshots, untimed
+                    time.sleep(0.002)
+                time.sleep(settle_s)
+                t0 = time.perf_counter()
+                for _ in range(block):
+                    xb, yb = next(it)
+                    train_step(model, opt, xb, yb)
+                    step += 1
+                    if on:
+                        pipe.capture(step)
+                        captured += 1
+                while on and pipe.stats.steps < captured:
+                    time.sleep(0.0005)
+                dt = time.perf_counter() - t0
+                times["on" if on else "off"].append(dt)
+                cyc["on" if on else "off"] += dt
+            per_cycle.append(cyc["on"] / cyc["off"] - 1)
+            log(f"  cycle {c + 1}/{cycles} (load {os.getloadavg()[0]:.1f}): capture {per_cycle[-1]:+.1%}")
+        st = pipe.close()
+    off, on = sum(times["off"]), sum(times["on"])
+    return {
+        "what": "one continuous paper-cnn run, blocks of steps with capture off / on (off, on, on, off)",
+        "cycles": cycles,
+        "block_steps": block,
+        "batch_size": batch,
+        "torch_threads": torch.get_num_threads(),
+        "step_seconds_off": off / (len(times["off"]) * block),
+        "step_seconds_on": on / (len(times["on"]) * block),
+        "slowdown": on / off - 1,
+        "slowdown_per_cycle": per_cycle,
+        "slowdown_median_cycle": float(np.median(per_cycle)),
+        "writer_cpu_seconds_per_snapshot": st.writer_cpu_seconds / max(1, st.steps),
+        "copy_seconds_per_snapshot": st.copy_seconds / max(1, st.steps),
+        "wait_seconds": st.wait_seconds,
+        "snapshots": st.steps,
+    }
+
+
 # --- (2) + (5): bytes per snapshot, compaction, lossy, writer throughput ------------------------------------------
 
 

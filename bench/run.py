@@ -168,6 +168,17 @@ def table(res: dict[str, Any]) -> str:
                 "",
             )
         )
+    pb = res.get("slowdown_paired")
+    if pb:
+        rows.append(
+            (
+                f"1 netlapse, capture on/off in {pb['block_steps']}-step blocks of one run ({pb['cycles']} cycles)",
+                f"{fmt_pct(pb['slowdown'])} (median cycle {fmt_pct(pb['slowdown_median_cycle'])}, "
+                f"{pb['step_seconds_off'] * 1e3:.0f} ms/step off); writer "
+                f"{pb['writer_cpu_seconds_per_snapshot'] * 1e3:.1f} ms CPU/snapshot, wait {pb['wait_seconds']:.2f} s",
+                "<= +5 %",
+            )
+        )
     for key in ("ratio_sgd", "ratio_adam"):
         r = res.get(key)
         if r:
@@ -291,9 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="fewer steps everywhere (a smoke run, not for the README)"
     )
     ap.add_argument(
-        "--skip", default="", help="comma-separated parts to skip: slowdown,spare,ratio,writer,codec,api,wide"
+        "--skip",
+        default="",
+        help="comma-separated parts to skip: slowdown,spare,paired,ratio,writer,codec,api,wide",
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the slowdown runs (one epoch each)")
+    ap.add_argument(
+        "--paired-cycles", type=int, default=12, help="off/on/on/off cycles of 8-step blocks (part paired)"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument(
         "--merge",
@@ -334,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                 variants=[bench_capture.Variant, bench_capture.NetlapseVariant],
                 torch_threads=cores - 1,
             )
+    if "paired" not in skip:
+        log("(1) capture off / on in blocks of one continuous run ...")
+        res["slowdown_paired"] = bench_capture.bench_paired_blocks(
+            cycles=2 if q else args.paired_cycles, block=8, batch=128, log=log
+        )
     snaps = None
     if "ratio" not in skip:
         for key, opt in (("ratio_sgd", bench_capture.SGD), ("ratio_adam", bench_capture.ADAM)):
