@@ -22,7 +22,9 @@ round-trip bit-exact.
 
 **Step-major segments** (``kind: "step-major"``, what training writes). A segment holds consecutive captured
 steps. Each (tensor, step) is cut into blocks of at most ``block_lanes`` lanes, each block one zstd frame
-("chunk"), laid out tensor-major then step then block, so one tensor over a run of steps is one range read.
+("chunk"). Each tensor's chunks are one run of bytes, step then block, so one tensor over a run of steps is
+one range read; the largest tensor's run comes first (the writer codes it straight into the segment buffer),
+the others follow in tensor order (rows of the index stay tensor-major: the offsets say where each chunk is).
 A chunk is either a keyframe (the raw bits, byte-shuffled) or a delta: the residual ``m_t - p`` against a
 prediction ``p = m_{t-1}`` (mode D1) or ``p = 2 m_{t-1} - m_{t-2}`` (D2, linear extrapolation, which suits
 momentum optimizers), zigzag-mapped so small residuals of either sign have zero high bytes, byte-shuffled
