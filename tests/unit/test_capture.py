@@ -366,9 +366,9 @@ def test_device_path_without_nvcomp_says_so_once(
     however many runs start in the process."""
     import logging
 
-    from netlapse.core.tape import writer as tape_writer
+    from netlapse.core.tape import transform as tape_transform
 
-    monkeypatch.setattr(tape_writer, "_FALLBACK_LOGGED", False)
+    monkeypatch.setattr(tape_transform, "_FALLBACK_LOGGED", False)
     with caplog.at_level(logging.INFO, logger="netlapse.core.tape"):
         for p in ("a/", "b/"):
             model = small_model()

@@ -24,6 +24,7 @@ from netlapse.core.tape import (
     TensorInfo,
     native,
 )
+from netlapse.core.tape import transform as tape_transform
 from netlapse.core.tape import writer as tape_writer
 from tests.unit.test_tape import TENSORS, bits, snapshots
 
@@ -213,9 +214,9 @@ def test_torch_encoder_says_once_that_entropy_coding_stays_on_the_cpu(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("torch")
-    monkeypatch.setattr(tape_writer, "_FALLBACK_LOGGED", False)
+    monkeypatch.setattr(tape_transform, "_FALLBACK_LOGGED", False)
     store = LocalStore(tmp_path / "s")
-    with caplog.at_level(logging.INFO, logger="netlapse.core.tape.writer"):
+    with caplog.at_level(logging.INFO, logger="netlapse.core.tape.transform"):
         for p in ("a/", "b/"):
             TapeWriter(store, p, TENSORS, encoder="torch").close()
     lines = [r.getMessage() for r in caplog.records if "nvCOMP" in r.getMessage()]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from netlapse.core.tape.lanes import (
     _vote_mode,
     _zigzag_into,
 )
+
+if TYPE_CHECKING:
+    from netlapse.core.tape.options import TapeOptions
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +218,47 @@ class TorchTransform:
             for r, j in enumerate(idx):
                 out[j] = host[r]
         return BlockPlanes(out, nonzero)
+
+
+_NUMPY = NumpyTransform()
+_FALLBACK_LOGGED = False
+
+
+def use_native(opts: TapeOptions, transform: NumpyTransform | TorchTransform) -> bool:
+    """Whether blocks go through the native codec: the numpy encoder, entropy "native"/"auto", and the codec
+    built ("native" without it is an error; "auto" falls back to zstd byte planes and logs it once)."""
+    if opts.entropy == "zstd" or not isinstance(transform, NumpyTransform):
+        return False
+    if native.available():
+        return True
+    if opts.entropy == "native":
+        raise native.NativeCodecMissing("entropy='native' but the native tape codec is not built")
+    native.warn_missing_once()
+    return False
+
+
+def make_transform(opts: TapeOptions) -> NumpyTransform | TorchTransform:
+    """The transform ``opts.encoder`` asks for: "numpy", "torch" (on ``opts.device``), or "auto" = torch on
+    a CUDA device when one is given and present, else numpy (the faster one on a CPU)."""
+    if opts.lossy or opts.encoder == "numpy":
+        return _NUMPY
+    if opts.encoder == "auto":
+        if opts.device is None or not str(opts.device).startswith("cuda"):
+            return _NUMPY
+        try:
+            import torch
+        except ImportError:
+            return _NUMPY
+        if not torch.cuda.is_available():
+            return _NUMPY
+    tr = TorchTransform(opts.device)
+    global _FALLBACK_LOGGED
+    if not _FALLBACK_LOGGED:
+        _FALLBACK_LOGGED = True
+        # nvCOMP's Python package is not wired in: its frames would need a GPU to verify; planes go to zstd.
+        log.info(
+            "tape encoder: lane transforms in torch on %s; byte planes entropy-coded by zstd on the CPU "
+            "(nvCOMP not used)",
+            tr.device,
+        )
+    return tr

@@ -57,7 +57,7 @@ from netlapse.core.tape.container import (
 from netlapse.core.tape.lanes import MODE_D1, MODE_DENSE, MODE_KEY, MODE_NATIVE, _lanes_of, _lanes_view, _mono
 from netlapse.core.tape.options import TapeOptions
 from netlapse.core.tape.planes import PlaneCoder
-from netlapse.core.tape.transform import NumpyTransform, TorchTransform
+from netlapse.core.tape.transform import _NUMPY, NumpyTransform, TorchTransform, make_transform, use_native
 from netlapse.core.tape.util import _block_slices, _norm_prefix, _parallel, _set_thread_nice
 
 log = logging.getLogger(__name__)
@@ -151,10 +151,10 @@ class TapeWriter:
             )
             mt = zstandard.ZstdCompressor(compression_params=params)
         self._coder = PlaneCoder(self.zstd_level, mt, 2 * _MT_JOB_BYTES)
-        self._transform: NumpyTransform | TorchTransform = _make_transform(opts)
+        self._transform: NumpyTransform | TorchTransform = make_transform(opts)
         self.encoder = self._transform.name
         # The native codec takes the numpy encoder's blocks of 2/4/8-byte lanes (others: zstd byte planes).
-        self._native = _use_native(opts, self._transform)
+        self._native = use_native(opts, self._transform)
         self._format = FORMAT_NATIVE if self._native else FORMAT
         self.threads = max(1, opts.threads)
         self.thread_nice = opts.thread_nice
@@ -849,10 +849,6 @@ class TapeWriter:
         return self._closed
 
 
-_NUMPY = NumpyTransform()
-_FALLBACK_LOGGED = False
-
-
 def _native_or_dense(
     chunk: bytes | memoryview, crc: int, lanes: np.ndarray
 ) -> tuple[bytes | memoryview, int, int]:
@@ -869,43 +865,3 @@ def _native_or_dense(
 def _is_torch(a: Any) -> bool:
     t = type(a)
     return t.__module__.startswith("torch") and t.__name__ in ("Tensor", "Parameter")
-
-
-def _use_native(opts: TapeOptions, transform: NumpyTransform | TorchTransform) -> bool:
-    """Whether blocks go through the native codec: the numpy encoder, entropy "native"/"auto", and the codec
-    built ("native" without it is an error; "auto" falls back to zstd byte planes and logs it once)."""
-    if opts.entropy == "zstd" or not isinstance(transform, NumpyTransform):
-        return False
-    if native.available():
-        return True
-    if opts.entropy == "native":
-        raise native.NativeCodecMissing("entropy='native' but the native tape codec is not built")
-    native.warn_missing_once()
-    return False
-
-
-def _make_transform(opts: TapeOptions) -> NumpyTransform | TorchTransform:
-    """The transform ``opts.encoder`` asks for: "numpy", "torch" (on ``opts.device``), or "auto" = torch on
-    a CUDA device when one is given and present, else numpy (the faster one on a CPU)."""
-    if opts.lossy or opts.encoder == "numpy":
-        return _NUMPY
-    if opts.encoder == "auto":
-        if opts.device is None or not str(opts.device).startswith("cuda"):
-            return _NUMPY
-        try:
-            import torch
-        except ImportError:
-            return _NUMPY
-        if not torch.cuda.is_available():
-            return _NUMPY
-    tr = TorchTransform(opts.device)
-    global _FALLBACK_LOGGED
-    if not _FALLBACK_LOGGED:
-        _FALLBACK_LOGGED = True
-        # nvCOMP's Python package is not wired in: its frames would need a GPU to verify; planes go to zstd.
-        log.info(
-            "tape encoder: lane transforms in torch on %s; byte planes entropy-coded by zstd on the CPU "
-            "(nvCOMP not used)",
-            tr.device,
-        )
-    return tr
