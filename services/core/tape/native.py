@@ -241,8 +241,10 @@ def bound(wb: int, n: int) -> int:
 
 
 class BlockBatch:
-    """Reused arguments of encode_bits_many for one writer (its per-snapshot path): the job rows, sizes and
-    CRCs arrays of at most ``capacity`` blocks, with their addresses found once."""
+    """encode_bits_at() for many blocks in one call (the tape writer's per-snapshot path), with reused
+    arguments: ``jobs`` (int64 [capacity, 7]: wb, n, bits, m_out, m1, m2, values; addresses as from address()
+    plus the block's byte offset, 0 = none), ``sizes`` and ``crcs``, their addresses found once. The same
+    caller's contract as encode_bits_at: nothing but the sizes is checked here."""
 
     def __init__(self, capacity: int) -> None:
         self.jobs = np.zeros((max(1, capacity), 7), dtype=np.int64)
@@ -251,8 +253,9 @@ class BlockBatch:
         self._ptrs = (address(self.jobs), address(self.sizes), address(self.crcs))
 
     def encode(self, k: int, out_addr: int, cap: int, first: int = 0) -> int:
-        """encode_bits_many of the ``k`` rows of ``jobs`` from row ``first`` into ``cap`` bytes at address
-        ``out_addr``; returns their total size (sizes and crcs hold each chunk's, at the rows' places)."""
+        """Code the ``k`` rows of ``jobs`` from row ``first``, chunk after chunk, into ``cap`` bytes at address
+        ``out_addr`` (room for the sum of their bound(wb, n)); returns their total size (``sizes`` and ``crcs``
+        hold each chunk's, at the rows' places)."""
         lib = _load()
         if lib is None:
             raise NativeCodecMissing("the native tape codec is not built")
@@ -266,27 +269,6 @@ class BlockBatch:
             bad = first + int(np.argmax(self.sizes[first : first + k] < 0))
             raise RuntimeError(f"native encoder failed on block {bad}: {_ERRORS.get(total, total)}")
         return total
-
-
-def encode_bits_many(jobs: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """encode_bits_at() for every row of ``jobs`` (int64 [k, 7]: wb, n, bits, m_out, m1, m2, values; addresses
-    as from address() plus the block's byte offset, 0 = none) in one call: chunk k is written into ``out``
-    (uint8, room for the sum of bound(wb, n)) right after chunk k - 1. Returns (sizes, crcs). The same
-    caller's contract as encode_bits_at: nothing but the sizes is checked here."""
-    lib = _load()
-    if lib is None:
-        raise NativeCodecMissing("the native tape codec is not built")
-    jobs = np.ascontiguousarray(jobs, dtype=np.int64)
-    k = jobs.shape[0]
-    sizes = np.zeros(k, dtype=np.int64)
-    crcs = np.zeros(k, dtype=np.uint32)
-    if k == 0:
-        return sizes, crcs
-    total = int(lib.nl_encode_bits_many(k, _ptr(jobs), _ptr(out), out.size, _ptr(sizes), _ptr(crcs)))
-    if total < 0:
-        bad = int(np.argmax(sizes < 0))
-        raise RuntimeError(f"native encoder failed on block {bad}: {_ERRORS.get(total, total)}")
-    return sizes, crcs
 
 
 def encode_bits(

@@ -501,12 +501,12 @@ class TapeWriter:
     def _encode_snapshot(
         self, plans: list[tuple[bool, Any, Any]]
     ) -> list[tuple[memoryview | bytes, int, float, int]]:
-        """Every block of the snapshot (all tensors on the native float-bits path, one thread) in one native
-        call, its chunks written into the open segment's chunk arena: the same chunks, in the same order, as
-        _encode_block gives one by one, without a call, an allocation and a copy per block."""
-        if (
-            self._batch is None
-        ):  # per block: tensor, lanes, byte offset, lane width, block (fixed for the tape)
+        """Every block of the snapshot (all tensors on the native float-bits path, one thread) in at most
+        three native calls: the largest tensor's blocks into the open segment's buffer, the others into the
+        chunk arena. The same chunks, in the same order, as _encode_block gives one by one, without a call, an
+        allocation and a copy per block."""
+        if self._batch is None:
+            # per block: tensor, lanes, byte offset, lane width, block (fixed for the tape)
             self._batch = np.array(
                 [
                     (
