@@ -506,29 +506,21 @@ class TapeWriter:
         chunk arena. The same chunks, in the same order, as _encode_block gives one by one, without a call, an
         allocation and a copy per block."""
         if self._batch is None:
-            # per block: tensor, lanes, byte offset, lane width, block (fixed for the tape)
+            blocks = [(i, b, sl) for i in range(len(self.tensors)) for b, sl in enumerate(self._slices[i])]
+            width = [ln.signed.itemsize for ln in self._lanes]
+            # per block: tensor, lanes, byte offset, lane width (fixed for the tape)
             self._batch = np.array(
-                [
-                    (
-                        i,
-                        sl.stop - sl.start,
-                        sl.start * self._lanes[i].signed.itemsize,
-                        self._lanes[i].signed.itemsize,
-                        b,
-                    )
-                    for i in range(len(self.tensors))
-                    for b, sl in enumerate(self._slices[i])
-                ],
+                [(i, sl.stop - sl.start, sl.start * width[i], width[i]) for i, _, sl in blocks],
                 dtype=np.int64,
-            ).reshape(-1, 5)
-            self._batch_bound = sum(native.bound(int(w), int(n)) for _, n, _, w, _ in self._batch)
-            self._batch_blocks = [(int(i), int(b)) for i, _, _, _, b in self._batch]
+            ).reshape(-1, 4)
+            self._batch_bound = sum(native.bound(int(w), int(n)) for _, n, _, w in self._batch)
+            self._batch_blocks = [(i, b) for i, b, _ in blocks]
             self._batch_args = native.BlockBatch(len(self._batch))
             rows = np.flatnonzero(self._batch[:, 0] == self._largest)
             self._placed_rows = (
                 int(rows[0]),
                 int(rows[-1]) + 1,
-                sum(native.bound(int(w), int(n)) for _, n, _, w, _ in self._batch[rows]),
+                sum(native.bound(int(w), int(n)) for _, n, _, w in self._batch[rows]),
             )
         static, batch = self._batch, self._batch_args
         assert batch is not None
