@@ -382,19 +382,11 @@ def bench_paired_blocks(
     data = load_dataset("mnist-10k", settings())
     model, opt = model_and_opt("paper-cnn", SGD)
     it = batches(data.train_x, data.train_y, batch, 0)
-    s = settings()
     times: dict[str, list[float]] = {"off": [], "on": []}
     per_cycle: list[float] = []
     with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp:
-        writer = TapeWriter(
-            LocalStore(Path(tmp) / "store"),
-            "bench/tape/",
-            capturable_tensors(model),
-            TapeOptions.from_settings(s),
-        )
-        pipe = CapturePipeline(model, writer, buffers=s.capture_buffers, nice=s.capture_nice, mode="thread")
-        pipe.capture(0)
-        captured, step = 1, 0
+        rec = NetlapseVariant(model, LocalStore(Path(tmp) / "store"), Path(tmp))  # captures step 0
+        step = 0
         for _ in range(3):  # untimed: first-call overheads
             xb, yb = next(it)
             train_step(model, opt, xb, yb)
@@ -402,8 +394,7 @@ def bench_paired_blocks(
         for c in range(cycles):
             cyc = {"off": 0.0, "on": 0.0}
             for on in (False, True, True, False):
-                while pipe.stats.steps < captured:  # the previous block's snapshots, untimed
-                    time.sleep(0.002)
+                rec.drain()  # the previous block's snapshots, untimed
                 time.sleep(settle_s)
                 t0 = time.perf_counter()
                 for _ in range(block):
@@ -411,16 +402,15 @@ def bench_paired_blocks(
                     train_step(model, opt, xb, yb)
                     step += 1
                     if on:
-                        pipe.capture(step)
-                        captured += 1
-                while on and pipe.stats.steps < captured:
-                    time.sleep(0.0005)
+                        rec.hook(step)
+                if on:
+                    rec.drain()
                 dt = time.perf_counter() - t0
                 times["on" if on else "off"].append(dt)
                 cyc["on" if on else "off"] += dt
             per_cycle.append(cyc["on"] / cyc["off"] - 1)
             log(f"  cycle {c + 1}/{cycles} (load {os.getloadavg()[0]:.1f}): capture {per_cycle[-1]:+.1%}")
-        st = pipe.close()
+        st = rec.close()
     off, on = sum(times["off"]), sum(times["on"])
     return {
         "what": "one continuous paper-cnn run, blocks of steps with capture off / on (off, on, on, off)",
@@ -433,10 +423,10 @@ def bench_paired_blocks(
         "slowdown": on / off - 1,
         "slowdown_per_cycle": per_cycle,
         "slowdown_median_cycle": float(np.median(per_cycle)),
-        "writer_cpu_seconds_per_snapshot": st.writer_cpu_seconds / max(1, st.steps),
-        "copy_seconds_per_snapshot": st.copy_seconds / max(1, st.steps),
-        "wait_seconds": st.wait_seconds,
-        "snapshots": st.steps,
+        "writer_cpu_seconds_per_snapshot": st["writer_cpu_seconds"] / max(1, st["steps"]),
+        "copy_seconds_per_snapshot": st["copy_seconds"] / max(1, st["steps"]),
+        "wait_seconds": st["wait_seconds"],
+        "snapshots": st["steps"],
     }
 
 

@@ -86,10 +86,11 @@ def baseline_module() -> Any | None:
     return mod
 
 
-def snapshots(opt: dict[str, Any], steps: int) -> list[dict[str, np.ndarray]]:
+def snapshots(opt: dict[str, Any], steps: int, batch: int = 64) -> list[dict[str, np.ndarray]]:
+    """paper-cnn's floating-point state at its start and after each of ``steps`` training steps."""
     data = load_dataset("mnist-10k", settings())
     model, o = model_and_opt("paper-cnn", opt)
-    it = batches(data.train_x, data.train_y, 64, 1)
+    it = batches(data.train_x, data.train_y, batch, 1)
     out = [float_state(model)]
     for _ in range(steps):
         xb, yb = next(it)

@@ -3,7 +3,7 @@
 
     NETLAPSE_DATA_DIR=.data .venv/bin/python -m bench.explore_stale_tables
 
-Trains paper-cnn (SGD + momentum, batch 128, the first 49 snapshots, as part 2 of ``bench.run``), forms the
+Trains paper-cnn (SGD + momentum, batch 128, the first 49 snapshots: bench_codec.snapshots), forms the
 native codec's delta symbols of fc1's blocks (predictor weight chosen per block on its bit lengths, the
 codec's symbol = bit length, sign and next bit of the residual; context = bit length and sign of the previous
 movement) and compares, from step 3 on, an ideal code per context built from the block's own counts (what the
@@ -19,16 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_capture import SGD, batches, float_state, load_dataset, model_and_opt, settings, train_step
+from bench.bench_capture import SGD
+from bench.bench_codec import snapshots
+from netlapse.core.tape.lanes import _lanes_of, _lanes_view, _mono
 
 OUT = Path(__file__).resolve().parent / "results" / "stale_tables.json"
 TENSOR, STEPS, BLOCK, MARGIN = "fc1.weight", 48, 1 << 18, 12
 NCTX, NSYM = 66, 132
 
 
-def _mono(a: np.ndarray) -> np.ndarray:
-    b = a.reshape(-1).view(np.int32)
-    return (b ^ ((b >> 31) & 0x7FFFFFFF)).astype(np.int64)
+def _lanes(a: np.ndarray) -> np.ndarray:
+    """The codec's monotone lanes of a float32 tensor, as int64 (room for the wrapping arithmetic below)."""
+    ln = _lanes_of(a.dtype)
+    return _mono(_lanes_view(a, ln), ln).astype(np.int64)
 
 
 def _wrap(x: np.ndarray) -> np.ndarray:
@@ -58,14 +61,7 @@ def _counts(m: np.ndarray, m1: np.ndarray, m2: np.ndarray) -> tuple[np.ndarray, 
 
 
 def main() -> int:
-    data = load_dataset("mnist-10k", settings())
-    model, opt = model_and_opt("paper-cnn", SGD)
-    it = batches(data.train_x, data.train_y, 128, 0)
-    lanes = [_mono(float_state(model)[TENSOR])]
-    for _ in range(STEPS):
-        xb, yb = next(it)
-        train_step(model, opt, xb, yb)
-        lanes.append(_mono(float_state(model)[TENSOR]))
+    lanes = [_lanes(s[TENSOR]) for s in snapshots(SGD, STEPS, batch=128)]
     prev: dict[int, np.ndarray] = {}
     own = stale = raw_bits = 0.0
     blocks = fallbacks = 0
