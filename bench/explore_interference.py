@@ -196,7 +196,7 @@ def run(cycles: int, log: Any = print) -> dict[str, Any]:
     off = sum(times["off"])
     step_off = off / (len(times["off"]) * BLOCK)
     out: dict[str, Any] = {
-        "what": "one paper-cnn run, 8-step blocks with no side load or one of three (see the docstring)",
+        "what": "one paper-cnn run, 8-step blocks with no side load or one of the side loads (see the docstring)",
         "cycles": cycles,
         "batch_size": BATCH,
         "torch_threads": torch.get_num_threads(),
