@@ -220,7 +220,7 @@ class TorchTransform:
         return BlockPlanes(out, nonzero)
 
 
-_NUMPY = NumpyTransform()
+NUMPY_TRANSFORM = NumpyTransform()  # stateless: one for every writer (and the lossy path of any)
 _FALLBACK_LOGGED = False
 
 
@@ -241,16 +241,16 @@ def make_transform(opts: TapeOptions) -> NumpyTransform | TorchTransform:
     """The transform ``opts.encoder`` asks for: "numpy", "torch" (on ``opts.device``), or "auto" = torch on
     a CUDA device when one is given and present, else numpy (the faster one on a CPU)."""
     if opts.lossy or opts.encoder == "numpy":
-        return _NUMPY
+        return NUMPY_TRANSFORM
     if opts.encoder == "auto":
         if opts.device is None or not str(opts.device).startswith("cuda"):
-            return _NUMPY
+            return NUMPY_TRANSFORM
         try:
             import torch
         except ImportError:
-            return _NUMPY
+            return NUMPY_TRANSFORM
         if not torch.cuda.is_available():
-            return _NUMPY
+            return NUMPY_TRANSFORM
     tr = TorchTransform(opts.device)
     global _FALLBACK_LOGGED
     if not _FALLBACK_LOGGED:

@@ -57,7 +57,13 @@ from netlapse.core.tape.container import (
 from netlapse.core.tape.lanes import MODE_D1, MODE_DENSE, MODE_KEY, MODE_NATIVE, _lanes_of, _lanes_view, _mono
 from netlapse.core.tape.options import TapeOptions
 from netlapse.core.tape.planes import PlaneCoder
-from netlapse.core.tape.transform import _NUMPY, NumpyTransform, TorchTransform, make_transform, use_native
+from netlapse.core.tape.transform import (
+    NUMPY_TRANSFORM,
+    NumpyTransform,
+    TorchTransform,
+    make_transform,
+    use_native,
+)
 from netlapse.core.tape.util import _block_slices, _norm_prefix, _parallel, _set_thread_nice
 
 log = logging.getLogger(__name__)
@@ -466,7 +472,7 @@ class TapeWriter:
         if self._native and lanes.signed.itemsize in native.WIDTHS:
             chunk, mode, crc = self._encode_native(i, sl, is_key, m, key_lanes)
             return chunk, mode, q, crc
-        tr = _NUMPY if lossy else self._transform
+        tr = NUMPY_TRANSFORM if lossy else self._transform
         res, tmp, out = self._bufs(i)
         rs, ts, os_ = res[sl], tmp[sl], out[:, sl]
         if is_key:
