@@ -27,13 +27,14 @@ compute or memory load busy on CPU 1. Writes bench/results/interference.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,14 +138,52 @@ class SideLoad:
                 self._cv.wait()
 
 
-def run(cycles: int, log: Any = print) -> dict[str, Any]:
+def _training() -> tuple[torch.nn.Module, torch.optim.Optimizer, Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """paper-cnn (SGD) and its batches, three untimed steps taken (first-call overheads)."""
     data = load_dataset("mnist-10k", settings())
     model, opt = model_and_opt("paper-cnn", SGD)
     it = batches(data.train_x, data.train_y, BATCH, 0)
+    for _ in range(3):
+        xb, yb = next(it)
+        train_step(model, opt, xb, yb)
+    return model, opt, it
+
+
+def _block(train: tuple[Any, Any, Any], steps: int, after_step: Callable[[], None] | None = None) -> float:
+    """Seconds for ``steps`` training steps, ``after_step`` called after each."""
+    model, opt, it = train
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        xb, yb = next(it)
+        train_step(model, opt, xb, yb)
+        if after_step is not None:
+            after_step()
+    return time.perf_counter() - t0
+
+
+def _costs(times: dict[str, list[float]], cycles: int) -> dict[str, dict[str, float]]:
+    """Each load's slowdown over the "off" blocks, in all and per cycle (every cycle times "off" and each load
+    twice, in that order of appearance)."""
+    off = sum(times["off"])
+    out = {}
+    for n, t in times.items():
+        if n == "off":
+            continue
+        per_cycle = [
+            (t[2 * k] + t[2 * k + 1]) / (times["off"][2 * k] + times["off"][2 * k + 1]) - 1
+            for k in range(cycles)
+        ]
+        out[n] = {"slowdown": sum(t) / off - 1, "slowdown_median_cycle": float(np.median(per_cycle))}
+    return out
+
+
+def run(cycles: int, log: Any = print) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp,
         tempfile.TemporaryDirectory(prefix="netlapse-bench-", dir="/dev/shm") as shm,
     ):
+        train = _training()
+        model = train[0]
         nl = NetlapseVariant(model, LocalStore(Path(tmp) / "store"), Path(tmp))
 
         def writer_ms() -> float:  # the writer's CPU per snapshot so far (a first guess before it has any)
@@ -161,25 +200,25 @@ def run(cycles: int, log: Any = print) -> dict[str, Any]:
             "memory": SideLoad("memory", writer_ms),
         }
         names = list(loads)
-        for _ in range(3):  # untimed: first-call overheads
-            xb, yb = next(it)
-            train_step(model, opt, xb, yb)
         times: dict[str, list[float]] = {n: [] for n in ["off", *names]}
         cpu0 = {n: 0.0 for n in names}
         step = 0
+
+        def after_step(load: Any) -> None:  # the step number advances in "off" blocks too
+            nonlocal step
+            step += 1
+            if load is not None:
+                load.hook(step)
+
         for c in range(cycles):
             for name in ["off", *names, *names[::-1], "off"]:
                 for ld in loads.values():
                     ld.drain()
+                load = loads.get(name)
                 t0 = time.perf_counter()
-                for _ in range(BLOCK):
-                    xb, yb = next(it)
-                    train_step(model, opt, xb, yb)
-                    step += 1
-                    if name != "off":
-                        loads[name].hook(step)
-                if name != "off":
-                    loads[name].drain()
+                _block(train, BLOCK, functools.partial(after_step, load))
+                if load is not None:
+                    load.drain()  # the block ends when its side work is done
                 times[name].append(time.perf_counter() - t0)
             off = sum(times["off"][-2:])
             log(
@@ -203,18 +242,14 @@ def run(cycles: int, log: Any = print) -> dict[str, Any]:
         "step_seconds_off": step_off,
         "loads": {},
     }
-    for n in names:
-        cost = sum(times[n]) / off - 1
-        per_cycle = [
-            (times[n][2 * k] + times[n][2 * k + 1]) / (times["off"][2 * k] + times["off"][2 * k + 1]) - 1
-            for k in range(cycles)
-        ]
+    for n, cost in _costs(times, cycles).items():
         out["loads"][n] = {
-            "slowdown": cost,
-            "slowdown_median_cycle": float(np.median(per_cycle)),
+            **cost,
             "side_cpu_ms_per_step": cpu0[n] * 1e3,
             # training time lost per unit of side CPU time (1.0: as if the side work ran on the loop's thread)
-            "loop_seconds_lost_per_side_cpu_second": cost * step_off / cpu0[n] if cpu0[n] else None,
+            "loop_seconds_lost_per_side_cpu_second": cost["slowdown"] * step_off / cpu0[n]
+            if cpu0[n]
+            else None,
         }
     return out
 
@@ -226,9 +261,6 @@ def other_vcpu(cycles: int, log: Any = print) -> dict[str, Any]:
     spare this is ~0; what it shows is what the two vCPUs of this VM share."""
     torch.set_num_threads(1)
     os.sched_setaffinity(0, {0})  # this thread only (Linux: per thread)
-    data = load_dataset("mnist-10k", settings())
-    model, opt = model_and_opt("paper-cnn", SGD)
-    it = batches(data.train_x, data.train_y, BATCH, 0)
     on = {k: threading.Event() for k in ("compute", "memory")}
 
     def spin(kind: str) -> None:
@@ -240,20 +272,14 @@ def other_vcpu(cycles: int, log: Any = print) -> dict[str, Any]:
 
     for k in on:
         threading.Thread(target=spin, args=(k,), daemon=True, name=f"other-{k}").start()
-    for _ in range(3):
-        xb, yb = next(it)
-        train_step(model, opt, xb, yb)
+    train = _training()
     times: dict[str, list[float]] = {"off": [], "compute": [], "memory": []}
     for c in range(cycles):
         for name in ("off", "compute", "memory", "memory", "compute", "off"):
             if name != "off":
                 on[name].set()
             time.sleep(0.05)
-            t0 = time.perf_counter()
-            for _ in range(6):
-                xb, yb = next(it)
-                train_step(model, opt, xb, yb)
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(_block(train, 6))
             for e in on.values():
                 e.clear()
         log(
@@ -264,12 +290,7 @@ def other_vcpu(cycles: int, log: Any = print) -> dict[str, Any]:
         )
     off = sum(times["off"])
     out: dict[str, Any] = {"step_seconds_off": off / (len(times["off"]) * 6), "cycles": cycles}
-    for n in ("compute", "memory"):
-        per = [
-            (times[n][2 * k] + times[n][2 * k + 1]) / (times["off"][2 * k] + times["off"][2 * k + 1]) - 1
-            for k in range(cycles)
-        ]
-        out[n] = {"slowdown": sum(times[n]) / off - 1, "slowdown_median_cycle": float(np.median(per))}
+    out.update(_costs(times, cycles))
     return out
 
 
