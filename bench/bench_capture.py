@@ -101,7 +101,7 @@ class Variant:
 
 class NetlapseVariant(Variant):
     name = "netlapse"
-    mode: str | None = None  # the capture mode; None = the settings' (thread)
+    mode: str | None = None  # the capture mode; None = the settings' (auto)
 
     def __init__(self, model: torch.nn.Module, store: Store, tmp: Path) -> None:
         super().__init__(model, store, tmp)
@@ -142,11 +142,13 @@ class NetlapseVariant(Variant):
         }
 
 
-class NetlapseInlineVariant(NetlapseVariant):
-    """netlapse with capture_mode "inline": the training thread encodes, a thread uploads."""
+class NetlapseThreadVariant(NetlapseVariant):
+    """netlapse with capture_mode "thread" (the default before 2026-12-02 night): the training thread copies
+    the snapshot, a writer thread at nice +10 encodes and uploads it. The default ("auto") codes a CPU model's
+    snapshots inline, on torch's own threads."""
 
-    name = "netlapse-inline"
-    mode = "inline"
+    name = "netlapse-thread"
+    mode = "thread"
 
 
 class TensorBoardVariant(Variant):
@@ -216,7 +218,7 @@ class HistcVariant(Variant):
 VARIANTS: list[type[Variant]] = [
     Variant,
     NetlapseVariant,
-    NetlapseInlineVariant,
+    NetlapseThreadVariant,
     TensorBoardVariant,
     HistcVariant,
     TorchSaveVariant,
@@ -353,7 +355,7 @@ def _slowdown(
         if "stored_bytes" in rs[0] and "steps" not in rs[0]:
             row["stored_bytes_per_step"] = row["stored_bytes"] / (rounds * steps)
         out[name] = row
-    for name in ("netlapse", "netlapse-inline"):
+    for name in ("netlapse", "netlapse-thread"):
         nl = out.get(name)
         if nl is None:
             continue

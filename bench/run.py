@@ -126,7 +126,7 @@ def table(res: dict[str, Any]) -> str:
                 "",
             )
         )
-        for k in ("netlapse", "netlapse-inline", "tensorboard", "histc", "torch.save"):
+        for k in ("netlapse", "netlapse-thread", "tensorboard", "histc", "torch.save"):
             v = s.get(k)
             if v is None:  # results of an older bench without that variant
                 continue

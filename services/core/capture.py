@@ -24,6 +24,7 @@ docs/performance.md). **thread** is the default.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -46,7 +47,7 @@ _T = TypeVar("_T")
 _ALIGN = 64
 _POLL_S = 0.05
 
-CAPTURE_MODES = ("thread", "inline")
+CAPTURE_MODES = ("auto", "thread", "inline")
 
 _TORCH_TO_NUMPY: dict[torch.dtype, str] = {
     torch.float16: "float16",
@@ -77,12 +78,33 @@ def _buffer_placement(writer: TapeWriter, sources: list[torch.Tensor]) -> tuple[
     return dev, True
 
 
-def resolve_capture_mode(mode: str, sources: list[torch.Tensor], hand_torch: bool) -> str:
+@functools.cache
+def torch_uses_openmp() -> bool:
+    """Whether torch's intra-op threads are a GNU OpenMP team (the pip wheels on Linux): the team the native
+    codec can borrow from the training thread (TapeWriter.team)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def resolve_capture_mode(
+    mode: str, sources: list[torch.Tensor], hand_torch: bool, writer: TapeWriter | None = None
+) -> str:
     """``mode`` checked: one of CAPTURE_MODES, and "inline" only for tensors on the CPU that the numpy encoder
-    takes (ValueError otherwise)."""
+    takes (ValueError otherwise). "auto" is "inline" where inline coding can use torch's own threads (tensors on
+    the CPU, the native codec, torch on an OpenMP team of two or more threads: see the module docstring), else
+    "thread"."""
     if mode not in CAPTURE_MODES:
         raise ValueError(f"capture mode must be one of {', '.join(CAPTURE_MODES)}, got {mode!r}")
-    if mode == "inline" and (hand_torch or any(s.device.type != "cpu" for s in sources)):
+    on_cpu = not hand_torch and all(s.device.type == "cpu" for s in sources)
+    if mode == "auto":
+        team = (
+            on_cpu
+            and writer is not None
+            and writer.team_capable
+            and torch_uses_openmp()
+            and torch.get_num_threads() > 1
+        )
+        return "inline" if team else "thread"
+    if mode == "inline" and not on_cpu:
         raise ValueError(
             "capture mode 'inline' needs the model on the CPU and the numpy encoder (the device path and "
             "GPU models capture on a thread)"
@@ -172,12 +194,12 @@ class CapturePipeline:
         buffers: int = 4,
         nice: int = 0,
         include_buffers: bool = True,
-        mode: str = "thread",
+        mode: str = "auto",
     ) -> None:
         """Allocate the buffer pool for ``model``'s capturable tensors and start the writer thread
         (``nice`` > 0 lowers its CPU priority on Linux). ``buffers`` is the pool size (snapshots in flight;
         inline: sealed segments waiting for upload); ``include_buffers`` False captures parameters only, not
-        module buffers (BatchNorm statistics); ``mode``: "thread" or "inline" (module docstring)."""
+        module buffers (BatchNorm statistics); ``mode``: "auto", "thread" or "inline" (module docstring)."""
         if buffers < 1:
             raise ValueError(f"buffers must be >= 1, got {buffers}")
         self.model = model
@@ -200,7 +222,9 @@ class CapturePipeline:
         self.device = self.devices[0] if self.devices else torch.device("cpu")
         self.buffer_device, self.hand_torch = _buffer_placement(writer, sources)
         self.device_path = self.hand_torch and self.buffer_device.type == "cuda"
-        self.mode = resolve_capture_mode(mode, sources, self.hand_torch)
+        self.mode = resolve_capture_mode(mode, sources, self.hand_torch, writer)
+        # inline: the snapshot is coded on torch's own OpenMP team, from the training thread (capture()).
+        self._team = self.mode == "inline" and writer.team_capable and torch_uses_openmp()
 
         offsets, off = [], 0
         for t in self.infos:
@@ -373,7 +397,9 @@ class CapturePipeline:
         arrays = {
             info.name: src.detach().numpy() for info, src in zip(self.infos, self._sources(), strict=True)
         }
-        c0 = time.thread_time()
+        c0, h0 = time.thread_time(), self.writer.team_cpu_seconds
+        if self._team:
+            self.writer.team = torch.get_num_threads()  # (the user may change it between steps)
         try:
             try:
                 self.writer.append(step, arrays, commit=False)
@@ -387,7 +413,7 @@ class CapturePipeline:
             if sealed is not None:
                 self._hand_sealed()
         finally:
-            self._add_cpu(time.thread_time() - c0)
+            self._add_cpu(time.thread_time() - c0 + self.writer.team_cpu_seconds - h0)
             self._sync_writer_stats()
 
     def _hand_sealed(self) -> None:

@@ -56,10 +56,11 @@ class Settings(BaseSettings):
         default=0, ge=0, le=64, description="encoder threads per run; 0 = 1 on CPU, up to 8 on CUDA"
     )
     capture_mode: str = Field(
-        default="thread",
-        pattern="^(thread|inline)$",
-        description="where snapshots are encoded: thread (a writer thread) or inline (the training thread, CPU "
-        "models only; uploads stay on a thread)",
+        default="auto",
+        pattern="^(auto|thread|inline)$",
+        description="where snapshots are encoded: thread (a writer thread), inline (the training thread with "
+        "torch's own threads, CPU models only; uploads stay on a thread) or auto (inline where torch runs on an "
+        "OpenMP team on the CPU, else thread)",
     )
     capture_nice: int = Field(
         default=10, ge=0, le=19, description="CPU niceness added to encoder threads, so training goes first"

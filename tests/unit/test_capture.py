@@ -12,7 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from netlapse.core.capture import CaptureError, CapturePipeline, capturable_tensors, capture_device
+from netlapse.core.capture import (
+    CaptureError,
+    CapturePipeline,
+    capturable_tensors,
+    capture_device,
+    torch_uses_openmp,
+)
 from netlapse.core.settings import Settings
 from netlapse.core.store import LocalStore
 from netlapse.core.tape import TapeReader, TapeWriter, TensorInfo
@@ -568,13 +574,29 @@ def test_inline_upload_failure_surfaces_in_the_next_capture(tmp_path: Path) -> N
     assert not r.complete and r.steps() == [0, 1], "the segment uploaded before the failure stays readable"
 
 
-def test_thread_is_the_default_and_inline_needs_a_cpu_model_with_the_numpy_encoder(store: LocalStore) -> None:
+def test_auto_is_the_default_inline_on_torchs_team_else_thread_and_inline_needs_a_cpu_model(
+    store: LocalStore,
+) -> None:
     model = small_model()
     infos = capturable_tensors(model)
-    pipe = CapturePipeline(model, TapeWriter(store, "a/", infos))
-    pipe.close()
-    assert pipe.mode == "thread" and Settings().capture_mode == "thread"
+    assert Settings().capture_mode == "auto" and torch_uses_openmp()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with CapturePipeline(model, TapeWriter(store, "a/", infos)) as pipe:
+            assert pipe.mode == "inline", "a CPU model with torch on an OpenMP team codes inline, on that team"
+            pipe.capture(0)
+            pipe.capture(1)
+        assert pipe.stats.steps == 2 and pipe.stats.writer_cpu_seconds > 0
+        torch.set_num_threads(1)  # no other thread of torch's to borrow: a writer thread of its own
+        with CapturePipeline(model, TapeWriter(store, "b/", infos)) as pipe:
+            assert pipe.mode == "thread"
+    finally:
+        torch.set_num_threads(before)
+    torch_writer = TapeWriter(store, "c/", infos, encoder="torch", device="cpu")
+    with CapturePipeline(model, torch_writer) as pipe:
+        assert pipe.mode == "thread", "the torch encoder (the device path) codes on the writer thread"
     with pytest.raises(ValueError, match="needs the model on the CPU and the numpy encoder"):
         CapturePipeline(model, TapeWriter(store, "d/", infos, encoder="torch", device="cpu"), mode="inline")
-    with pytest.raises(ValueError, match="capture mode must be one of thread, inline"):
-        CapturePipeline(model, TapeWriter(store, "e/", infos), mode="auto")
+    with pytest.raises(ValueError, match="capture mode must be one of auto, thread, inline"):
+        CapturePipeline(model, TapeWriter(store, "e/", infos), mode="fast")

@@ -413,7 +413,8 @@ def test_one_native_call_per_snapshot_writes_the_same_segments_as_one_per_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With one encoder thread every block of a snapshot goes through one native call into a reused chunk
-    arena; with helper threads each block is its own call. Both must write the very same segment bytes —
+    arena; with helper threads each block is its own call; on the appending thread's OpenMP team (torch's:
+    capture's inline mode) the call's blocks are split over its threads. All must write the very same bytes —
     keyframes, deltas, blocks stored as values because their residual did not shrink (random weights), several
     lane widths, tensors of one block, of several and of a partial last block, tiny ones."""
     rng = np.random.default_rng(21)
@@ -435,18 +436,26 @@ def test_one_native_call_per_snapshot_writes_the_same_segments_as_one_per_block(
                 v[k] = (0.9 * v[k] + 1e-3 * rng.standard_normal(a.shape)).astype(a.dtype)
                 state[k] = (a - v[k]).astype(a.dtype)
         snaps.append({k: a.copy() for k, a in state.items()})
+    import torch  # its OpenMP runtime: the team the codec borrows
+
+    assert torch.get_num_threads() >= 1
     calls: list[int] = []
     real_encode = tape_writer.native.BlockBatch.encode
 
-    def counting(self: Any, k: int, out_addr: int, cap: int, first: int = 0) -> int:
+    def counting(self: Any, k: int, out_addr: int, cap: int, first: int = 0, team: int = 1) -> int:
         calls.append(k)
-        return real_encode(self, k, out_addr, cap, first)
+        return real_encode(self, k, out_addr, cap, first, team)
 
     monkeypatch.setattr(tape_writer.native.BlockBatch, "encode", counting)
     segments = {}
-    for threads in (1, 2):
+    for threads in (1, 2, "team"):
         store = LocalStore(tmp_path / f"t{threads}")
-        w = TapeWriter(store, PREFIX, infos, threads=threads, keyframe_interval=4, segment_max_steps=3)
+        w = TapeWriter(
+            store, PREFIX, infos, threads=threads if threads != "team" else 1, keyframe_interval=4, segment_max_steps=3
+        )
+        if threads == "team":  # one thread appends, the blocks are coded on a team of three (torch's OpenMP)
+            assert w.team_capable
+            w.team = 3
         for step, snap in enumerate(snaps):
             w.append(step, snap)
         w.close()
@@ -461,9 +470,10 @@ def test_one_native_call_per_snapshot_writes_the_same_segments_as_one_per_block(
                     step,
                 )
     # With one thread: per snapshot the largest tensor's six blocks in one call (into the segment buffer),
-    # the other four in one; with two threads none.
-    assert calls == [6, 4] * len(snaps), calls
-    assert len(segments[1]) >= 4 and segments[1] == segments[2]
+    # the other four in one; with two threads none; on a team the same calls as with one.
+    assert calls == [6, 4] * len(snaps) * 2, calls
+    assert len(segments[1]) >= 4 and segments[1] == segments[2] == segments["team"]
+    assert w.team_cpu_seconds > 0, "the team's other threads did part of the coding"
     modes = {int(m) for m in _modes_of(tmp_path / "t1")}
     assert (
         tape_writer.MODE_DENSE in modes and tape_writer.MODE_NATIVE in modes and tape_writer.MODE_KEY in modes

@@ -75,6 +75,7 @@ def _load() -> Any:
                     "nl_encode": (i64, [i32, i64, ptr, ptr, ptr, i32, ptr, i64, ptr]),
                     "nl_encode_bits": (i64, [i32, i64, ptr, ptr, ptr, ptr, i32, ptr, i64, ptr]),
                     "nl_encode_bits_many": (i64, [i64, ptr, ptr, i64, ptr, ptr]),
+                    "nl_encode_bits_team": (i64, [i64, ptr, ptr, i64, ptr, ptr, ptr, i32, ptr]),
                     "nl_crc32": (ctypes.c_uint32, [ctypes.c_uint32, ptr, i64]),
                     "nl_decode": (i32, [ptr, i64, i32, i64, ptr, ptr, ptr]),
                     "nl_mono": (None, [i32, i64, ptr, ptr]),
@@ -240,6 +241,45 @@ def bound(wb: int, n: int) -> int:
     return wb * n + _bound_extra
 
 
+_team_lock = threading.Lock()
+_team_fns: np.ndarray | None = None
+_TEAM_SYMBOLS = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads", "GOMP_barrier")
+
+
+def _loaded_libgomp() -> str | None:
+    """The path of the GNU OpenMP runtime this process has loaded (torch's own copy first), or None."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if "libgomp" in line}
+    except OSError:
+        return None
+    paths = {p for p in paths if p.startswith("/") and os.path.basename(p).startswith("libgomp")}
+    if not paths:
+        return None
+    return sorted(paths, key=lambda p: (f"{os.sep}torch{os.sep}" not in p, p))[0]
+
+
+def omp_team() -> np.ndarray | None:
+    """The entry points of the GNU OpenMP runtime already loaded into this process (GOMP_parallel,
+    omp_get_thread_num, omp_get_num_threads, GOMP_barrier, as addresses for nl_encode_bits_team), or None when
+    none is (torch not imported yet, or built without it; not Linux) or the codec is not built. Once found, kept."""
+    global _team_fns
+    if _team_fns is not None:
+        return _team_fns
+    with _team_lock:
+        path = _loaded_libgomp() if _team_fns is None and _load() is not None else None
+        if path is not None:
+            try:
+                gomp = ctypes.CDLL(path)  # already loaded: the same copy, not a second runtime
+                _team_fns = np.array(
+                    [ctypes.cast(getattr(gomp, name), ctypes.c_void_p).value for name in _TEAM_SYMBOLS],
+                    dtype=np.uint64,
+                )
+            except (OSError, AttributeError):
+                log.warning("OpenMP runtime %s has no usable team entry points", path, exc_info=True)
+    return _team_fns
+
+
 class BlockBatch:
     """encode_bits_at() for many blocks in one call (the tape writer's per-snapshot path), with reused
     arguments: ``jobs`` (int64 [capacity, 7]: wb, n, bits, m_out, m1, m2, values; addresses as from address()
@@ -250,21 +290,32 @@ class BlockBatch:
         self.jobs = np.zeros((max(1, capacity), 7), dtype=np.int64)
         self.sizes = np.zeros(max(1, capacity), dtype=np.int64)
         self.crcs = np.zeros(max(1, capacity), dtype=np.uint32)
-        self._ptrs = (address(self.jobs), address(self.sizes), address(self.crcs))
+        self.helper_cpu_ns = np.zeros(1, dtype=np.int64)  # CPU the team's other threads spent (encode(team=))
+        self._ptrs = (address(self.jobs), address(self.sizes), address(self.crcs), address(self.helper_cpu_ns))
 
-    def encode(self, k: int, out_addr: int, cap: int, first: int = 0) -> int:
+    def encode(self, k: int, out_addr: int, cap: int, first: int = 0, team: int = 1) -> int:
         """Code the ``k`` rows of ``jobs`` from row ``first``, chunk after chunk, into ``cap`` bytes at address
         ``out_addr`` (room for the sum of their bound(wb, n)); returns their total size (``sizes`` and ``crcs``
-        hold each chunk's, at the rows' places)."""
+        hold each chunk's, at the rows' places). ``team`` > 1: on that many threads of the calling thread's
+        OpenMP team (omp_team(); torch's, called from the thread that trains), the same bytes; the CPU time
+        the other threads spent is added to ``helper_cpu_ns``. Without an OpenMP runtime: one thread."""
         lib = _load()
         if lib is None:
             raise NativeCodecMissing("the native tape codec is not built")
         if k <= 0 or first < 0 or first + k > self.sizes.size:
             raise ValueError(f"native codec: blocks {first}..{first + k} of a batch of {self.sizes.size}")
-        jp, sp, cp = self._ptrs
-        total = int(
-            lib.nl_encode_bits_many(k, jp + 56 * first, out_addr, cap, sp + 8 * first, cp + 4 * first)
-        )
+        jp, sp, cp, hp = self._ptrs
+        fns = omp_team() if team > 1 else None
+        if fns is not None:
+            total = int(
+                lib.nl_encode_bits_team(
+                    k, jp + 56 * first, out_addr, cap, sp + 8 * first, cp + 4 * first, address(fns), team, hp
+                )
+            )
+        else:
+            total = int(
+                lib.nl_encode_bits_many(k, jp + 56 * first, out_addr, cap, sp + 8 * first, cp + 4 * first)
+            )
         if total < 0:
             bad = first + int(np.argmax(self.sizes[first : first + k] < 0))
             raise RuntimeError(f"native encoder failed on block {bad}: {_ERRORS.get(total, total)}")

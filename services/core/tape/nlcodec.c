@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NL_TAG 0xA3
 #define NL_HEAD 8
@@ -1709,6 +1710,118 @@ int64_t nl_encode_bits_many(int64_t nb, const int64_t *jobs, uint8_t *out, int64
         off += r;
     }
     return off;
+}
+
+/* nl_encode_bits_many on the calling thread's OpenMP team: the blocks are split into as many contiguous runs
+ * as the team has threads (balanced by bytes), each coded by one thread — the first straight into out, the
+ * others into a buffer of their thread's — and then, after a barrier, each moved into place behind the runs
+ * before it. The same bytes, sizes and CRCs as nl_encode_bits_many; out needs the sum of the blocks' bounds.
+ * *helper_cpu_ns (when not NULL) gets the CPU time the other threads of the team spent on it added.
+ *
+ * The OpenMP runtime is the one the caller is already using (torch's libgomp, found by the Python side):
+ * fns[0] GOMP_parallel, fns[1] omp_get_thread_num, fns[2] omp_get_num_threads, fns[3] GOMP_barrier. Called
+ * from the thread that runs torch's parallel regions (the training thread), the region is taken by the same
+ * team as torch's own, whose workers are spinning for their next region: the snapshot is coded on every core
+ * at once, in the time the loop would otherwise wait for one thread to do it all. */
+typedef void (*nl_gomp_parallel_t)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*nl_omp_int_t)(void);
+typedef void (*nl_gomp_barrier_t)(void);
+#define NL_TEAM_MAX 64
+
+typedef struct {
+    int64_t nb;
+    const int64_t *jobs;
+    uint8_t *out;
+    int64_t *sizes;
+    uint32_t *crcs;
+    nl_omp_int_t thread_num, num_threads;
+    nl_gomp_barrier_t barrier;
+    int64_t first[NL_TEAM_MAX + 1]; /* run t: blocks [first[t], first[t + 1]) */
+    int64_t total[NL_TEAM_MAX];     /* bytes coded by run t, or a negative error */
+    int64_t cpu_ns[NL_TEAM_MAX];    /* CPU time of thread t in the region (t > 0) */
+    int team;
+} team_job_t;
+
+static __thread scratch_t tl_team = {NULL, 0};
+
+static int64_t job_bound(const int64_t *j) {
+    int wb = (int)j[0];
+    int64_t n = j[1];
+    return (wb == 2 || wb == 4 || wb == 8) && n >= 0 ? nl_bound(wb, n) : 0;
+}
+
+static int64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    return clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0 ? (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec : 0;
+}
+
+static void team_place(team_job_t *tj, int t, int team) {
+    if (t == 0 || t >= team || tj->total[t] <= 0) return;
+    int64_t off = 0;
+    for (int u = 0; u < team; u++) {
+        if (tj->total[u] < 0) return; /* the call fails: nothing to place */
+        if (u < t) off += tj->total[u];
+    }
+    memcpy(tj->out + off, tl_team.buf, (size_t)tj->total[t]);
+}
+
+static void team_body(void *arg) {
+    team_job_t *tj = (team_job_t *)arg;
+    int t = tj->thread_num(), team = tj->num_threads();
+    int64_t c0 = t > 0 ? thread_cpu_ns() : 0;
+    if (t == 0) { /* the runs, fixed here once the team's size is known */
+        if (team > NL_TEAM_MAX) team = NL_TEAM_MAX;
+        int64_t all = 0, acc = 0;
+        for (int64_t k = 0; k < tj->nb; k++) all += job_bound(tj->jobs + 7 * k);
+        int r = 1;
+        tj->first[0] = 0;
+        for (int64_t k = 0; k < tj->nb && r < team; k++) {
+            int64_t before = acc;
+            acc += job_bound(tj->jobs + 7 * k);
+            for (; r < team && acc * team >= all * r; r++) /* run r starts before or after block k: the nearer */
+                tj->first[r] = k > tj->first[r - 1] && all * r - before * team < acc * team - all * r ? k : k + 1;
+        }
+        for (; r <= team; r++) tj->first[r] = tj->nb;
+        tj->team = team;
+    }
+    tj->barrier();
+    team = tj->team;
+    if (t < team) {
+        int64_t b0 = tj->first[t], b1 = tj->first[t + 1], r = 0;
+        if (b1 > b0) {
+            int64_t need = 0;
+            for (int64_t k = b0; k < b1; k++) need += job_bound(tj->jobs + 7 * k);
+            uint8_t *dst = t == 0 ? tj->out : grow(&tl_team, (size_t)need);
+            r = dst ? nl_encode_bits_many(b1 - b0, tj->jobs + 7 * b0, dst, need, tj->sizes + b0, tj->crcs + b0)
+                    : NL_E_MEM;
+        }
+        tj->total[t] = r;
+    }
+    tj->barrier();
+    team_place(tj, t, team);
+    if (t > 0 && t < NL_TEAM_MAX) tj->cpu_ns[t] = thread_cpu_ns() - c0;
+}
+
+int64_t nl_encode_bits_team(int64_t nb, const int64_t *jobs, uint8_t *out, int64_t cap, int64_t *sizes,
+                            uint32_t *crcs, void *const *fns, int threads, int64_t *helper_cpu_ns) {
+    int64_t need = 0;
+    for (int64_t k = 0; k < nb; k++) need += job_bound(jobs + 7 * k);
+    if (nb < 0 || cap < need || !fns || !fns[0] || !fns[1] || !fns[2] || !fns[3]) return NL_E_ARG;
+    if (threads > NL_TEAM_MAX) threads = NL_TEAM_MAX;
+    if (threads < 2 || nb < 2) return nl_encode_bits_many(nb, jobs, out, cap, sizes, crcs);
+    team_job_t tj;
+    memset(&tj, 0, sizeof tj);
+    tj.nb = nb, tj.jobs = jobs, tj.out = out, tj.sizes = sizes, tj.crcs = crcs;
+    tj.thread_num = (nl_omp_int_t)fns[1], tj.num_threads = (nl_omp_int_t)fns[2];
+    tj.barrier = (nl_gomp_barrier_t)fns[3];
+    ((nl_gomp_parallel_t)fns[0])(team_body, &tj, (unsigned)threads, 0);
+    int64_t total = 0, err = 0;
+    for (int t = 0; t < tj.team; t++) {
+        if (helper_cpu_ns) *helper_cpu_ns += tj.cpu_ns[t];
+        if (tj.total[t] < 0 && !err) err = tj.total[t];
+        total += tj.total[t];
+    }
+    return err ? err : total;
 }
 
 /* The chunk's kind: 0 values, 1 delta (bit 7: stored raw); alpha in *alpha. Negative when not a chunk. */

@@ -163,6 +163,9 @@ class TapeWriter:
         self._native = use_native(opts, self._transform)
         self._format = FORMAT_NATIVE if self._native else FORMAT
         self.threads = max(1, opts.threads)
+        # > 1: append() codes each snapshot on that many threads of the calling thread's OpenMP team (the
+        # capture's inline mode sets it to torch's thread count; see native.BlockBatch.encode).
+        self.team = 1
         self.thread_nice = opts.thread_nice
         self._pool: ThreadPoolExecutor | None = None
         if self.threads > 1:
@@ -366,6 +369,23 @@ class TapeWriter:
             self.commit()
 
     @property
+    def team_capable(self) -> bool:
+        """Whether append() can code snapshots on the calling thread's OpenMP team (``team`` > 1): every
+        tensor on the native codec's float-bits path, no helper threads of its own, an OpenMP runtime loaded."""
+        return (
+            self._pool is None
+            and self._native
+            and all(ln.monotone and ln.signed.itemsize in native.WIDTHS for ln in self._lanes)
+            and native.omp_team() is not None
+        )
+
+    @property
+    def team_cpu_seconds(self) -> float:
+        """CPU time that other threads of the appending thread's OpenMP team spent coding snapshots (``team``
+        > 1); the appending thread's own is not in it."""
+        return float(self._batch_args.helper_cpu_ns[0]) / 1e9 if self._batch_args is not None else 0.0
+
+    @property
     def segment_full(self) -> bool:
         """Whether the open segment has reached its size or step bound (append() then commits it, unless
         told not to: then seal() and publish() it)."""
@@ -557,14 +577,16 @@ class TapeWriter:
         start, pstart = self._arena_used, self._placed_used
         if p1 > p0:
             assert seg is not None
-            batch.encode(p1 - p0, self._segbuf_addr + pstart, seg.size - pstart, first=p0)
+            batch.encode(p1 - p0, self._segbuf_addr + pstart, seg.size - pstart, first=p0, team=self.team)
         if p0 > 0:
             self._arena_used += batch.encode(
-                p0, self._arena_addr + self._arena_used, self._arena.size - start
+                p0, self._arena_addr + self._arena_used, self._arena.size - start, team=self.team
             )
         if p1 < nj:
             at = self._arena_used
-            self._arena_used += batch.encode(nj - p1, self._arena_addr + at, self._arena.size - at, first=p1)
+            self._arena_used += batch.encode(
+                nj - p1, self._arena_addr + at, self._arena.size - at, first=p1, team=self.team
+            )
         sizes, crcs = batch.sizes[:nj].tolist(), batch.crcs[:nj].tolist()
         view = self._arena.data
         results: list[tuple[memoryview | bytes | Placed, int, float, int]] = []
