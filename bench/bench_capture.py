@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -373,62 +373,94 @@ def _slowdown(
 
 
 def bench_paired_blocks(
-    cycles: int, block: int, batch: int, log: Callable[[str], None], settle_s: float = 0.0
+    cycles: int,
+    block: int,
+    batch: int,
+    log: Callable[[str], None],
+    variants: Sequence[type[NetlapseVariant]] = (),
 ) -> dict[str, Any]:
     """The cost of capture with the drift between runs taken out: one continuous paper-cnn run (SGD, torch
-    on every core) in blocks of ``block`` steps, capture switched off and on in the order off, on, on, off
-    (``cycles`` times); an "on" block ends when its last snapshot is committed, so a writer still busy after
-    the block's last step counts. Slowdown = time of the "on" blocks / time of the "off" blocks - 1; per cycle
-    too. Runs of their own on this VM scatter by +-15-20 % (the host's load drifts between them); blocks
-    minutes apart in one process see the same model, data, allocator and threads."""
+    on every core) in blocks of ``block`` steps. Each cycle runs one block per arm - capture off, then each
+    netlapse variant in ``variants`` (default: the settings' mode, then the writer-thread mode) - in a
+    palindrome (off, A, B, B, A, off), so a load that drifts during the cycle weighs on every arm alike. An
+    "on" block ends when its last snapshot is committed, so a writer still busy after the block's last step
+    counts. Slowdown of an arm = its blocks' time / the "off" blocks' time - 1; per cycle too. Runs of their
+    own on this VM scatter by +-15-20 % (the host's load drifts between them); blocks seconds apart in one
+    process see the same model, data, allocator and threads."""
+    variants = list(variants) or [NetlapseVariant, NetlapseThreadVariant]
+    names = [v.name for v in variants]
     data = load_dataset("mnist-10k", settings())
     model, opt = model_and_opt("paper-cnn", SGD)
     it = batches(data.train_x, data.train_y, batch, 0)
-    times: dict[str, list[float]] = {"off": [], "on": []}
-    per_cycle: list[float] = []
+    order = ["off", *names, *reversed(names), "off"]
+    times: dict[str, list[float]] = {a: [] for a in ["off", *names]}
+    per_cycle: dict[str, list[float]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="netlapse-bench-") as tmp:
-        rec = NetlapseVariant(model, LocalStore(Path(tmp) / "store"), Path(tmp))  # captures step 0
-        step = 0
+        recs = {}
+        for v in variants:  # each captures step 0 into a store of its own
+            recs[v.name] = v(model, LocalStore(Path(tmp) / v.name / "store"), Path(tmp) / v.name)
         for _ in range(3):  # untimed: first-call overheads
             xb, yb = next(it)
             train_step(model, opt, xb, yb)
-            step += 1
+        step = 3
         for c in range(cycles):
-            cyc = {"off": 0.0, "on": 0.0}
-            for on in (False, True, True, False):
-                rec.drain()  # the previous block's snapshots, untimed
-                time.sleep(settle_s)
+            cyc = dict.fromkeys(times, 0.0)
+            for arm in order:
+                for r in recs.values():
+                    r.drain()  # the previous block's snapshots, untimed
+                rec = recs.get(arm)
                 t0 = time.perf_counter()
                 for _ in range(block):
                     xb, yb = next(it)
                     train_step(model, opt, xb, yb)
                     step += 1
-                    if on:
+                    if rec is not None:
                         rec.hook(step)
-                if on:
+                if rec is not None:
                     rec.drain()
                 dt = time.perf_counter() - t0
-                times["on" if on else "off"].append(dt)
-                cyc["on" if on else "off"] += dt
-            per_cycle.append(cyc["on"] / cyc["off"] - 1)
-            log(f"  cycle {c + 1}/{cycles} (load {os.getloadavg()[0]:.1f}): capture {per_cycle[-1]:+.1%}")
-        st = rec.close()
-    off, on = sum(times["off"]), sum(times["on"])
+                times[arm].append(dt)
+                cyc[arm] += dt
+            for n in names:
+                per_cycle[n].append(cyc[n] / cyc["off"] - 1)
+            log(
+                f"  cycle {c + 1}/{cycles} (load {os.getloadavg()[0]:.1f}): "
+                + ", ".join(f"{n} {per_cycle[n][-1]:+.1%}" for n in names)
+            )
+        stats = {n: r.close() for n, r in recs.items()}
+    off = sum(times["off"])
+    arms = {}
+    for n in names:
+        st = stats[n]
+        arms[n] = {
+            "mode": st["mode"],
+            "slowdown": sum(times[n]) / off - 1,
+            "slowdown_per_cycle": per_cycle[n],
+            "slowdown_median_cycle": float(np.median(per_cycle[n])),
+            "step_seconds": sum(times[n]) / (len(times[n]) * block),
+            "writer_cpu_seconds_per_snapshot": st["writer_cpu_seconds"] / max(1, st["steps"]),
+            "copy_seconds_per_snapshot": st["copy_seconds"] / max(1, st["steps"]),
+            "wait_seconds": st["wait_seconds"],
+            "snapshots": st["steps"],
+        }
+    first = arms[names[0]]
     return {
-        "what": "one continuous paper-cnn run, blocks of steps with capture off / on (off, on, on, off)",
+        "what": "one continuous paper-cnn run, blocks of steps per arm in the order "
+        + ", ".join(order)
+        + "; the top-level figures are those of the first netlapse arm",
         "cycles": cycles,
         "block_steps": block,
         "batch_size": batch,
         "torch_threads": torch.get_num_threads(),
         "step_seconds_off": off / (len(times["off"]) * block),
-        "step_seconds_on": on / (len(times["on"]) * block),
-        "slowdown": on / off - 1,
-        "slowdown_per_cycle": per_cycle,
-        "slowdown_median_cycle": float(np.median(per_cycle)),
-        "writer_cpu_seconds_per_snapshot": st["writer_cpu_seconds"] / max(1, st["steps"]),
-        "copy_seconds_per_snapshot": st["copy_seconds"] / max(1, st["steps"]),
-        "wait_seconds": st["wait_seconds"],
-        "snapshots": st["steps"],
+        "step_seconds_on": first["step_seconds"],
+        "arms": arms,
+        **{k: first[k] for k in ("mode", "slowdown", "slowdown_per_cycle", "slowdown_median_cycle")},
+        **{
+            k: first[k]
+            for k in ("writer_cpu_seconds_per_snapshot", "copy_seconds_per_snapshot", "wait_seconds")
+        },
+        "snapshots": first["snapshots"],
     }
 
 

@@ -1,10 +1,10 @@
 """Capture every snapshot: encode it where it costs training least, upload it off the training thread.
 
-Two modes (``CAPTURE_MODES``). **thread**: the training thread only copies the model's floating-point state
-into a free preallocated flat buffer and enqueues it. A background thread hands the buffer to ``TapeWriter.append`` (which may fan the encoding
-out to its own threads) and returns it to the pool. When the pool is empty the training thread waits
-(backpressure) rather than dropping a step; the wait is measured in ``CaptureStats.wait_seconds``. The
-writer thread can run at a lower CPU priority (``nice``), so on a CPU-bound machine encoding uses the
+Two modes and a chooser (``CAPTURE_MODES``). **thread**: the training thread only copies the model's
+floating-point state into a free preallocated flat buffer and enqueues it. A background thread hands the
+buffer to ``TapeWriter.append`` (which may fan the encoding out to its own threads) and returns it to the
+pool. When the pool is empty the training thread waits (backpressure) rather than dropping a step; the wait
+is measured in ``CaptureStats.wait_seconds``. The writer thread can run at a lower CPU priority (``nice``), so on a CPU-bound machine encoding uses the
 cycles training leaves idle.
 
 Where the buffer lives follows the writer's encoder. With the numpy encoder it is host memory (pinned when
@@ -15,11 +15,17 @@ whose lane transforms then run on the device, on a side stream of the writer thr
 
 **inline**: the training thread encodes the live tensors itself, right after the optimizer step (no copy),
 and only sealed segments go to the background thread, which uploads them (storage waits never reach
-training; at most ``buffers`` sealed segments wait, then training does). Opt-in, for a model on the CPU
-only: it makes no copy and holds no pooled buffers (less memory for a large model), but on the project's
-2-core machine it measured no cheaper than the thread (paired over 14 runs, ~4 points slower: the writer
-thread at nice +10 fills the gaps torch's threads leave, inline encoding does not overlap anything;
-docs/performance.md). **thread** is the default.
+training; at most ``buffers`` sealed segments wait, then training does). For a model on the CPU only. Where
+torch runs its CPU kernels on an OpenMP team of 2+ threads, the snapshot's blocks are coded by that same
+team (``TapeWriter.team`` = ``torch.get_num_threads()``; one C call, ``nl_encode_bits_team``): the threads
+that were busy with the step move on to the snapshot, nothing else competes with them for the cores, and
+the bytes are those of one thread's coding.
+
+**auto** (the default, ``resolve_capture_mode``) picks inline-on-the-team where that is possible (a CPU
+model, the numpy encoder with the native coder and no helper pool of its own, torch built with OpenMP and
+using 2+ threads), else thread. On the project's 2-core machine, alternating the modes step group by step
+group in one process, inline on the team cost the loop 1.5-1.8x less than the thread (docs/performance.md,
+"Capture modes").
 """
 
 from __future__ import annotations

@@ -584,7 +584,9 @@ def test_auto_is_the_default_inline_on_torchs_team_else_thread_and_inline_needs_
     try:
         torch.set_num_threads(2)
         with CapturePipeline(model, TapeWriter(store, "a/", infos)) as pipe:
-            assert pipe.mode == "inline", "a CPU model with torch on an OpenMP team codes inline, on that team"
+            assert pipe.mode == "inline", (
+                "a CPU model with torch on an OpenMP team codes inline, on that team"
+            )
             pipe.capture(0)
             pipe.capture(1)
         assert pipe.stats.steps == 2 and pipe.stats.writer_cpu_seconds > 0

@@ -451,7 +451,12 @@ def test_one_native_call_per_snapshot_writes_the_same_segments_as_one_per_block(
     for threads in (1, 2, "team"):
         store = LocalStore(tmp_path / f"t{threads}")
         w = TapeWriter(
-            store, PREFIX, infos, threads=threads if threads != "team" else 1, keyframe_interval=4, segment_max_steps=3
+            store,
+            PREFIX,
+            infos,
+            threads=threads if threads != "team" else 1,
+            keyframe_interval=4,
+            segment_max_steps=3,
         )
         if threads == "team":  # one thread appends, the blocks are coded on a team of three (torch's OpenMP)
             assert w.team_capable

@@ -291,7 +291,12 @@ class BlockBatch:
         self.sizes = np.zeros(max(1, capacity), dtype=np.int64)
         self.crcs = np.zeros(max(1, capacity), dtype=np.uint32)
         self.helper_cpu_ns = np.zeros(1, dtype=np.int64)  # CPU the team's other threads spent (encode(team=))
-        self._ptrs = (address(self.jobs), address(self.sizes), address(self.crcs), address(self.helper_cpu_ns))
+        self._ptrs = (
+            address(self.jobs),
+            address(self.sizes),
+            address(self.crcs),
+            address(self.helper_cpu_ns),
+        )
 
     def encode(self, k: int, out_addr: int, cap: int, first: int = 0, team: int = 1) -> int:
         """Code the ``k`` rows of ``jobs`` from row ``first``, chunk after chunk, into ``cap`` bytes at address
