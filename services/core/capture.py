@@ -4,8 +4,8 @@ Two modes and a chooser (``CAPTURE_MODES``). **thread**: the training thread onl
 floating-point state into a free preallocated flat buffer and enqueues it. A background thread hands the
 buffer to ``TapeWriter.append`` (which may fan the encoding out to its own threads) and returns it to the
 pool. When the pool is empty the training thread waits (backpressure) rather than dropping a step; the wait
-is measured in ``CaptureStats.wait_seconds``. The writer thread can run at a lower CPU priority (``nice``), so on a CPU-bound machine encoding uses the
-cycles training leaves idle.
+is measured in ``CaptureStats.wait_seconds``. The writer thread can run at a lower CPU priority (``nice``),
+so on a CPU-bound machine encoding uses the cycles training leaves idle.
 
 Where the buffer lives follows the writer's encoder. With the numpy encoder it is host memory (pinned when
 the model is on CUDA, copied on a side stream) and the writer gets numpy views. With the torch encoder
