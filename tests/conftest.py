@@ -43,7 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> Iter
         log_dir=artifacts_dir / "stack-logs",
         extra_env={
             "NETLAPSE_SEGMENT_MAX_STEPS": "16",
-            "NETLAPSE_RESUME_INTERVAL_S": "1",  # a resume checkpoint at least every second (chaos tests)
+            "NETLAPSE_RESUME_INTERVAL_S": "0.25",  # a resume checkpoint at most every 0.25 s (chaos tests)
             "NETLAPSE_FRONTEND_DIR": str(REPO / "frontend" / "dist"),
             "NETLAPSE_AUTH_REQUIRED": "0",  # the shared stack is single-user; tests/integration/test_auth.py has its own
             "NETLAPSE_USER_MAX_ACTIVE_RUNS": "0",  # tests queue many runs at once; tests/unit/test_user_bounds.py
