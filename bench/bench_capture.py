@@ -443,24 +443,14 @@ def bench_paired_blocks(
             "wait_seconds": st["wait_seconds"],
             "snapshots": st["steps"],
         }
-    first = arms[names[0]]
     return {
-        "what": "one continuous paper-cnn run, blocks of steps per arm in the order "
-        + ", ".join(order)
-        + "; the top-level figures are those of the first netlapse arm",
+        "what": "one continuous paper-cnn run, blocks of steps per arm in the order " + ", ".join(order),
         "cycles": cycles,
         "block_steps": block,
         "batch_size": batch,
         "torch_threads": torch.get_num_threads(),
         "step_seconds_off": off / (len(times["off"]) * block),
-        "step_seconds_on": first["step_seconds"],
         "arms": arms,
-        **{k: first[k] for k in ("mode", "slowdown", "slowdown_per_cycle", "slowdown_median_cycle")},
-        **{
-            k: first[k]
-            for k in ("writer_cpu_seconds_per_snapshot", "copy_seconds_per_snapshot", "wait_seconds")
-        },
-        "snapshots": first["snapshots"],
     }
 
 
